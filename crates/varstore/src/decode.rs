@@ -1,0 +1,357 @@
+//! Decoding of well-known variable values for display: load options and device paths
+//! (spec §13), signature databases (spec §12), and small scalars.
+//!
+//! Every decoder is bounded by its input and returns `None` (or a partial result marked as
+//! such) rather than panicking on malformed data.
+
+use crate::bytes::{guid_at, u16_at, u32_at, u64_at, u8_at, ucs2_to_string};
+use crate::guid;
+use crate::record::VariableRecord;
+use crate::Guid;
+use std::fmt::Write as _;
+
+/// A decoded `EFI_LOAD_OPTION` (Boot####, Driver####, SysPrep####).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOption {
+    /// LOAD_OPTION_* attribute bits.
+    pub attributes: u32,
+    /// Description.
+    pub description: String,
+    /// The device path list as text.
+    pub device_path: String,
+    /// OptionalData bytes.
+    pub optional_data: Vec<u8>,
+}
+
+impl LoadOption {
+    /// LOAD_OPTION_ACTIVE.
+    pub const ACTIVE: u32 = 0x1;
+
+    /// Parses a load option; `None` if it is malformed.
+    ///
+    /// ```
+    /// // attributes 1, path list of 4 bytes, "A", End node.
+    /// let data = [1, 0, 0, 0, 4, 0, b'A', 0, 0, 0, 0x7f, 0xff, 4, 0];
+    /// let option = varstore::decode::LoadOption::parse(&data).unwrap();
+    /// assert_eq!(option.description, "A");
+    /// assert_eq!(option.device_path, "");
+    /// ```
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let attributes = u32_at(data, 0)?;
+        let path_len = usize::from(u16_at(data, 4)?);
+        let mut at = 6;
+        loop {
+            let unit = u16_at(data, at)?;
+            at += 2;
+            if unit == 0 {
+                break;
+            }
+        }
+        let description = ucs2_to_string(&data[6..at]);
+        let path = data.get(at..at.checked_add(path_len)?)?;
+        Some(Self {
+            attributes,
+            description,
+            device_path: device_path_to_text(path),
+            optional_data: data[at + path_len..].to_vec(),
+        })
+    }
+}
+
+/// Renders a (possibly multi-instance) device path in the UEFI text notation, e.g.
+/// `PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0)`. Malformed nodes end the text with
+/// `<malformed at N>` instead of failing.
+///
+/// ```
+/// let path = [2, 1, 12, 0, 0xd0, 0x41, 0x03, 0x0a, 0, 0, 0, 0, 0x7f, 0xff, 4, 0];
+/// assert_eq!(varstore::decode::device_path_to_text(&path), "PciRoot(0x0)");
+/// ```
+pub fn device_path_to_text(path: &[u8]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    let mut first = true;
+    while at < path.len() {
+        let (Some(kind), Some(sub), Some(len)) =
+            (u8_at(path, at), u8_at(path, at + 1), u16_at(path, at + 2))
+        else {
+            let _ = write!(out, "<malformed at {at}>");
+            break;
+        };
+        let len = usize::from(len);
+        let Some(body) = path.get(at + 4..at + len.max(4)).filter(|_| len >= 4) else {
+            let _ = write!(out, "<malformed at {at}>");
+            break;
+        };
+        at += len;
+        match (kind, sub) {
+            (0x7F, 0xFF) => break,
+            (0x7F, 0x01) => {
+                out.push(',');
+                first = true;
+                continue;
+            }
+            _ => {}
+        }
+        if !first {
+            out.push('/');
+        }
+        first = false;
+        out.push_str(&node_to_text(kind, sub, body));
+    }
+    out
+}
+
+fn node_to_text(kind: u8, sub: u8, b: &[u8]) -> String {
+    let g = |o| guid_at(b, o).map(|g: Guid| g.to_string().to_uppercase());
+    let text = match (kind, sub) {
+        (0x01, 0x01) => u8_at(b, 0)
+            .zip(u8_at(b, 1))
+            .map(|(func, dev)| format!("Pci(0x{dev:X},0x{func:X})")),
+        (0x01, 0x03) => u32_at(b, 0)
+            .zip(u64_at(b, 4))
+            .zip(u64_at(b, 12))
+            .map(|((t, s), e)| format!("MemoryMapped(0x{t:X},0x{s:X},0x{e:X})")),
+        (0x01, 0x04) => g(0).map(|g| format!("VenHw({g})")),
+        (0x02, 0x01) => u32_at(b, 0).zip(u32_at(b, 4)).map(|(hid, uid)| match hid {
+            0x0A03_41D0 => format!("PciRoot(0x{uid:X})"),
+            0x0A08_41D0 => format!("PcieRoot(0x{uid:X})"),
+            _ if hid & 0xFFFF == 0x41D0 => format!("Acpi(PNP{:04X},0x{uid:X})", hid >> 16),
+            _ => format!("Acpi(0x{hid:X},0x{uid:X})"),
+        }),
+        (0x03, 0x02) => u16_at(b, 0)
+            .zip(u16_at(b, 2))
+            .map(|(p, l)| format!("Scsi(0x{p:X},0x{l:X})")),
+        (0x03, 0x05) => u8_at(b, 0)
+            .zip(u8_at(b, 1))
+            .map(|(p, i)| format!("USB(0x{p:X},0x{i:X})")),
+        (0x03, 0x0A) => g(0).map(|g| match g.as_str() {
+            "E0C14753-F9BE-11D2-9A0C-0090273FC14D" => "VenPcAnsi()".to_string(),
+            "37499A9D-542F-4C89-A026-35DA142094E4" => "VenUtf8()".to_string(),
+            "AD15A0D6-8BEC-4ACF-A073-D01DE77E2D88" => "VenVt100()".to_string(),
+            "7BAEC70B-57E0-4C76-8E87-2F9E28088343" => "VenVt100Plus()".to_string(),
+            _ => format!("VenMsg({g})"),
+        }),
+        (0x03, 0x0B) => b.get(..6).map(|m| {
+            let hex: Vec<String> = m.iter().map(|x| format!("{x:02X}")).collect();
+            format!(
+                "MAC({},0x{:X})",
+                hex.concat(),
+                b.get(32).copied().unwrap_or(0)
+            )
+        }),
+        (0x03, 0x0C) => b
+            .get(4..8)
+            .map(|r| format!("IPv4({}.{}.{}.{})", r[0], r[1], r[2], r[3])),
+        (0x03, 0x0D) => Some("IPv6()".to_string()),
+        (0x03, 0x0E) => u64_at(b, 4).map(|baud| format!("Uart({baud})")),
+        (0x03, 0x0F) => u16_at(b, 0)
+            .zip(u16_at(b, 2))
+            .zip(b.get(4..7))
+            .map(|((v, p), c)| {
+                format!(
+                    "UsbClass(0x{v:X},0x{p:X},0x{:X},0x{:X},0x{:X})",
+                    c[0], c[1], c[2]
+                )
+            }),
+        (0x03, 0x12) => u16_at(b, 0)
+            .zip(u16_at(b, 2))
+            .zip(u16_at(b, 4))
+            .map(|((p, m), l)| format!("Sata(0x{p:X},0x{m:X},0x{l:X})")),
+        (0x03, 0x17) => u32_at(b, 0).map(|ns| format!("NVMe(0x{ns:X})")),
+        (0x03, 0x18) => Some(format!("Uri({})", String::from_utf8_lossy(b))),
+        (0x04, 0x01) => {
+            let part = u32_at(b, 0);
+            let start = u64_at(b, 4);
+            let size = u64_at(b, 12);
+            let mbr = u8_at(b, 36);
+            let sig = u8_at(b, 37);
+            match (part, start, size, mbr, sig) {
+                (Some(p), Some(s), Some(z), Some(_), Some(2)) => {
+                    g(20).map(|id| format!("HD({p},GPT,{id},0x{s:X},0x{z:X})"))
+                }
+                (Some(p), Some(s), Some(z), Some(_), Some(1)) => {
+                    u32_at(b, 20).map(|id| format!("HD({p},MBR,0x{id:08X},0x{s:X},0x{z:X})"))
+                }
+                (Some(p), Some(s), Some(z), _, _) => Some(format!("HD({p},0x{s:X},0x{z:X})")),
+                _ => None,
+            }
+        }
+        (0x04, 0x02) => u32_at(b, 0).map(|e| format!("CDROM(0x{e:X})")),
+        (0x04, 0x03) => g(0).map(|g| format!("VenMedia({g})")),
+        (0x04, 0x04) => Some(ucs2_to_string(b)),
+        (0x04, 0x06) => g(0).map(|g| format!("FvFile({g})")),
+        (0x04, 0x07) => g(0).map(|g| format!("Fv({g})")),
+        _ => None,
+    };
+    text.unwrap_or_else(|| format!("Path({kind},{sub},{})", hex::encode_upper(b)))
+}
+
+/// One `EFI_SIGNATURE_LIST` (spec §12.1), borrowing its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureList<'a> {
+    /// SignatureType.
+    pub signature_type: Guid,
+    /// Each entry as (owner, signature data).
+    pub entries: Vec<(Guid, &'a [u8])>,
+}
+
+/// Splits a signature database into its lists; `None` if the sizes do not add up exactly.
+///
+/// ```
+/// assert_eq!(varstore::decode::signature_lists(&[]).unwrap().len(), 0);
+/// assert!(varstore::decode::signature_lists(&[0u8; 20]).is_none());
+/// ```
+pub fn signature_lists(data: &[u8]) -> Option<Vec<SignatureList<'_>>> {
+    let mut lists = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let signature_type = guid_at(data, at)?;
+        let list_size = u32_at(data, at + 16)? as usize;
+        let header_size = u32_at(data, at + 20)? as usize;
+        let entry_size = u32_at(data, at + 24)? as usize;
+        let end = at.checked_add(list_size)?;
+        let first = at.checked_add(28)?.checked_add(header_size)?;
+        if end > data.len() || first > end || entry_size <= 16 || (end - first) % entry_size != 0 {
+            return None;
+        }
+        let entries = data[first..end]
+            .chunks_exact(entry_size)
+            .map(|e| (guid_at(e, 0).unwrap_or_default(), &e[16..]))
+            .collect();
+        lists.push(SignatureList {
+            signature_type,
+            entries,
+        });
+        at = end;
+    }
+    Some(lists)
+}
+
+/// A short description of one signature: certificate subject or hash type.
+pub fn describe_signature(signature_type: Guid, data: &[u8]) -> String {
+    if signature_type == guid::CERT_X509 {
+        match virtfw_libefi::sb::certs::info::CertInfo::new_from_der(data) {
+            Some(info) => format!("x509 \"{}\"", info.desc()),
+            None => "x509 (unparsable certificate)".to_string(),
+        }
+    } else if signature_type == guid::CERT_SHA256 {
+        format!("sha256 {}", hex::encode(data))
+    } else {
+        format!("{} ({} bytes)", signature_type, data.len())
+    }
+}
+
+/// Names whose value is a signature database.
+const SIGNATURE_DATABASES: &[&str] = &[
+    "PK",
+    "KEK",
+    "db",
+    "dbx",
+    "dbt",
+    "dbr",
+    "PKDefault",
+    "KEKDefault",
+    "dbDefault",
+    "dbxDefault",
+    "dbtDefault",
+    "MokList",
+    "MokListX",
+    "MokListRT",
+    "MokListXRT",
+    "MokListTrusted",
+];
+
+/// A one-line decoded value for well-known variables, `None` for others.
+///
+/// ```
+/// let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
+/// let store = varstore::Varstore::parse(&image).unwrap();
+/// assert!(store.live_variables().iter().all(|v| varstore::decode::summary(v).is_some()));
+/// ```
+pub fn summary(record: &VariableRecord<'_>) -> Option<String> {
+    let name = record.name();
+    let data = record.data;
+    let global = record.guid == guid::EFI_GLOBAL_VARIABLE;
+    let is_option = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| n.len() == 4 && n.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    if global && (is_option("Boot") || is_option("Driver") || is_option("SysPrep")) {
+        let option = LoadOption::parse(data)?;
+        let active = if option.attributes & LoadOption::ACTIVE != 0 {
+            ""
+        } else {
+            " [inactive]"
+        };
+        return Some(format!(
+            "\"{}\" {}{active}",
+            option.description, option.device_path
+        ));
+    }
+    if global && matches!(name.as_str(), "BootOrder" | "DriverOrder" | "SysPrepOrder") {
+        if data.len() % 2 != 0 {
+            return None;
+        }
+        let items: Vec<String> = data
+            .chunks_exact(2)
+            .map(|c| format!("{:04X}", u16::from_le_bytes([c[0], c[1]])))
+            .collect();
+        return Some(items.join(","));
+    }
+    if global && matches!(name.as_str(), "BootNext" | "BootCurrent") && data.len() == 2 {
+        return Some(format!("{:04X}", u16::from_le_bytes([data[0], data[1]])));
+    }
+    if global && name == "Timeout" && data.len() == 2 {
+        return Some(format!("{} s", u16::from_le_bytes([data[0], data[1]])));
+    }
+    if global
+        && matches!(
+            name.as_str(),
+            "Lang" | "PlatformLang" | "LangCodes" | "PlatformLangCodes"
+        )
+    {
+        let text = data.split(|&b| b == 0).next().unwrap_or_default();
+        return Some(format!("\"{}\"", String::from_utf8_lossy(text)));
+    }
+    if global && matches!(name.as_str(), "ConIn" | "ConOut" | "ErrOut") {
+        return Some(device_path_to_text(data));
+    }
+    if matches!(
+        name.as_str(),
+        "SecureBoot"
+            | "SetupMode"
+            | "SecureBootEnable"
+            | "CustomMode"
+            | "VendorKeysNv"
+            | "VendorKeys"
+            | "AuditMode"
+            | "DeployedMode"
+    ) && data.len() == 1
+    {
+        return Some(data[0].to_string());
+    }
+    if SIGNATURE_DATABASES.contains(&name.as_str()) {
+        let lists = signature_lists(data)?;
+        let entries: Vec<String> = lists
+            .iter()
+            .flat_map(|l| {
+                l.entries
+                    .iter()
+                    .map(|(_, d)| describe_signature(l.signature_type, d))
+            })
+            .collect();
+        let shown: Vec<&str> = entries.iter().take(4).map(String::as_str).collect();
+        let more = if entries.len() > shown.len() {
+            format!(", … {} more", entries.len() - shown.len())
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "{} entr{}: {}{more}",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" },
+            shown.join(", ")
+        ));
+    }
+    None
+}
