@@ -1,0 +1,113 @@
+use super::Loaded;
+use anyhow::{anyhow, bail, Result};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Print one variable.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store.
+    file: PathBuf,
+    /// Variable name, e.g. BootOrder.
+    name: String,
+    /// Vendor GUID, or a well-known name such as EfiGlobalVariable; needed when the name is ambiguous.
+    #[arg(long)]
+    guid: Option<String>,
+    /// Print the data as one line of hex.
+    #[arg(long, group = "format")]
+    hex: bool,
+    /// Write the raw data bytes to stdout.
+    #[arg(long, group = "format")]
+    raw: bool,
+    /// Print the variable as JSON (the export format).
+    #[arg(long, group = "format")]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let guid = args
+        .guid
+        .as_deref()
+        .map(|g| {
+            varstore::guid::parse(g)
+                .ok_or_else(|| anyhow!("--guid {g:?} is not a GUID or a known GUID name"))
+        })
+        .transpose()?;
+    let loaded = Loaded::read(&args.file)?;
+    let Some(store) = loaded.parse()? else {
+        eprintln!("nvram: {}: no variable {}", args.file.display(), args.name);
+        return Ok(ExitCode::from(1));
+    };
+    let matches: Vec<_> = store
+        .live_variables()
+        .into_iter()
+        .filter(|r| guid.is_none_or(|g| g == r.guid) && r.name() == args.name)
+        .collect();
+    let record = match matches.as_slice() {
+        [] => {
+            eprintln!("nvram: {}: no variable {}", args.file.display(), args.name);
+            return Ok(ExitCode::from(1));
+        }
+        [one] => *one,
+        many => {
+            let guids: Vec<String> = many.iter().map(|r| r.guid.to_string()).collect();
+            bail!(
+                "{}: {} variables are named {}; choose one with --guid: {}",
+                args.file.display(),
+                many.len(),
+                args.name,
+                guids.join(", ")
+            );
+        }
+    };
+    let output: Vec<u8> = if args.raw {
+        record.data.to_vec()
+    } else if args.hex {
+        format!("{}\n", hex::encode(record.data)).into_bytes()
+    } else if args.json {
+        let json = varstore::json::JsonVariable::from_record(record);
+        (serde_json::to_string_pretty(&json)? + "\n").into_bytes()
+    } else {
+        let view = nvram::inspect::VariableView::new(record);
+        let mut text = String::new();
+        let _ = writeln!(text, "name:       {}", view.name);
+        let _ = writeln!(text, "guid:       {}", view.guid);
+        let _ = writeln!(
+            text,
+            "attributes: {} (0x{:x})",
+            view.flags.join(","),
+            view.attr
+        );
+        let _ = writeln!(text, "size:       {}", view.size);
+        if let Some(time) = &view.time {
+            let _ = writeln!(text, "time:       {time}");
+        }
+        if let Some(value) = &view.value {
+            let _ = writeln!(text, "value:      {value}");
+        }
+        text.push_str(&hexdump(record.data));
+        text.into_bytes()
+    };
+    super::emit(None, false, &output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hexdump(data: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, line) in data.chunks(16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{:08x}  {:<47}  {ascii}", i * 16, hex.join(" "));
+    }
+    out
+}

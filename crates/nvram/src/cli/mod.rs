@@ -1,0 +1,92 @@
+//! Argument parsing and one module per subcommand.
+
+mod check;
+mod create;
+mod export;
+mod get;
+mod list;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use varstore::{ErrorKind, ParseError, Varstore};
+
+/// Create, inspect and check UEFI variable stores (OVMF/AAVMF varstores) of virtual machines.
+#[derive(Debug, Parser)]
+#[command(name = "nvram", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Create(create::Args),
+    List(list::Args),
+    Get(get::Args),
+    Check(check::Args),
+    Export(export::Args),
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::List(args) => list::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Export(args) => export::run(args),
+    }
+}
+
+/// A store image read from a file.
+pub struct Loaded {
+    path: PathBuf,
+    image: Vec<u8>,
+}
+
+impl Loaded {
+    fn read(path: &Path) -> Result<Self> {
+        let image = nvram::files::read_image(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            image,
+        })
+    }
+
+    /// Parses the image. `Ok(None)` for an unformatted image (a note goes to stderr);
+    /// an error names the file, offset and field.
+    fn parse(&self) -> Result<Option<Varstore<'_>>> {
+        match Varstore::parse(&self.image) {
+            Ok(store) => Ok(Some(store)),
+            Err(e) if e.kind() == ErrorKind::Unformatted => {
+                eprintln!("nvram: {}: {e}; it holds no variables", self.path.display());
+                Ok(None)
+            }
+            Err(e) => Err(parse_error(&self.path, e)),
+        }
+    }
+}
+
+fn parse_error(path: &Path, error: ParseError) -> anyhow::Error {
+    anyhow::Error::new(error).context(format!(
+        "{}: cannot read the variable store",
+        path.display()
+    ))
+}
+
+/// Writes command output to stdout or, with `-o`, safely to a file.
+fn emit(output: Option<&Path>, force: bool, content: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match output {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(content)?;
+            stdout.flush()?;
+            Ok(())
+        }
+        Some(path) => nvram::files::write_output(path, content, force)
+            .with_context(|| format!("cannot write {}", path.display())),
+    }
+}

@@ -1,0 +1,153 @@
+//! Views of a store for listing and checking, shared by the text and JSON outputs.
+
+use serde::Serialize;
+use varstore::{decode, ErrorKind, Finding, FirmwareVerdict, ParseError, VariableRecord, Varstore};
+
+/// One variable or record as `nvram list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariableView {
+    /// Name.
+    pub name: String,
+    /// Lower-case GUID.
+    pub guid: String,
+    /// Attribute bits.
+    pub attr: u32,
+    /// Attribute flag words (`nv`, `bs`, `rt`, `at`, …).
+    pub flags: Vec<String>,
+    /// Data size in bytes.
+    pub size: usize,
+    /// Record state (`added`, `in-transition`, `deleted`, …).
+    pub state: String,
+    /// File offset of the record.
+    pub offset: u64,
+    /// Timestamp, for time-based authenticated variables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Short decoded value of well-known variables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl VariableView {
+    /// The view of one record.
+    pub fn new(record: &VariableRecord<'_>) -> Self {
+        Self {
+            name: record.name(),
+            guid: record.guid.to_string(),
+            attr: record.attributes.0,
+            flags: record.attributes.flags(),
+            size: record.data.len(),
+            state: record.state().to_string(),
+            offset: record.offset,
+            time: record.time().map(|t| t.to_string()),
+            value: decode::summary(record),
+        }
+    }
+}
+
+/// The variables of a store: the live ones, or with `all` every record the walk visits.
+pub fn variables(store: &Varstore<'_>, all: bool) -> Vec<VariableView> {
+    if all {
+        store.records().iter().map(VariableView::new).collect()
+    } else {
+        store
+            .live_variables()
+            .into_iter()
+            .map(VariableView::new)
+            .collect()
+    }
+}
+
+/// The outcome of `nvram check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// `healthy`, `problems`, `unformatted`, `damaged` or `not-a-varstore`.
+    pub status: &'static str,
+    /// What the firmware does with the store at its next boot.
+    pub verdict: FirmwareVerdict,
+    /// The verdict in words.
+    pub verdict_text: String,
+    /// Built-in layout the image matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<&'static str>,
+    /// Records walked.
+    pub records: usize,
+    /// Live variables.
+    pub live: usize,
+    /// Bytes free for new records before a reclaim.
+    pub free_bytes: u64,
+    /// Every problem.
+    pub findings: Vec<Finding>,
+    /// The fatal error, when the image could not be parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckReport {
+    /// Checks a parsed store.
+    pub fn of_store(store: &Varstore<'_>) -> Self {
+        let verdict = store.verdict();
+        Self {
+            status: if store.is_healthy() {
+                "healthy"
+            } else {
+                "problems"
+            },
+            verdict,
+            verdict_text: verdict.explain().to_string(),
+            layout: store.layout().map(|l| l.name),
+            records: store.records().len(),
+            live: store.live_variables().len(),
+            free_bytes: store.free_space(),
+            findings: store.findings().to_vec(),
+            error: None,
+        }
+    }
+
+    /// Reports an image that could not be parsed.
+    pub fn of_error(error: &ParseError, image_len: usize) -> Self {
+        let (status, verdict, text) = match error.kind() {
+            ErrorKind::Unformatted if image_len as u64 == varstore::AAVMF.file_size => (
+                "unformatted",
+                FirmwareVerdict::Accept,
+                "accept: ArmVirt firmware formats an unformatted flash at first boot".to_string(),
+            ),
+            ErrorKind::Unformatted => (
+                "unformatted",
+                FirmwareVerdict::Refuse,
+                "refuse: OVMF writes a bare firmware volume header and stops in DXE; create a store with `nvram create`".to_string(),
+            ),
+            ErrorKind::Damaged => (
+                "damaged",
+                FirmwareVerdict::Refuse,
+                FirmwareVerdict::Refuse.explain().to_string(),
+            ),
+            ErrorKind::NotAVarstore => (
+                "not-a-varstore",
+                FirmwareVerdict::Refuse,
+                "refuse: this is not a UEFI variable store".to_string(),
+            ),
+        };
+        Self {
+            status,
+            verdict,
+            verdict_text: text,
+            layout: None,
+            records: 0,
+            live: 0,
+            free_bytes: 0,
+            findings: Vec::new(),
+            error: Some(error.to_string()),
+        }
+    }
+
+    /// Exit status of `nvram check`: 0 healthy, 1 problems, 2 not a varstore.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            "healthy" => 0,
+            "unformatted" if self.verdict == FirmwareVerdict::Accept => 0,
+            "not-a-varstore" => 2,
+            _ => 1,
+        }
+    }
+}
