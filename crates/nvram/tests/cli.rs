@@ -23,31 +23,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn debian(name: &str) -> PathBuf {
-    let path = if name.starts_with("AAVMF") {
-        Path::new("/usr/share/AAVMF").join(name)
-    } else {
-        Path::new("/usr/share/OVMF").join(name)
-    };
-    assert!(
-        path.exists(),
-        "{} not found: install Debian's ovmf and qemu-efi-aarch64 packages (scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-fn virt_fw_vars() -> PathBuf {
-    let path = std::env::var_os("NVRAM_VIRT_FW_VARS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/venv/bin/virt-fw-vars")
-        });
-    assert!(
-        path.exists(),
-        "virt-fw-vars not found at {}: run scripts/install-test-deps",
-        path.display()
-    );
-    path
+    testkit::debian_firmware(name)
 }
 
 const FORMATTED_IMAGES: &[&str] = &[
@@ -187,7 +163,7 @@ fn export_equals_virt_fw_vars_for_every_debian_image() {
     for name in FORMATTED_IMAGES {
         let image = debian(name);
         let peer_json = dir.path().join(format!("{name}.peer.json"));
-        let peer = Command::new(virt_fw_vars())
+        let peer = Command::new(testkit::virt_fw_vars())
             .arg("-i")
             .arg(&image)
             .arg("--output-json")
@@ -307,7 +283,10 @@ fn list_shows_live_variables_with_decoded_values() {
 
     let text = stdout(&nvram(&["list", image.to_str().unwrap()]));
     assert_eq!(text.lines().count(), 31);
-    assert!(!text.lines().any(|l| l.contains("BootOrder")), "BootOrder is deleted in this image");
+    assert!(
+        !text.lines().any(|l| l.contains("BootOrder")),
+        "BootOrder is deleted in this image"
+    );
     assert!(text.contains("\"EFI Internal Shell\""));
 }
 

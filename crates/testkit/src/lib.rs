@@ -1,1 +1,182 @@
-//! Test helpers (in progress).
+//! Test helpers shared by the workspace's integration tests.
+//!
+//! The centrepiece is [`boot_ovmf`]: it boots Debian's real OVMF firmware
+//! under QEMU (TCG, no KVM needed) with a given variable store used *in
+//! place*, runs a UEFI shell script (`startup.nsh`) from a FAT disk, waits for
+//! QEMU to exit and hands back the serial log and the disk. Around it:
+//!
+//! * [`setvar_command`] builds a UEFI shell `setvar` line that stores
+//!   arbitrary bytes exactly (its rustdoc records how the shell parses data);
+//! * [`parse_dmpstore`] parses what `dmpstore -all` (or `dmpstore -all -sfo`)
+//!   wrote to a file, strictly;
+//! * [`debian_firmware`] and [`require_tool`] locate firmware and programs and
+//!   *panic* with an actionable message when they are missing: these tests run
+//!   in CI and must fail, not skip, on a machine that lacks them.
+//!
+//! A typical test:
+//!
+//! ```no_run
+//! use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, setvar_command, OvmfBoot};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let vars = dir.path().join("vars.fd");
+//! std::fs::copy(debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
+//! let code = debian_firmware("OVMF_CODE_4M.fd");
+//! let script = format!(
+//!     "{}\ndmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n",
+//!     setvar_command("Test", "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01", 0x7, b"\x01\x02")
+//! );
+//! let outcome = boot_ovmf(&OvmfBoot::new(&code, &vars, &script)).unwrap();
+//! let dump = outcome.read_file("dump.txt").expect("the script wrote dump.txt");
+//! let vars = parse_dmpstore(&String::from_utf8_lossy(&dump)).unwrap();
+//! assert!(vars.iter().any(|v| v.name == "Test" && v.data == [1, 2]));
+//! ```
+
+mod boot;
+mod dmpstore;
+mod setvar;
+
+use std::path::{Path, PathBuf};
+
+pub use boot::{boot_ovmf, BootError, BootOutcome, OvmfBoot};
+pub use dmpstore::{parse_dmpstore, DumpedVariable};
+pub use setvar::setvar_command;
+
+/// `EFI_VARIABLE_NON_VOLATILE`.
+pub const ATTR_NV: u32 = 0x01;
+/// `EFI_VARIABLE_BOOTSERVICE_ACCESS`.
+pub const ATTR_BS: u32 = 0x02;
+/// `EFI_VARIABLE_RUNTIME_ACCESS`.
+pub const ATTR_RT: u32 = 0x04;
+/// `EFI_VARIABLE_HARDWARE_ERROR_RECORD`.
+pub const ATTR_HR: u32 = 0x08;
+/// `EFI_VARIABLE_AUTHENTICATED_WRITE_ACCESS` (deprecated by UEFI).
+pub const ATTR_AW: u32 = 0x10;
+/// `EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS`.
+pub const ATTR_AT: u32 = 0x20;
+
+/// Directories Debian installs firmware images into, searched in this order.
+const FIRMWARE_DIRS: [&str; 2] = ["/usr/share/OVMF", "/usr/share/AAVMF"];
+
+/// Path of a firmware image shipped by Debian, e.g. `"OVMF_CODE_4M.fd"`.
+///
+/// Looks in `/usr/share/OVMF` and then `/usr/share/AAVMF`.
+///
+/// # Panics
+///
+/// If the file is in neither directory. Panicking (rather than returning an
+/// error or skipping) is deliberate: a CI machine without the firmware must
+/// make the tests fail loudly, not pass vacuously.
+pub fn debian_firmware(file_name: &str) -> PathBuf {
+    find_firmware(file_name).unwrap_or_else(|| {
+        panic!(
+            "firmware {file_name} not found in {}: install Debian's ovmf package \
+             (scripts/test does)",
+            FIRMWARE_DIRS.join(" or ")
+        )
+    })
+}
+
+fn find_firmware(file_name: &str) -> Option<PathBuf> {
+    FIRMWARE_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(file_name))
+        .find(|path| path.is_file())
+}
+
+/// Full path of the program `name`, searched on `PATH`.
+///
+/// `/usr/sbin` and `/sbin` are searched after `PATH` because Debian installs
+/// `mkfs.vfat` there and a non-root `PATH` usually lacks them.
+///
+/// # Panics
+///
+/// If the program is not found; the message names the Debian package that
+/// provides it (for the programs this crate uses), so a failing CI run says
+/// what to install.
+pub fn require_tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "required program {name} not found on PATH (nor in /usr/sbin, /sbin): \
+             install {} (scripts/test does)",
+            debian_package_for(name)
+        )
+    })
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The Debian package that ships `program`, for error messages.
+fn debian_package_for(program: &str) -> String {
+    match program {
+        "qemu-system-x86_64" => "Debian's qemu-system-x86 package".into(),
+        "qemu-system-aarch64" => "Debian's qemu-system-arm package".into(),
+        "mkfs.vfat" | "mkfs.fat" => "Debian's dosfstools package".into(),
+        "mcopy" | "mmd" | "mdir" | "mtype" | "mdel" => "Debian's mtools package".into(),
+        _ => "the Debian package that provides it".into(),
+    }
+}
+
+/// Path of virt-firmware's `virt-fw-vars`, the peer for JSON and enrolment comparisons:
+/// `$NVRAM_VIRT_FW_VARS`, else the virtualenv that `scripts/install-test-deps` makes under
+/// `target/peers/venv`.
+///
+/// # Panics
+///
+/// If it is not there, naming the script that installs it.
+pub fn virt_fw_vars() -> PathBuf {
+    let path = std::env::var_os("NVRAM_VIRT_FW_VARS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/venv/bin/virt-fw-vars")
+        });
+    assert!(
+        path.exists(),
+        "virt-fw-vars not found at {}: run scripts/install-test-deps (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_tool_that_always_exists() {
+        assert!(require_tool("sh").is_absolute());
+    }
+
+    #[test]
+    #[should_panic(expected = "not found on PATH")]
+    fn missing_tool_panics_clearly() {
+        require_tool("testkit-no-such-program");
+    }
+
+    #[test]
+    fn package_hints_name_debian_packages() {
+        assert_eq!(debian_package_for("mcopy"), "Debian's mtools package");
+        assert_eq!(
+            debian_package_for("mkfs.vfat"),
+            "Debian's dosfstools package"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "install Debian's ovmf package")]
+    fn missing_firmware_panics_clearly() {
+        debian_firmware("NO_SUCH_FIRMWARE.fd");
+    }
+}

@@ -1,0 +1,452 @@
+//! Booting OVMF under QEMU with a FAT disk that carries `startup.nsh`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::require_tool;
+
+/// What the UEFI shell prints (on the serial console) while it counts down
+/// before running `startup.nsh`; any key but ESC ends the wait at once.
+const COUNTDOWN_PROMPT: &[u8] = b"or any other key to continue.";
+
+/// One OVMF boot: firmware, varstore, the shell script to run and the files
+/// to put next to it.
+///
+/// The FAT disk is a virtio-blk disk, which the shell maps as `FS0:`.
+#[derive(Debug, Clone)]
+pub struct OvmfBoot<'a> {
+    /// Firmware code, e.g. [`debian_firmware("OVMF_CODE_4M.fd")`](crate::debian_firmware);
+    /// attached read-only as pflash unit 0.
+    pub code: &'a Path,
+    /// Variable store, attached *in place* as pflash unit 1: QEMU writes to
+    /// it, so pass a copy when the original matters. Its size must match
+    /// `code` (the `_4M` images go together).
+    pub vars: &'a Path,
+    /// Contents of `startup.nsh` (UEFI shell commands, one per line; `\n` is
+    /// turned into the `\r\n` the shell expects). End it with `reset -s` so
+    /// that QEMU exits; otherwise the boot runs into [`timeout`](Self::timeout).
+    pub script: &'a str,
+    /// Extra files for the FAT disk as (path, contents), e.g.
+    /// `("EFI/TOOLS/X.EFI", bytes)`; `/` or `\` separate directories. Do not
+    /// add `EFI/BOOT/BOOTX64.EFI` unless you mean it: OVMF boots that
+    /// instead of the shell.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Run with SMM (`-machine q35,smm=on` and secure pflash), as the
+    /// secure-boot builds (`OVMF_CODE_4M.secboot.fd`) require.
+    pub smm: bool,
+    /// Kill QEMU and fail with [`BootError::Timeout`] after this long.
+    pub timeout: Duration,
+}
+
+impl<'a> OvmfBoot<'a> {
+    /// A boot without extra files or SMM and with a two-minute timeout (a
+    /// boot takes a few seconds; the margin is for slow, busy CI machines).
+    pub fn new(code: &'a Path, vars: &'a Path, script: &'a str) -> Self {
+        OvmfBoot {
+            code,
+            vars,
+            script,
+            files: Vec::new(),
+            smm: false,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What happened during a boot that ended with QEMU exiting by itself
+/// successfully (normally through the script's `reset -s`).
+#[derive(Debug)]
+pub struct BootOutcome {
+    /// The serial console log with ANSI escape sequences removed (the shell
+    /// colours and positions its output), decoded lossily as UTF-8.
+    pub serial: String,
+    /// The serial console log exactly as QEMU sent it.
+    pub serial_raw: Vec<u8>,
+    /// The FAT disk image after the run, with whatever the script wrote.
+    /// It lives in a temporary directory removed when `self` is dropped.
+    pub disk: PathBuf,
+    /// Wall-clock time from starting QEMU until it exited.
+    pub elapsed: Duration,
+    /// Whether the shell's 5-second `startup.nsh` countdown was seen and cut
+    /// short with a key press.
+    pub skipped_countdown: bool,
+    /// Keeps `disk` alive.
+    _dir: TempDir,
+}
+
+impl BootOutcome {
+    /// Contents of a file on the FAT disk (`"dump.txt"`, `"/a/b.bin"`,
+    /// `"a\\b.bin"`), read with mtools; `None` if it does not exist.
+    pub fn read_file(&self, path_on_fat: &str) -> Option<Vec<u8>> {
+        let output = mtools("mcopy")
+            .arg("-i")
+            .arg(&self.disk)
+            .arg(fat_path(path_on_fat))
+            .arg("-")
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        output.status.success().then_some(output.stdout)
+    }
+}
+
+/// Why [`boot_ovmf`] failed. Variants that get as far as running QEMU carry
+/// the serial log, and `Display` prints it, so a failing test shows what the
+/// firmware and the shell said.
+#[derive(Debug)]
+pub enum BootError {
+    /// Preparing the temporary directory or FAT disk failed.
+    Setup(String),
+    /// QEMU did not exit within [`OvmfBoot::timeout`] and was killed.
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+        /// Serial log (ANSI escapes removed) up to the kill.
+        serial: String,
+        /// What QEMU wrote to stderr.
+        stderr: String,
+    },
+    /// QEMU exited unsuccessfully (bad arguments, locked image, crash, …).
+    Qemu {
+        /// QEMU's exit status.
+        status: ExitStatus,
+        /// Serial log (ANSI escapes removed).
+        serial: String,
+        /// What QEMU wrote to stderr.
+        stderr: String,
+    },
+}
+
+impl BootError {
+    /// The serial log, if QEMU ran.
+    pub fn serial(&self) -> Option<&str> {
+        match self {
+            BootError::Setup(_) => None,
+            BootError::Timeout { serial, .. } | BootError::Qemu { serial, .. } => Some(serial),
+        }
+    }
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, serial, stderr) = match self {
+            BootError::Setup(msg) => return write!(f, "preparing the OVMF boot failed: {msg}"),
+            BootError::Timeout {
+                after,
+                serial,
+                stderr,
+            } => (
+                format!("QEMU did not exit within {after:?} and was killed (does the script end with `reset -s`?)"),
+                serial,
+                stderr,
+            ),
+            BootError::Qemu {
+                status,
+                serial,
+                stderr,
+            } => (format!("QEMU failed: {status}"), serial, stderr),
+        };
+        write!(
+            f,
+            "{what}\n--- QEMU stderr ---\n{stderr}\n--- serial console ---\n{serial}\n--- end ---"
+        )
+    }
+}
+
+impl std::error::Error for BootError {}
+
+/// Boots OVMF under QEMU (TCG) and runs `boot.script` from the FAT disk.
+///
+/// Steps: build a FAT image holding `startup.nsh` and `boot.files` in a fresh
+/// temporary directory (so parallel tests do not collide); start
+/// `qemu-system-x86_64 -machine q35,accel=tcg` without network or display,
+/// with the firmware as pflash and the serial console on a pipe; press Enter
+/// when the shell's countdown prompt appears (saves about 4 s); wait for QEMU
+/// to exit or for the timeout.
+///
+/// Returns `Ok` only if QEMU exited by itself with status 0, which is what
+/// the shell's `reset -s` does. A script error does not stop the shell, so
+/// check the script's results (files it wrote, the serial log), not just
+/// `Ok`.
+///
+/// # Panics
+///
+/// If `qemu-system-x86_64`, `mkfs.vfat` or mtools are not installed (see
+/// [`require_tool`]).
+pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
+    let qemu = require_tool("qemu-system-x86_64");
+    let dir = tempfile::Builder::new()
+        .prefix("testkit-ovmf-")
+        .tempdir()
+        .map_err(|e| BootError::Setup(format!("creating a temporary directory: {e}")))?;
+    let disk = dir.path().join("disk.img");
+    make_fat_disk(dir.path(), &disk, boot).map_err(BootError::Setup)?;
+
+    let stderr_path = dir.path().join("qemu-stderr.txt");
+    let stderr_file = File::create(&stderr_path)
+        .map_err(|e| BootError::Setup(format!("creating {}: {e}", stderr_path.display())))?;
+
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-nic", "none", "-m", "256", "-serial", "stdio"]);
+    if boot.smm {
+        cmd.args(["-machine", "q35,smm=on,accel=tcg"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    } else {
+        cmd.args(["-machine", "q35,accel=tcg"]);
+    }
+    cmd.arg("-drive")
+        .arg(drive_arg(
+            "if=pflash,format=raw,unit=0,readonly=on",
+            boot.code,
+        ))
+        .arg("-drive")
+        .arg(drive_arg("if=pflash,format=raw,unit=1", boot.vars))
+        .arg("-drive")
+        .arg(drive_arg("if=none,id=fat,format=raw", &disk))
+        .args(["-device", "virtio-blk-pci,drive=fat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        // A file, not a pipe: nobody has to drain it while QEMU runs.
+        .stderr(stderr_file);
+
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| BootError::Setup(format!("starting QEMU: {e}")))?;
+    // Kills QEMU if anything below panics, so no stray QEMU outlives a test.
+    let mut child = KillOnDrop(child);
+    let stdin = child.0.stdin.take().expect("stdin is piped");
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let serial = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let serial = Arc::clone(&serial);
+        thread::spawn(move || read_serial(stdout, stdin, &serial))
+    };
+
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() >= boot.timeout => break None,
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(BootError::Setup(format!("waiting for QEMU: {e}"))),
+        }
+    };
+    let elapsed = started.elapsed();
+    if status.is_none() {
+        // Killing closes QEMU's stdout, which ends the reader thread.
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+    }
+    // The reader ends at EOF, i.e. once QEMU (the only writer) has gone.
+    let skipped_countdown = reader.join().unwrap_or(false);
+    let serial_raw = std::mem::take(&mut *serial.lock().unwrap_or_else(|p| p.into_inner()));
+    let serial = strip_ansi(&serial_raw);
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+
+    match status {
+        None => Err(BootError::Timeout {
+            after: boot.timeout,
+            serial,
+            stderr,
+        }),
+        Some(status) if !status.success() => Err(BootError::Qemu {
+            status,
+            serial,
+            stderr,
+        }),
+        Some(_) => Ok(BootOutcome {
+            serial,
+            serial_raw,
+            disk,
+            elapsed,
+            skipped_countdown,
+            _dir: dir,
+        }),
+    }
+}
+
+/// Kills and reaps the child when dropped (a no-op once it has exited).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Copies QEMU's serial output into `serial` until EOF, pressing Enter once
+/// when the shell's countdown prompt shows up. Returns whether it did.
+fn read_serial(mut stdout: impl Read, mut stdin: ChildStdin, serial: &Mutex<Vec<u8>>) -> bool {
+    let mut pressed = false;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut log = serial.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the new bytes plus enough overlap for a prompt split across
+        // two reads need searching.
+        let from = log.len().saturating_sub(COUNTDOWN_PROMPT.len());
+        log.extend_from_slice(&buf[..n]);
+        if !pressed && contains(&log[from..], COUNTDOWN_PROMPT) {
+            // Carriage return = Enter: "any other key" than ESC starts the
+            // script now instead of after 5 s. If the write fails the shell
+            // just finishes its countdown.
+            pressed = stdin.write_all(b"\r").and_then(|()| stdin.flush()).is_ok();
+        }
+    }
+    // `stdin` is kept open until here: closing QEMU's stdin early would be
+    // EOF on the guest's serial input.
+    pressed
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ … final`, and two-byte `ESC x`)
+/// from the serial log and decodes it as UTF-8, lossily.
+fn strip_ansi(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b != 0x1b {
+            out.push(b);
+        } else if bytes.next_if_eq(&b'[').is_some() {
+            // Parameters and intermediates, up to the final byte 0x40..=0x7e.
+            for c in bytes.by_ref() {
+                if (0x40..=0x7e).contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            bytes.next();
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `-drive` argument `{opts},file={path}`. QEMU splits options at commas, so
+/// a comma in the path is doubled, which is QEMU's escape for it.
+fn drive_arg(opts: &str, path: &Path) -> String {
+    format!(
+        "{opts},file={}",
+        path.display().to_string().replace(',', ",,")
+    )
+}
+
+/// An `mtools` command with settings that make it usable non-interactively.
+fn mtools(program: &str) -> Command {
+    let mut cmd = Command::new(require_tool(program));
+    // Accept images mkfs.vfat made without geometry complaints, and never
+    // wait for an answer on stdin (e.g. on a name clash).
+    cmd.env("MTOOLS_SKIP_CHECK", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// `::/a/b` for mtools from `a/b`, `/a/b` or `a\b`.
+fn fat_path(path: &str) -> String {
+    format!("::/{}", path.replace('\\', "/").trim_start_matches('/'))
+}
+
+/// Runs `cmd`, turning failure into a message with its stderr.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let output = cmd
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Creates the FAT image `disk` with `startup.nsh` and `boot.files`, staging
+/// file contents in `dir`.
+fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<(), String> {
+    // Room for the payload plus what the script writes (a `dmpstore` dump of
+    // a 4M store is ~130 KiB as UCS-2); mkfs.vfat picks FAT16 at this size.
+    let payload: usize = boot.files.iter().map(|(_, data)| data.len()).sum();
+    let size_kib = 32 * 1024 + 2 * payload.div_ceil(1024);
+    run(Command::new(require_tool("mkfs.vfat"))
+        .arg("-C")
+        .arg(disk)
+        .arg(size_kib.to_string()))?;
+
+    let script = boot.script.replace("\r\n", "\n").replace('\n', "\r\n");
+    let files = std::iter::once(("startup.nsh", script.as_bytes()))
+        .chain(boot.files.iter().map(|(p, d)| (p.as_str(), d.as_slice())));
+    let mut made_dirs = BTreeSet::new();
+    for (index, (path, data)) in files.enumerate() {
+        let target = fat_path(path);
+        let parts: Vec<&str> = target[3..].split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(format!("bad path for the FAT disk: {path:?}"));
+        }
+        // mmd each missing parent directory, outermost first.
+        for depth in 1..parts.len() {
+            let parent = format!("::/{}", parts[..depth].join("/"));
+            if made_dirs.insert(parent.clone()) {
+                run(mtools("mmd").arg("-i").arg(disk).arg(&parent))?;
+            }
+        }
+        let staged = dir.join(format!("staged-{index}"));
+        fs::write(&staged, data).map_err(|e| format!("writing {}: {e}", staged.display()))?;
+        run(mtools("mcopy")
+            .arg("-o")
+            .arg("-i")
+            .arg(disk)
+            .arg(&staged)
+            .arg(&target))?;
+        fs::remove_file(&staged).map_err(|e| format!("removing {}: {e}", staged.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ansi_sequences() {
+        let raw = b"\x1b[2J\x1b[01;01H\x1b[=3hPress \x1b[1m\x1b[37m\x1b[40mESC\x1b[0m in 5";
+        assert_eq!(strip_ansi(raw), "Press ESC in 5");
+    }
+
+    #[test]
+    fn maps_paths_onto_the_fat_disk() {
+        assert_eq!(fat_path("dump.txt"), "::/dump.txt");
+        assert_eq!(fat_path("\\EFI\\BOOT\\X.EFI"), "::/EFI/BOOT/X.EFI");
+        assert_eq!(fat_path("/a/b"), "::/a/b");
+    }
+
+    #[test]
+    fn escapes_commas_in_drive_paths() {
+        assert_eq!(
+            drive_arg("if=none", Path::new("/tmp/a,b")),
+            "if=none,file=/tmp/a,,b"
+        );
+    }
+}
