@@ -873,7 +873,32 @@ fn locate_ftw(
             format!("0x{:02X}: not marked valid (expected 0xFE)", header.state),
         );
     }
+    if header.reserved != [0xFF; 3] {
+        valid = false;
+        findings.add(
+            Warning,
+            at + 0x15,
+            "FTW working block Reserved3",
+            ReinitialiseFtw,
+            format!(
+                "{:02X?}: not erased (the firmware compares the whole header with FF FF FF there)",
+                header.reserved
+            ),
+        );
+    }
     let queue_size = header.write_queue_size.get();
+    if let Some(expected) = layout.map(|l| u64::from(l.ftw_working) - FTW_HEADER_LEN as u64) {
+        if queue_size != expected {
+            valid = false;
+            findings.add(
+                Warning,
+                at + 0x18,
+                "FTW working block WriteQueueSize",
+                ReinitialiseFtw,
+                format!("0x{queue_size:X}, but the {} layout's working block needs 0x{expected:X}; the firmware re-initialises it", layout.map_or("", |l| l.name)),
+            );
+        }
+    }
     let queue_start = at + FTW_HEADER_LEN;
     let queue_end = (queue_start as u64).saturating_add(queue_size);
     if queue_end > fv_end as u64 {
