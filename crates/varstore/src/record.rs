@@ -165,6 +165,8 @@ pub struct VariableRecord<'a> {
     pub name_raw: &'a [u8],
     /// The data as stored (no padding).
     pub data: &'a [u8],
+    /// File offset of the data.
+    pub data_offset: u64,
     /// MonotonicCount (authenticated format only; 0 in practice).
     pub monotonic_count: u64,
     /// TimeStamp (authenticated format only).

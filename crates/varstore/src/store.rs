@@ -561,6 +561,7 @@ fn walk_records<'a>(
             guid: h.guid,
             name_raw,
             data,
+            data_offset: data_at as u64,
             monotonic_count: h.monotonic_count,
             timestamp: h.timestamp,
             pub_key_index: h.pub_key_index,
