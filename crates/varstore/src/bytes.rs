@@ -43,3 +43,39 @@ pub(crate) fn ucs2_to_string(bytes: &[u8]) -> String {
         .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
         .collect()
 }
+
+/// Index of the first byte of `data` that is not `fill`. Flash images are mostly erased
+/// space, so this runs over hundreds of KiB per parse: comparing whole chunks lets the
+/// compiler vectorise the common case.
+pub(crate) fn first_byte_not(data: &[u8], fill: u8) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let mut chunks = data.chunks_exact(CHUNK);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        if !chunk.iter().fold(true, |all, &b| all & (b == fill)) {
+            let pos = chunk.iter().position(|&b| b != fill)?;
+            return Some(i * CHUNK + pos);
+        }
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b != fill)
+        .map(|pos| data.len() - rest.len() + pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_byte_not;
+
+    #[test]
+    fn first_byte_not_finds_the_first_difference_anywhere() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            assert_eq!(first_byte_not(&vec![0xFF; len], 0xFF), None);
+            for at in 0..len {
+                let mut data = vec![0xFF; len];
+                data[at] = 0x7F;
+                data[len - 1] = 0;
+                assert_eq!(first_byte_not(&data, 0xFF), Some(at), "len {len} at {at}");
+            }
+        }
+    }
+}

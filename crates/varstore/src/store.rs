@@ -1,6 +1,6 @@
 //! Parsing and validating a whole variable flash image (spec §2–§9).
 
-use crate::bytes::{guid_at, u16_at};
+use crate::bytes::{first_byte_not, guid_at, u16_at};
 use crate::error::ParseError;
 use crate::finding::{Finding, FirmwareVerdict, Severity};
 use crate::format::{
@@ -125,7 +125,7 @@ impl<'a> Varstore<'a> {
     /// ```
     pub fn parse(image: &'a [u8]) -> Result<Self, ParseError> {
         if let Some(&first) = image.first() {
-            if (first == 0x00 || first == 0xFF) && image.iter().all(|&b| b == first) {
+            if (first == 0x00 || first == 0xFF) && first_byte_not(image, first).is_none() {
                 return Err(ParseError::Unformatted {
                     len: image.len(),
                     fill: first,
@@ -405,7 +405,7 @@ fn parse_fv_header(
 fn tail_is_padding(image: &[u8], from: usize) -> bool {
     let tail = &image[from..];
     tail.first()
-        .is_none_or(|&fill| (fill == 0 || fill == 0xFF) && tail.iter().all(|&b| b == fill))
+        .is_none_or(|&fill| (fill == 0 || fill == 0xFF) && first_byte_not(tail, fill).is_none())
 }
 
 fn parse_store_header(
@@ -720,7 +720,7 @@ fn record_name_size_offset(record: &VariableRecord<'_>) -> usize {
 }
 
 fn check_free_space(image: &[u8], free: usize, end: usize, findings: &mut Findings) {
-    if let Some(pos) = image[free..end].iter().position(|&b| b != 0xFF) {
+    if let Some(pos) = first_byte_not(&image[free..end], 0xFF) {
         let at = free + pos;
         findings.add(
             Severity::Warning,
@@ -947,7 +947,7 @@ fn locate_ftw(
         }
     }
     if pending.is_empty() {
-        if let Some(pos) = image[spare_offset..fv_end].iter().position(|&b| b != 0xFF) {
+        if let Some(pos) = first_byte_not(&image[spare_offset..fv_end], 0xFF) {
             findings.add(
                 Notice,
                 spare_offset + pos,
@@ -958,21 +958,18 @@ fn locate_ftw(
         }
     }
     // The x86 "event log" block between the variable region and the working block.
-    let region_end = layout.map_or(at, |l| l.variable_region as usize).min(at);
-    if let Some(pos) = image[store_end.min(region_end)..at]
-        .iter()
-        .position(|&b| b != 0xFF)
-    {
-        let rel = store_end.min(region_end) + pos;
-        if rel >= region_end {
-            findings.add(
-                Notice,
-                rel,
-                "event log block",
-                Accept,
-                "not erased (the firmware does not use it)".into(),
-            );
-        }
+    let log_start = layout
+        .map_or(at, |l| l.variable_region as usize)
+        .max(store_end)
+        .min(at);
+    if let Some(pos) = first_byte_not(&image[log_start..at], 0xFF) {
+        findings.add(
+            Notice,
+            log_start + pos,
+            "event log block",
+            Accept,
+            "not erased (the firmware does not use it)".into(),
+        );
     }
     Some(FtwWorkingBlock {
         offset: at as u64,
