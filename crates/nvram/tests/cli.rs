@@ -416,3 +416,16 @@ fn check_reports_health_and_what_the_firmware_will_do() {
         "{text}"
     );
 }
+
+#[test]
+fn an_unformatted_flash_is_reported_as_such_not_as_a_tool_error() {
+    let blank = debian("AAVMF_VARS.fd");
+    let out = nvram(&["list", blank.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).is_empty());
+    assert!(stderr(&out).contains("unformatted"), "{}", stderr(&out));
+    let out = nvram(&["export", blank.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc, serde_json::json!({"version": 2, "variables": []}));
+}
