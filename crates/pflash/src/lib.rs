@@ -1,3 +1,31 @@
-//! The CFI 01 flash device model (see `../shared/spec/pflash-cfi01.md`).
+//! A CFI 01 (Intel command set) NOR flash device model for VMMs, behaviourally equal to QEMU
+//! 7.2's `cfi.pflash01` (see `shared/spec/pflash-cfi01.md`).
 //!
-//! Empty for now: the device arrives with the pflash issue.
+//! In the style of rust-vmm's vm-superio: [`Pflash`] is a plain struct with
+//! `read(offset, &mut [u8])` / `write(offset, &[u8])`, generic over a [`PflashEvents`] hook
+//! trait (metrics, logging, and the array-mode notifications a VMM needs to map the flash
+//! memory read-only) and a [`Storage`] backend that persists every program and erase in order.
+//! Snapshot state is a separate plain struct, [`PflashState`].
+//!
+//! Module map:
+//! - `geometry`: the properties QEMU names (sector length, blocks, widths, ids, read-only) and
+//!   the presets for x86 q35 and arm `virt`;
+//! - `device`: the command state machine;
+//! - `storage`: the persistence contract and the file backend;
+//! - `trace`: the MMIO trace format used to replay real firmware runs.
+
+#![warn(missing_docs)]
+
+mod cfi;
+mod device;
+pub mod file_storage;
+mod geometry;
+mod state;
+pub mod storage;
+pub mod trace;
+
+pub use device::{NoEvents, Pflash, PflashEvents};
+pub use file_storage::{Durability, FileStorage, StorageStats};
+pub use geometry::{Geometry, GeometryError};
+pub use state::{PflashState, WriteBuffer};
+pub use storage::{NoStorage, Storage, StorageError};

@@ -3,6 +3,7 @@
 mod check;
 mod create;
 mod export;
+mod flash;
 mod get;
 mod list;
 
@@ -27,6 +28,7 @@ enum Command {
     Get(get::Args),
     Check(check::Args),
     Export(export::Args),
+    Flash(flash::Args),
 }
 
 /// Runs one command.
@@ -37,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => get::run(args),
         Command::Check(args) => check::run(args),
         Command::Export(args) => export::run(args),
+        Command::Flash(args) => flash::run(args),
     }
 }
 

@@ -1,0 +1,441 @@
+//! `nvram flash replay`: a real OVMF boot replayed on the device model backed by the image
+//! file, and the crash-consistency of that file under `SIGKILL`.
+
+use pflash::trace::{parse_trace, read_trace_file, replay};
+use pflash::{Geometry, NoEvents, Pflash, Storage, StorageError};
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn shared_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(name)
+}
+
+fn unxz(path: &Path) -> Vec<u8> {
+    let raw = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    out
+}
+
+fn nvram(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn boot_trace() -> PathBuf {
+    shared_data("ovmf-boot-ops.txt.xz")
+}
+
+/// A copy of the image before the boot, in `dir`.
+fn before_image(dir: &Path) -> PathBuf {
+    let path = dir.join("vars.fd");
+    fs::write(&path, unxz(&shared_data("ovmf-boot-vars-before.fd.xz"))).unwrap();
+    path
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn replaying_the_boot_ends_byte_identical_to_qemu_with_far_fewer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = before_image(dir.path());
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&boot_trace()),
+        "--stats",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        fs::read(&image).unwrap() == unxz(&shared_data("ovmf-boot-vars-after.fd.xz")),
+        "the image differs from the one QEMU left"
+    );
+    let text = stdout(&out);
+    for line in [
+        "operations:     16319",
+        "flush points:   272",
+        "write syscalls: 271",
+        "fsyncs:         271",
+        "bytes written:  16319",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+
+    // The JSON form, with write-through: the same bytes, one write and fsync per program.
+    let image = before_image(dir.path());
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&boot_trace()),
+        "--durability",
+        "none",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["matched"], true);
+    assert_eq!(doc["replayed"]["writes"], 32912);
+    let storage = &doc["storage"];
+    assert_eq!(storage["durability"], "none");
+    assert_eq!(storage["write_syscalls"], 271);
+    assert_eq!(storage["fsyncs"], 0);
+    // QEMU: one 512-byte pwrite per programmed byte.
+    let (qemu_writes, qemu_bytes) = (16_319u64, 16_319u64 * 512);
+    let writes = storage["write_syscalls"].as_u64().unwrap();
+    let bytes = storage["bytes_written"].as_u64().unwrap();
+    assert!(writes * 20 <= qemu_writes && bytes * 20 <= qemu_bytes);
+}
+
+#[test]
+fn a_wrong_read_value_exits_1_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = before_image(dir.path());
+    let trace = dir.path().join("bad.txt");
+    // The probe reads the status after a clear status: 0, not 0x80.
+    fs::write(
+        &trace,
+        "# probe\nX\nW 0x10 1 0x50\nW 0x10 1 0x70\nR 0x10 1 0x80\nW 0x10 1 0xff\n",
+    )
+    .unwrap();
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&trace),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("{}:5:", trace.display()))
+            && message.contains("offset 0x10")
+            && message.contains("expected 0x80, got 0x0"),
+        "{message}"
+    );
+
+    fs::write(&trace, "X\nW 0x10 one 0x50\n").unwrap();
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&trace),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{}: line 2", trace.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_locked_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = before_image(dir.path());
+    let before = fs::read(&image).unwrap();
+    let len = before.len();
+    let held = pflash::FileStorage::open(&image, len, false, pflash::Durability::None).unwrap();
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&boot_trace()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "{}: locked by another process (a running VM?)",
+            image.display()
+        )),
+        "{message}"
+    );
+    assert!(fs::read(&image).unwrap() == before, "untouched");
+    drop(held);
+}
+
+#[test]
+fn bad_images_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("odd.fd");
+    fs::write(&image, vec![0xff; 1000]).unwrap();
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&boot_trace()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("odd.fd"), "{}", stderr(&out));
+    // The arm virt preset wants a 64 MiB bank.
+    let image = before_image(dir.path());
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--preset",
+        "virt",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&boot_trace()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("vars.fd: wrong size for this flash"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGKILL at random instants: the image must always be the content after a prefix of the
+// operations.
+
+/// Records every completed operation (offset and bytes written), as the device reports it.
+#[derive(Default)]
+struct Recorder {
+    ops: Vec<(usize, Vec<u8>)>,
+}
+
+impl Storage for Recorder {
+    fn record_change(&mut self, content: &[u8], range: Range<usize>) -> Result<(), StorageError> {
+        self.ops.push((range.start, content[range].to_vec()));
+        Ok(())
+    }
+
+    fn flush_point(&mut self, _: &[u8]) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// The operations a replay of `trace` from `initial` performs.
+fn operations(initial: &[u8], trace: &[pflash::trace::TraceLine]) -> Vec<(usize, Vec<u8>)> {
+    let geometry = Geometry::q35(initial.len() as u64).unwrap();
+    let mut dev = Pflash::new(geometry, initial.to_vec(), Recorder::default(), NoEvents).unwrap();
+    replay(&mut dev, trace).expect("the trace replays");
+    dev.into_parts().1.ops
+}
+
+/// The number of operations after which the content equals `file`, if any: walks the
+/// operations keeping the count of bytes where the content differs from `file`.
+fn prefix_len(initial: &[u8], ops: &[(usize, Vec<u8>)], file: &[u8]) -> Option<usize> {
+    if file.len() != initial.len() {
+        return None;
+    }
+    let mut content = initial.to_vec();
+    let mut differing = content.iter().zip(file).filter(|(a, b)| a != b).count();
+    if differing == 0 {
+        return Some(0);
+    }
+    for (i, (offset, data)) in ops.iter().enumerate() {
+        for (j, &new) in data.iter().enumerate() {
+            let at = offset + j;
+            differing -= usize::from(content[at] != file[at]);
+            content[at] = new;
+            differing += usize::from(new != file[at]);
+        }
+        if differing == 0 {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// An erase-heavy trace, like a variable-store reclaim: erase sectors, reprogram them byte
+/// by byte, sometimes downwards and over bytes just written, plus buffered writes.
+fn reclaim_trace(len: usize) -> String {
+    use std::fmt::Write as _;
+    let mut rng = Rng(0x5eed);
+    let mut t = String::from("# synthetic reclaim\nX\n");
+    let sectors = len / 4096;
+    for round in 0..3u64 {
+        for sector in (0..sectors).step_by(2) {
+            let base = sector * 4096 + (round as usize % 2) * 4096;
+            if base >= len {
+                continue;
+            }
+            let _ = writeln!(
+                t,
+                "W {base:#x} 1 0x20\nW {base:#x} 1 0xd0\nR {base:#x} 1 0x80"
+            );
+            let _ = writeln!(t, "W {base:#x} 1 0xff");
+            // An ascending run, then a few bytes downwards and a rewrite, in one sequence.
+            let run = 64 + (rng.next() % 192) as usize;
+            for i in 0..run {
+                let v = rng.next() & 0xff;
+                let _ = writeln!(t, "W {:#x} 1 0x10\nW {:#x} 1 {v:#x}", base + i, base + i);
+            }
+            for i in (0..8).rev() {
+                let at = base + 2048 + i * 16;
+                let _ = writeln!(t, "W {at:#x} 1 0x40\nW {at:#x} 1 {:#x}", rng.next() & 0xff);
+            }
+            let at = base + 3;
+            let _ = writeln!(t, "W {at:#x} 1 0x10\nW {at:#x} 1 0x00\nW {base:#x} 1 0xff");
+            // A buffered write of 16 bytes in the sector's second write block.
+            let at = base + 256;
+            let _ = writeln!(t, "W {at:#x} 1 0xe8\nW {at:#x} 1 0xf");
+            for i in 0..16 {
+                let _ = writeln!(t, "W {:#x} 1 {:#x}", at + i, rng.next() & 0xff);
+            }
+            let _ = writeln!(t, "W {at:#x} 1 0xd0\nW {at:#x} 1 0xff");
+        }
+    }
+    t
+}
+
+struct KillReport {
+    kills: usize,
+    untouched: usize,
+    intermediate: usize,
+    complete: usize,
+}
+
+/// Replays `trace` on copies of `initial` with `nvram flash replay`, killing it with SIGKILL
+/// after random delays spread over the replay itself (after the start-up), `kills` times for
+/// each durability policy, and checks every killed image.
+fn kill_replays(initial: &[u8], trace: &Path, plan: &[(&str, usize)], seed: u64) -> KillReport {
+    let lines = read_trace_file(trace).unwrap();
+    let ops = operations(initial, &lines);
+    let mut final_content = initial.to_vec();
+    for (offset, data) in &ops {
+        final_content[*offset..offset + data.len()].copy_from_slice(data);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("vars.fd");
+    let run = |durability: &str, stdout: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_nvram"))
+            .args(["flash", "replay", "--image", s(&image), "--trace", s(trace)])
+            .args(["--durability", durability, "--json"])
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nvram")
+    };
+
+    let mut rng = Rng(seed);
+    let mut report = KillReport {
+        kills: 0,
+        untouched: 0,
+        intermediate: 0,
+        complete: 0,
+    };
+    for &(durability, kills) in plan {
+        // A whole run: it must end in the last state; and when its replay starts and ends.
+        fs::write(&image, initial).unwrap();
+        let started = Instant::now();
+        let out = run(durability, Stdio::piped()).wait_with_output().unwrap();
+        let total = started.elapsed();
+        assert!(
+            out.status.success(),
+            "replay with --durability {durability}"
+        );
+        assert!(
+            fs::read(&image).unwrap() == final_content,
+            "replay with --durability {durability} did not end at the last state"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let replay = Duration::from_secs_f64(doc["seconds"].as_f64().unwrap());
+        // Aim at the replay, with some slack for start-up jitter on both sides.
+        let window_start = total.saturating_sub(replay + replay / 5);
+        let window = (replay + replay / 5).as_micros().max(1) as u64;
+
+        for k in 0..kills {
+            fs::write(&image, initial).unwrap();
+            let delay = window_start + Duration::from_micros(rng.next() % window);
+            let mut child = run(durability, Stdio::null());
+            std::thread::sleep(delay);
+            let _ = child.kill(); // SIGKILL; it may have finished already
+            child.wait().unwrap();
+            let file = fs::read(&image).unwrap();
+            let Some(n) = prefix_len(initial, &ops, &file) else {
+                panic!(
+                    "kill {k} after {delay:?} (--durability {durability}): {} is not the \
+                     content after any prefix of the {} operations",
+                    image.display(),
+                    ops.len()
+                );
+            };
+            report.kills += 1;
+            if file == final_content {
+                report.complete += 1;
+            } else if n == 0 {
+                report.untouched += 1;
+            } else {
+                report.intermediate += 1;
+            }
+        }
+    }
+    report
+}
+
+#[test]
+fn sigkill_leaves_the_image_at_a_prefix_of_the_operations() {
+    let started = Instant::now();
+    let initial = unxz(&shared_data("ovmf-boot-vars-before.fd.xz"));
+    let plan = [("flush-points", 24), ("none", 12), ("every-op", 4)];
+    let boot = kill_replays(&initial, &boot_trace(), &plan, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let reclaim = dir.path().join("reclaim.txt");
+    fs::write(&reclaim, reclaim_trace(initial.len())).unwrap();
+    // The synthetic trace must be one the device accepts as intended.
+    let lines = parse_trace(&fs::read_to_string(&reclaim).unwrap()).unwrap();
+    let ops = operations(&initial, &lines);
+    assert!(ops.iter().filter(|(_, d)| d.len() == 4096).count() >= 3 * 60);
+    let erases = kill_replays(&initial, &reclaim, &plan[..2], 2);
+
+    for (name, r) in [("boot", &boot), ("reclaim", &erases)] {
+        eprintln!(
+            "{name}: {} kills: {} before the first write, {} in the middle, {} after the last",
+            r.kills, r.untouched, r.intermediate, r.complete
+        );
+    }
+    assert!(
+        boot.intermediate + erases.intermediate >= 10,
+        "too few kills landed during the replays to test anything"
+    );
+    eprintln!("{:?} in all", started.elapsed());
+}
