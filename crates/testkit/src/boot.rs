@@ -45,6 +45,10 @@ pub struct OvmfBoot<'a> {
     pub smm: bool,
     /// Kill QEMU and fail with [`BootError::Timeout`] after this long.
     pub timeout: Duration,
+    /// More QEMU arguments, appended last, e.g. `["-trace", "pflash_io_*"]`
+    /// (trace output goes to QEMU's stderr, which [`BootError`] carries;
+    /// `-trace file=…` keeps it). Empty by default.
+    pub extra_args: Vec<String>,
 }
 
 impl<'a> OvmfBoot<'a> {
@@ -58,6 +62,7 @@ impl<'a> OvmfBoot<'a> {
             files: Vec::new(),
             smm: false,
             timeout: Duration::from_secs(120),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -214,6 +219,7 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
         .arg("-drive")
         .arg(drive_arg("if=none,id=fat,format=raw", &disk))
         .args(["-device", "virtio-blk-pci,drive=fat"])
+        .args(&boot.extra_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // A file, not a pipe: nobody has to drain it while QEMU runs.

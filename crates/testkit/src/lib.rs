@@ -34,12 +34,14 @@
 
 mod boot;
 mod dmpstore;
+mod qtest;
 mod setvar;
 
 use std::path::{Path, PathBuf};
 
 pub use boot::{boot_ovmf, BootError, BootOutcome, OvmfBoot};
 pub use dmpstore::{parse_dmpstore, DumpedVariable};
+pub use qtest::{QtestFlash, QtestOp};
 pub use setvar::setvar_command;
 
 /// `EFI_VARIABLE_NON_VOLATILE`.

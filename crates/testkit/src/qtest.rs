@@ -1,0 +1,698 @@
+//! QEMU's own `cfi.pflash01` driven through the qtest protocol, as a test
+//! oracle for a flash device model.
+//!
+//! QEMU is started stopped (`-S`, TCG, no firmware ever runs) with the
+//! variable store as pflash unit 1. The qtest chardev and the QMP monitor are
+//! unix sockets on which *we* listen and QEMU connects (this QEMU build has no
+//! `-accel qtest`, but `-qtest unix:SOCK` works with TCG). Memory commands
+//! (`readb`…`readq`, `writeb`…`writeq`) reach the flash as MMIO; qtest has no
+//! reset command, so [`QtestFlash::reset`] uses QMP `system_reset` and waits
+//! for its `RESET` event.
+//!
+//! Commands are pipelined: [`QtestFlash::write`] only queues, and
+//! [`QtestFlash::run`] sends a whole batch before reading the answers, so
+//! 100,000 operations take a few seconds.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{debian_firmware, require_tool};
+
+/// End of the x86 flash window: pflash0 (code) ends at 4 GiB, pflash1 (vars)
+/// sits directly below it (`hw/i386/pc_sysfw.c`).
+const X86_FLASH_END: u64 = 0x1_0000_0000;
+/// arm `virt`: the second flash bank (vars) is at 64 MiB (`hw/arm/virt.c`).
+const ARM_VIRT_VARS_BASE: u64 = 0x0400_0000;
+/// arm `virt`: each flash bank is 64 MiB and the drive must be exactly that.
+const ARM_VIRT_BANK_LEN: u64 = 0x0400_0000;
+/// At most this many commands are in flight: their answers (≤ 23 bytes each)
+/// must fit in the socket buffer, or QEMU and we would both block writing.
+const MAX_IN_FLIGHT: usize = 1024;
+/// How long QEMU gets to connect, answer one command, or quit.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One MMIO access for [`QtestFlash::run`]; offsets are relative to the
+/// flash base, sizes are 1, 2, 4 or 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QtestOp {
+    /// A read of `size` bytes; its value comes back from `run`.
+    Read {
+        /// Offset from the flash base.
+        offset: u64,
+        /// 1, 2, 4 or 8.
+        size: u8,
+    },
+    /// A write of the low `size` bytes of `value`.
+    Write {
+        /// Offset from the flash base.
+        offset: u64,
+        /// 1, 2, 4 or 8.
+        size: u8,
+        /// Value, little-endian on the bus.
+        value: u64,
+    },
+}
+
+/// A QEMU process whose variable-store flash (`pflash1`) we read and write.
+///
+/// QEMU is killed when this is dropped; [`stop`](Self::stop) quits it
+/// cleanly instead and hands back the backing file.
+///
+/// ```no_run
+/// let dir = tempfile::tempdir().unwrap();
+/// let vars = dir.path().join("vars.fd");
+/// std::fs::copy(testkit::debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
+/// let mut flash = testkit::QtestFlash::start_q35(&vars).unwrap();
+/// assert_eq!(flash.read(0x28, 4), 0x4856_465f); // "_FVH"
+/// flash.write(0x10, 1, 0x70); // read status
+/// assert_eq!(flash.read(0x10, 1), 0x80);
+/// let file = flash.stop();
+/// ```
+#[derive(Debug)]
+pub struct QtestFlash {
+    child: Option<Child>,
+    qtest_out: UnixStream,
+    qtest_in: BufReader<UnixStream>,
+    qmp_out: UnixStream,
+    qmp_in: BufReader<UnixStream>,
+    /// Guest-physical address of the vars flash.
+    base: u64,
+    len: u64,
+    vars: PathBuf,
+    /// Commands queued but not sent yet.
+    outbuf: String,
+    /// For every command sent or queued and not answered yet: whether it is a
+    /// read (answer `OK 0x…`) rather than a write (answer `OK`).
+    awaiting: VecDeque<bool>,
+    /// The last commands, for error messages.
+    recent: VecDeque<String>,
+    /// Keeps the sockets and QEMU's stderr file.
+    dir: TempDir,
+}
+
+impl QtestFlash {
+    /// QEMU `q35` with `OVMF_CODE_4M.fd` as pflash0 and `vars_image` (used
+    /// in place, as pflash1). The vars flash is mapped right below the code,
+    /// which ends at 4 GiB; with the 4M images it is at 0xFFC00000.
+    ///
+    /// The first and last bytes are read through QEMU and compared with the
+    /// file to check the mapping.
+    pub fn start_q35(vars_image: &Path) -> Result<Self, String> {
+        Self::start_q35_with(vars_image, false)
+    }
+
+    /// As [`start_q35`](Self::start_q35) but with the vars drive
+    /// `readonly=on`: QEMU's device then refuses programs and erases with
+    /// error bits in the status register (the file is never written).
+    pub fn start_q35_read_only(vars_image: &Path) -> Result<Self, String> {
+        Self::start_q35_with(vars_image, true)
+    }
+
+    fn start_q35_with(vars_image: &Path, read_only: bool) -> Result<Self, String> {
+        let code = debian_firmware("OVMF_CODE_4M.fd");
+        let code_len = file_len(&code)?;
+        let vars_len = file_len(vars_image)?;
+        let base = X86_FLASH_END
+            .checked_sub(code_len + vars_len)
+            .ok_or("flash images larger than 4 GiB")?;
+        let vars_opts = if read_only {
+            "if=pflash,format=raw,unit=1,readonly=on"
+        } else {
+            "if=pflash,format=raw,unit=1"
+        };
+        let args = vec![
+            "-machine".to_owned(),
+            "q35,accel=tcg".to_owned(),
+            "-drive".to_owned(),
+            drive_arg("if=pflash,format=raw,unit=0,readonly=on", &code),
+            "-drive".to_owned(),
+            drive_arg(vars_opts, vars_image),
+        ];
+        Self::start(
+            temp_dir()?,
+            "qemu-system-x86_64",
+            args,
+            vars_image,
+            base,
+            vars_len,
+        )
+    }
+
+    /// QEMU arm `virt` (`-cpu max`) with an all-zero sparse 64 MiB code bank
+    /// and `vars_image` (used in place; it must be 64 MiB, sparse is fine) as
+    /// the second bank at 0x04000000: `width` 4, `device-width` 2.
+    pub fn start_arm_virt(vars_image: &Path) -> Result<Self, String> {
+        let vars_len = file_len(vars_image)?;
+        if vars_len != ARM_VIRT_BANK_LEN {
+            return Err(format!(
+                "{}: arm virt flash banks are {ARM_VIRT_BANK_LEN} bytes, this is {vars_len}",
+                vars_image.display()
+            ));
+        }
+        let dir = temp_dir()?;
+        // All zero and sparse: no firmware runs, and it costs no disk space.
+        let code = dir.path().join("code.fd");
+        File::create(&code)
+            .and_then(|f| f.set_len(ARM_VIRT_BANK_LEN))
+            .map_err(|e| format!("creating {}: {e}", code.display()))?;
+        let args = vec![
+            "-machine".to_owned(),
+            "virt,accel=tcg".to_owned(),
+            "-cpu".to_owned(),
+            "max".to_owned(),
+            "-drive".to_owned(),
+            drive_arg("if=pflash,format=raw,unit=0,readonly=on", &code),
+            "-drive".to_owned(),
+            drive_arg("if=pflash,format=raw,unit=1", vars_image),
+        ];
+        Self::start(
+            dir,
+            "qemu-system-aarch64",
+            args,
+            vars_image,
+            ARM_VIRT_VARS_BASE,
+            vars_len,
+        )
+    }
+
+    fn start(
+        dir: TempDir,
+        program: &str,
+        machine_args: Vec<String>,
+        vars: &Path,
+        base: u64,
+        len: u64,
+    ) -> Result<Self, String> {
+        let qemu = require_tool(program);
+        let qtest_sock = dir.path().join("qtest.sock");
+        let qmp_sock = dir.path().join("qmp.sock");
+        let listen = |path: &Path| {
+            let listener =
+                UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("socket setup: {e}"))?;
+            Ok::<_, String>(listener)
+        };
+        let qtest_listener = listen(&qtest_sock)?;
+        let qmp_listener = listen(&qmp_sock)?;
+        let stderr_path = dir.path().join("qemu-stderr.txt");
+        let stderr_file = File::create(&stderr_path)
+            .map_err(|e| format!("creating {}: {e}", stderr_path.display()))?;
+
+        let mut cmd = Command::new(qemu);
+        cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-S"])
+            .args(machine_args)
+            .arg("-qtest")
+            .arg(format!("unix:{}", qtest_sock.display()))
+            .args(["-qtest-log", "none"])
+            .arg("-qmp")
+            .arg(format!("unix:{}", qmp_sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {program}: {e}"))?;
+        // From here on, an early return drops `child` inside a guard that
+        // kills it.
+        let mut guard = KillOnDrop(Some(child));
+        let stderr = || fs::read_to_string(&stderr_path).unwrap_or_default();
+
+        let mut accept = |listener: &UnixListener, what: &str| {
+            let deadline = Instant::now() + QEMU_TIMEOUT;
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream
+                            .set_nonblocking(false)
+                            .and_then(|()| stream.set_read_timeout(Some(QEMU_TIMEOUT)))
+                            .map_err(|e| format!("socket setup: {e}"))?;
+                        return Ok(stream);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(format!("accepting the {what} connection: {e}")),
+                }
+                if let Ok(Some(status)) = guard.child().try_wait() {
+                    return Err(format!(
+                        "QEMU exited ({status}) before connecting its {what} socket:\n{}",
+                        stderr()
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "QEMU did not connect its {what} socket:\n{}",
+                        stderr()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let qtest = accept(&qtest_listener, "qtest")?;
+        let qmp = accept(&qmp_listener, "QMP")?;
+        let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("socket clone: {e}"));
+
+        let mut flash = QtestFlash {
+            child: guard.0.take(),
+            qtest_out: clone(&qtest)?,
+            qtest_in: BufReader::new(qtest),
+            qmp_out: clone(&qmp)?,
+            qmp_in: BufReader::new(qmp),
+            base,
+            len,
+            vars: vars.to_owned(),
+            outbuf: String::new(),
+            awaiting: VecDeque::new(),
+            recent: VecDeque::new(),
+            dir,
+        };
+        // Greeting, then leave capabilities negotiation mode.
+        flash.qmp_line()?;
+        flash.qmp_command(r#"{"execute":"qmp_capabilities"}"#, None)?;
+        flash.check_mapping()?;
+        Ok(flash)
+    }
+
+    /// Compares what QEMU reads at the start and end of the flash (array
+    /// mode after start-up) with the file, so a wrong base address fails
+    /// here rather than as a thousand mismatches.
+    fn check_mapping(&mut self) -> Result<(), String> {
+        let file = fs::read(&self.vars).map_err(|e| format!("{}: {e}", self.vars.display()))?;
+        let tail = self.len - 64;
+        for start in [0, tail] {
+            for i in (0..64).step_by(8) {
+                let offset = start + i;
+                let at = offset as usize;
+                let expected = u64::from_le_bytes(file[at..at + 8].try_into().expect("8 bytes"));
+                let got = self.read(offset, 8);
+                if got != expected {
+                    return Err(format!(
+                        "{}: QEMU reads {got:#x} at flash offset {offset:#x} (address {:#x}), \
+                         the file has {expected:#x}: the flash is not mapped where expected",
+                        self.vars.display(),
+                        self.base + offset
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Guest-physical address of the flash.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Size of the flash in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: QEMU refuses empty flash.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The backing file (QEMU writes through to it on every program/erase).
+    pub fn path(&self) -> &Path {
+        &self.vars
+    }
+
+    /// Reads `size` (1, 2, 4, 8) bytes at `offset`, little-endian.
+    ///
+    /// # Panics
+    ///
+    /// On a bad size or offset, or if QEMU fails or answers unexpectedly (the
+    /// message has QEMU's stderr and the last commands sent).
+    pub fn read(&mut self, offset: u64, size: u8) -> u64 {
+        self.run(&[QtestOp::Read { offset, size }])[0]
+    }
+
+    /// Writes the low `size` (1, 2, 4, 8) bytes of `value` at `offset`. The
+    /// command is only queued: it is sent with the next read, `run`,
+    /// [`sync`](Self::sync) or when the queue is full.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    pub fn write(&mut self, offset: u64, size: u8, value: u64) {
+        self.queue(QtestOp::Write {
+            offset,
+            size,
+            value,
+        });
+        if self.awaiting.len() >= MAX_IN_FLIGHT {
+            self.sync();
+        }
+    }
+
+    /// Runs `ops` in order, pipelined, and returns the values of the reads
+    /// among them, in order.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    pub fn run(&mut self, ops: &[QtestOp]) -> Vec<u64> {
+        let mut values = Vec::new();
+        for chunk in ops.chunks(MAX_IN_FLIGHT / 2) {
+            if self.awaiting.len() + chunk.len() > MAX_IN_FLIGHT {
+                self.drain(&mut values);
+            }
+            for op in chunk {
+                self.queue(*op);
+            }
+            self.drain(&mut values);
+        }
+        values
+    }
+
+    /// Sends every queued write and waits until QEMU has done them.
+    pub fn sync(&mut self) {
+        let mut values = Vec::new();
+        self.drain(&mut values);
+        debug_assert!(values.is_empty());
+    }
+
+    /// System reset through QMP `system_reset` (qtest has no reset command);
+    /// returns once QEMU reports the reset done. The flash goes back to read
+    /// array mode with status 0x80. The CPU stays stopped.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    pub fn reset(&mut self) {
+        self.sync();
+        self.note("system_reset (QMP)".to_owned());
+        if let Err(e) = self.qmp_command(r#"{"execute":"system_reset"}"#, Some("RESET")) {
+            self.fail(&e);
+        }
+    }
+
+    /// Quits QEMU (QMP `quit`, so the backing file is complete and closed)
+    /// and returns the path of the file.
+    ///
+    /// # Panics
+    ///
+    /// If QEMU does not exit within 30 s (it is killed first).
+    pub fn stop(mut self) -> PathBuf {
+        self.sync();
+        // QEMU may close the socket before or after answering `quit`.
+        let _ = self.qmp_command(r#"{"execute":"quit"}"#, None);
+        let mut child = self.child.take().expect("QEMU runs until stop");
+        let deadline = Instant::now() + QEMU_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("QEMU did not quit within {QEMU_TIMEOUT:?}; killed");
+                }
+            }
+        }
+        self.vars.clone()
+    }
+
+    fn queue(&mut self, op: QtestOp) {
+        let (line, answer) = match op {
+            QtestOp::Read { offset, size } => {
+                let address = self.address(offset, size);
+                (format!("read{} {address:#x}", suffix(size)), true)
+            }
+            QtestOp::Write {
+                offset,
+                size,
+                value,
+            } => {
+                let address = self.address(offset, size);
+                let value = if size == 8 {
+                    value
+                } else {
+                    value & ((1u64 << (8 * u32::from(size))) - 1)
+                };
+                (
+                    format!("write{} {address:#x} {value:#x}", suffix(size)),
+                    false,
+                )
+            }
+        };
+        let _ = writeln!(self.outbuf, "{line}");
+        self.note(line);
+        self.awaiting.push_back(answer);
+    }
+
+    fn address(&self, offset: u64, size: u8) -> u64 {
+        assert!(
+            matches!(size, 1 | 2 | 4 | 8),
+            "access size must be 1, 2, 4 or 8, not {size}"
+        );
+        assert!(
+            offset + u64::from(size) <= self.len,
+            "access {offset:#x}+{size} beyond the {:#x}-byte flash",
+            self.len
+        );
+        self.base + offset
+    }
+
+    /// Sends the queued commands and reads every outstanding answer,
+    /// appending the values of reads to `values`.
+    fn drain(&mut self, values: &mut Vec<u64>) {
+        if !self.outbuf.is_empty() {
+            let text = std::mem::take(&mut self.outbuf);
+            if let Err(e) = self.qtest_out.write_all(text.as_bytes()) {
+                self.fail(&format!("sending to qtest: {e}"));
+            }
+        }
+        let mut line = String::new();
+        while let Some(is_read) = self.awaiting.pop_front() {
+            line.clear();
+            match self.qtest_in.read_line(&mut line) {
+                Ok(0) => self.fail("qtest socket closed"),
+                Ok(_) => {}
+                Err(e) => self.fail(&format!("reading from qtest: {e}")),
+            }
+            let reply = line.trim_end();
+            match (is_read, reply.strip_prefix("OK")) {
+                (false, Some("")) => {}
+                (true, Some(hex)) => match hex
+                    .strip_prefix(" 0x")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => values.push(v),
+                    None => self.fail(&format!("unexpected qtest answer {reply:?}")),
+                },
+                // Asynchronous lines (IRQ …) are not enabled; anything else is
+                // an error.
+                _ => self.fail(&format!("unexpected qtest answer {reply:?}")),
+            }
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        if self.recent.len() == 20 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        let stderr =
+            fs::read_to_string(self.dir.path().join("qemu-stderr.txt")).unwrap_or_default();
+        let status = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => format!("QEMU exited: {status}"),
+            _ => "QEMU still running".to_owned(),
+        };
+        let recent: Vec<&str> = self.recent.iter().map(String::as_str).collect();
+        panic!(
+            "qtest: {what} ({status})\nlast commands:\n  {}\nQEMU stderr:\n{stderr}",
+            recent.join("\n  ")
+        );
+    }
+
+    fn qmp_line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match self.qmp_in.read_line(&mut line) {
+            Ok(0) => Err("QMP socket closed".to_owned()),
+            Ok(_) => Ok(line),
+            Err(e) => Err(format!("reading from QMP: {e}")),
+        }
+    }
+
+    /// Sends a QMP command and reads until its `return` and, if asked, the
+    /// named event (they may come in either order).
+    fn qmp_command(&mut self, command: &str, event: Option<&str>) -> Result<(), String> {
+        self.qmp_out
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(|e| format!("sending to QMP: {e}"))?;
+        let event_tag = event.map(|e| format!(r#""event": "{e}""#));
+        let (mut returned, mut seen_event) = (false, event.is_none());
+        while !(returned && seen_event) {
+            let line = self.qmp_line()?;
+            if line.contains(r#""error""#) {
+                return Err(format!("QMP {command} failed: {}", line.trim()));
+            }
+            returned |= line.starts_with(r#"{"return""#);
+            if let Some(tag) = &event_tag {
+                seen_event |= line.contains(tag.as_str());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QtestFlash {
+    fn drop(&mut self) {
+        KillOnDrop(self.child.take());
+    }
+}
+
+/// Kills and reaps QEMU when dropped, unless it has been taken out.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+fn suffix(size: u8) -> char {
+    match size {
+        1 => 'b',
+        2 => 'w',
+        4 => 'l',
+        _ => 'q',
+    }
+}
+
+/// A directory for the sockets, QEMU's stderr and (arm) the code bank.
+fn temp_dir() -> Result<TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("testkit-qtest-")
+        .tempdir()
+        .map_err(|e| format!("creating a temporary directory: {e}"))
+}
+
+fn file_len(path: &Path) -> Result<u64, String> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `-drive` argument `{opts},file={path}`, with QEMU's comma escaping.
+fn drive_arg(opts: &str, path: &Path) -> String {
+    format!(
+        "{opts},file={}",
+        path.display().to_string().replace(',', ",,")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_of(template: &str, dir: &Path) -> PathBuf {
+        let path = dir.join(template);
+        fs::copy(debian_firmware(template), &path).unwrap();
+        path
+    }
+
+    /// Answers recorded in spec/pflash-cfi01.md, a program that reaches the
+    /// file, and reset through QMP.
+    #[test]
+    fn q35_vars_flash_answers_like_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = copy_of("OVMF_VARS_4M.fd", dir.path());
+        let mut flash = QtestFlash::start_q35(&vars).unwrap();
+        assert_eq!((flash.base(), flash.len()), (0xFFC0_0000, 0x84000));
+        assert_eq!(flash.read(0x28, 4), 0x4856_465f);
+        flash.write(0x10, 1, 0x70);
+        assert_eq!(flash.read(0x10, 4), 0x0080_0080);
+        flash.write(0x10, 1, 0x98);
+        assert_eq!(flash.read(0x10, 1), u64::from(b'Q'));
+        flash.reset();
+        assert_eq!(flash.read(0x10, 1), 0x8d, "array mode after reset");
+        flash.write(0x2_0000, 1, 0x10);
+        flash.write(0x2_0000, 1, 0xa5);
+        flash.write(0x2_0000, 1, 0xff);
+        let values = flash.run(&[
+            QtestOp::Read {
+                offset: 0x2_0000,
+                size: 1,
+            },
+            QtestOp::Read {
+                offset: 0x28,
+                size: 8,
+            },
+        ]);
+        assert_eq!(values, [0xa5, 0x0004_feff_4856_465f]);
+        let file = flash.stop();
+        assert_eq!(fs::read(file).unwrap()[0x2_0000], 0xa5);
+    }
+
+    #[test]
+    fn arm_virt_vars_bank_has_dual_chip_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = dir.path().join("vars.fd");
+        File::create(&vars)
+            .unwrap()
+            .set_len(ARM_VIRT_BANK_LEN)
+            .unwrap();
+        let mut flash = QtestFlash::start_arm_virt(&vars).unwrap();
+        flash.write(0, 4, 0x0090_0090);
+        assert_eq!(flash.read(0, 4), 0x0089_0089);
+        assert_eq!(flash.read(4, 4), 0x0018_0018);
+        flash.reset();
+        assert_eq!(flash.read(0, 4), 0);
+        drop(flash);
+    }
+
+    #[test]
+    fn pipelined_writes_are_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = copy_of("OVMF_VARS_4M.fd", dir.path());
+        let mut flash = QtestFlash::start_q35(&vars).unwrap();
+        let started = Instant::now();
+        let ops: Vec<QtestOp> = (0..20_000u64)
+            .map(|i| {
+                if i % 2 == 0 {
+                    QtestOp::Write {
+                        offset: 0x10,
+                        size: 1,
+                        value: 0x70,
+                    }
+                } else {
+                    QtestOp::Read {
+                        offset: 0x10,
+                        size: 4,
+                    }
+                }
+            })
+            .collect();
+        let values = flash.run(&ops);
+        assert_eq!(values.len(), 10_000);
+        assert!(values.iter().all(|&v| v == 0x0080_0080));
+        println!("20,000 qtest operations in {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
