@@ -289,6 +289,11 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     }
 
     /// An MMIO read of `data.len()` (1, 2, 4 or 8) bytes at `offset`.
+    ///
+    /// Accesses are expected naturally aligned, as a guest's MMIO reaches a device: an
+    /// unaligned access is the bus's to split (QEMU's memory core cuts it into aligned pieces
+    /// of at most 4 bytes before `cfi.pflash01` sees them, and the differential test splits
+    /// the same way).
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
         if !self.in_range(offset, data.len()) {
             data.fill(0);
@@ -341,7 +346,8 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         data.copy_from_slice(&self.content[start..start + data.len()]);
     }
 
-    /// An MMIO write of `data.len()` (1, 2, 4 or 8) bytes at `offset`.
+    /// An MMIO write of `data.len()` (1, 2, 4 or 8) bytes at `offset`, naturally aligned
+    /// (see [`read`](Self::read)).
     pub fn write(&mut self, offset: u64, data: &[u8]) {
         if !self.in_range(offset, data.len()) {
             return;
