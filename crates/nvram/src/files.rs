@@ -46,6 +46,15 @@ pub enum FileError {
         /// Its length.
         len: u64,
     },
+    /// Another process holds a lock on the file: a running VM (QEMU's byte-range locks, or
+    /// an nvram pflash device's `flock`) or another tool editing it.
+    #[error("{path}: in use ({holder}); stop the VM that uses it first (nothing was changed)")]
+    Locked {
+        /// The path.
+        path: PathBuf,
+        /// Who holds the lock, as far as can be told.
+        holder: String,
+    },
     /// An I/O error.
     #[error("{path}: {action}: {source}")]
     Io {
@@ -206,6 +215,226 @@ fn sync_parent(path: &Path) -> Result<(), FileError> {
         .map_err(io_error(dir, "cannot fsync the directory"))
 }
 
+/// A lock on a file as `/proc/locks` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockHolder {
+    /// `FLOCK` (an nvram pflash device or tool), `OFDLCK` (QEMU's block layer) or `POSIX`.
+    pub kind: String,
+    /// `READ` or `WRITE`.
+    pub mode: String,
+    /// The holder's process id; `None` for OFD locks, which belong to an open file, not a
+    /// process (the kernel shows -1).
+    pub pid: Option<u32>,
+    /// First and last byte locked (`None` for the end: to the end of the file).
+    pub range: (u64, Option<u64>),
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match self.kind.as_str() {
+            "FLOCK" => "flock (an nvram pflash device or tool)",
+            "OFDLCK" => "OFD byte-range lock (QEMU)",
+            _ => "POSIX byte-range lock",
+        };
+        write!(f, "{} {who}", self.mode.to_lowercase())?;
+        if let Some(pid) = self.pid {
+            write!(f, " held by pid {pid}")?;
+        }
+        if self.kind != "FLOCK" {
+            match self.range.1 {
+                Some(end) => write!(f, " on bytes {}-{end}", self.range.0)?,
+                None => write!(f, " from byte {}", self.range.0)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The locks that `/proc/locks` lists for the file at `path` (following symlinks). Best
+/// effort, for reports: without procfs the answer is empty. Deciding whether a file is in use
+/// is done by trying to lock it ([`LockedFile::open`]), which needs no procfs.
+pub fn lock_holders(path: &Path) -> Vec<LockHolder> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(meta), Ok(table)) = (fs::metadata(path), fs::read_to_string("/proc/locks")) else {
+        return Vec::new();
+    };
+    let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+    table
+        .lines()
+        .filter_map(parse_proc_lock)
+        .filter(|(dev, _)| *dev == (major, minor, meta.ino()))
+        .map(|(_, holder)| holder)
+        .collect()
+}
+
+/// Parses one `/proc/locks` line, `1: OFDLCK ADVISORY  READ -1 fe:00:770558 100 101`;
+/// `None` for a waiter (`1: -> FLOCK …`) or anything unexpected.
+fn parse_proc_lock(line: &str) -> Option<((u32, u32, u64), LockHolder)> {
+    let mut fields = line.split_whitespace().skip(1);
+    let kind = fields.next().filter(|k| *k != "->")?.to_string();
+    let _advisory = fields.next()?;
+    let mode = fields.next()?.to_string();
+    let pid = fields.next()?.parse::<i64>().ok()?;
+    let mut dev = fields.next()?.split(':');
+    let major = u32::from_str_radix(dev.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(dev.next()?, 16).ok()?;
+    let inode = dev.next()?.parse::<u64>().ok()?;
+    let start = fields.next()?.parse::<u64>().ok()?;
+    let end = fields.next()?;
+    let end = if end == "EOF" {
+        None
+    } else {
+        Some(end.parse::<u64>().ok()?)
+    };
+    Some((
+        (major, minor, inode),
+        LockHolder {
+            kind,
+            mode,
+            pid: u32::try_from(pid).ok().filter(|p| *p > 0),
+            range: (start, end),
+        },
+    ))
+}
+
+/// An existing regular file opened for update and locked against every kind of user this
+/// project knows of, so that it can be backed up and replaced without a running VM losing
+/// (or overwriting) anything.
+///
+/// Two locks are taken, both non-blocking, because the two kinds of holders use different
+/// mechanisms that do not see each other:
+///
+/// - an exclusive `flock`: what an nvram pflash device (`pflash::FileStorage`) and other nvram
+///   commands hold while they own the file;
+/// - an exclusive POSIX `fcntl` write lock over the whole file: QEMU's block layer holds
+///   shared OFD locks on single bytes (100 + permission, 200 + permission) of every image it
+///   has open and active, and OFD and POSIX locks conflict with each other, so this fails
+///   while QEMU runs (including a VM paused with `-S`). It also makes a QEMU that starts while
+///   we hold it fail its own lock check instead of racing us.
+///
+/// A QEMU waiting for an incoming migration (`-incoming`) has not activated its images and
+/// holds no locks yet; nothing can detect it through the file.
+///
+/// POSIX locks are dropped when *any* descriptor of the file in this process is closed, so
+/// everything is read through this one descriptor.
+#[derive(Debug)]
+pub struct LockedFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockedFile {
+    /// Opens `path` read-write without following a symlink and locks it; fails with
+    /// [`FileError::Locked`] (naming the holder if `/proc/locks` tells) if anyone holds a lock.
+    pub fn open(path: &Path) -> Result<Self, FileError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    FileError::Symlink {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    io_error(path, "cannot open for update")(e)
+                }
+            })?;
+        let meta = file.metadata().map_err(io_error(path, "cannot stat"))?;
+        if !meta.is_file() {
+            return Err(FileError::NotRegular {
+                path: path.to_path_buf(),
+            });
+        }
+        let locked = |mechanism: &str| {
+            let holders = lock_holders(path);
+            let holder = if holders.is_empty() {
+                format!("another process holds a conflicting {mechanism}")
+            } else {
+                let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
+                format!("locked: {}", list.join(", "))
+            };
+            FileError::Locked {
+                path: path.to_path_buf(),
+                holder,
+            }
+        };
+        use rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        match rustix::fs::flock(&file, NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(locked("flock")),
+            Err(e) => return Err(io_error(path, "cannot flock")(e.into())),
+        }
+        match rustix::fs::fcntl_lock(&file, NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+                return Err(locked("byte-range lock"))
+            }
+            Err(e) => return Err(io_error(path, "cannot take a byte-range lock")(e.into())),
+        }
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path it was opened as.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the whole file (through the locked descriptor).
+    pub fn read_all(&mut self) -> Result<Vec<u8>, FileError> {
+        use std::io::{Seek, SeekFrom};
+        let path = &self.path;
+        let len = self
+            .file
+            .metadata()
+            .map_err(io_error(path, "cannot stat"))?
+            .len();
+        if len > MAX_IMAGE_LEN {
+            return Err(FileError::TooLarge {
+                path: path.clone(),
+                len,
+            });
+        }
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(io_error(path, "cannot seek"))?;
+        let mut image = Vec::with_capacity(len as usize);
+        Read::by_ref(&mut self.file)
+            .take(MAX_IMAGE_LEN + 1)
+            .read_to_end(&mut image)
+            .map_err(io_error(path, "cannot read"))?;
+        Ok(image)
+    }
+
+    /// Replaces the file atomically with `content` (see [`replace`]), keeping its mode, after
+    /// checking that the path still names the file we locked (it could have been renamed or
+    /// swapped since we opened it).
+    pub fn replace(self, content: &[u8]) -> Result<(), FileError> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self
+            .file
+            .metadata()
+            .map_err(io_error(&self.path, "cannot stat"))?;
+        match fs::symlink_metadata(&self.path) {
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
+            Ok(_) => {
+                return Err(FileError::Io {
+                    path: self.path.clone(),
+                    action: "changed while it was being replaced",
+                    source: io::Error::other("another file now has this name"),
+                })
+            }
+            Err(e) => return Err(io_error(&self.path, "cannot stat")(e)),
+        }
+        // The locks stay held (self.file is alive) until the new file is in place.
+        replace(&self.path, content)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +476,47 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left behind");
+    }
+
+    #[test]
+    fn parses_proc_locks_lines() {
+        let (dev, holder) =
+            parse_proc_lock("2: OFDLCK ADVISORY  READ -1 fe:00:10051755 100 101").unwrap();
+        assert_eq!(dev, (0xfe, 0, 10051755));
+        assert_eq!(holder.pid, None);
+        assert_eq!(holder.range, (100, Some(101)));
+        assert_eq!(
+            holder.to_string(),
+            "read OFD byte-range lock (QEMU) on bytes 100-101"
+        );
+        let (_, holder) = parse_proc_lock("1: FLOCK  ADVISORY  WRITE 4242 08:01:12 0 EOF").unwrap();
+        assert_eq!(holder.pid, Some(4242));
+        assert_eq!(holder.range, (0, None));
+        assert!(parse_proc_lock("1: -> FLOCK  ADVISORY  WRITE 4243 08:01:12 0 EOF").is_none());
+    }
+
+    #[test]
+    fn a_locked_file_is_refused_and_a_symlink_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vars.fd");
+        fs::write(&path, b"old").unwrap();
+        let holder = File::open(&path).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockShared).unwrap();
+        let err = LockedFile::open(&path).unwrap_err();
+        assert!(matches!(err, FileError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("flock"), "{err}");
+        drop(holder);
+        let mut locked = LockedFile::open(&path).unwrap();
+        assert_eq!(locked.read_all().unwrap(), b"old");
+        locked.replace(b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+
+        let link = dir.path().join("link.fd");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            LockedFile::open(&link),
+            Err(FileError::Symlink { .. })
+        ));
     }
 
     #[test]

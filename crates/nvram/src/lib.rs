@@ -11,4 +11,6 @@
 //! ```
 
 pub mod files;
+pub mod firmware;
 pub mod inspect;
+pub mod prepare;

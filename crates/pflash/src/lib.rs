@@ -12,7 +12,9 @@
 //!   the presets for x86 q35 and arm `virt`;
 //! - `device`: the command state machine;
 //! - `storage`: the persistence contract and the file backend;
-//! - `trace`: the MMIO trace format used to replay real firmware runs.
+//! - `trace`: the MMIO trace format used to replay real firmware runs;
+//! - `migration`: offline snapshots and live migration (dirty tracking, wire format, the
+//!   destination's deferred storage and commit point).
 
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ mod cfi;
 mod device;
 pub mod file_storage;
 mod geometry;
+pub mod migration;
 mod state;
 pub mod storage;
 pub mod trace;
@@ -27,5 +30,6 @@ pub mod trace;
 pub use device::{NoEvents, Pflash, PflashEvents};
 pub use file_storage::{Durability, FileStorage, StorageStats};
 pub use geometry::{Geometry, GeometryError};
+pub use migration::{Deferred, DirtyTracking, MigrationError};
 pub use state::{PflashState, WriteBuffer};
 pub use storage::{NoStorage, Storage, StorageError};

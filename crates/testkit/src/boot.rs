@@ -295,7 +295,11 @@ impl Drop for KillOnDrop {
 
 /// Copies QEMU's serial output into `serial` until EOF, pressing Enter once
 /// when the shell's countdown prompt shows up. Returns whether it did.
-fn read_serial(mut stdout: impl Read, mut stdin: ChildStdin, serial: &Mutex<Vec<u8>>) -> bool {
+pub(crate) fn read_serial(
+    mut stdout: impl Read,
+    mut stdin: ChildStdin,
+    serial: &Mutex<Vec<u8>>,
+) -> bool {
     let mut pressed = false;
     let mut buf = [0u8; 4096];
     loop {
@@ -326,7 +330,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Removes ANSI escape sequences (CSI `ESC [ … final`, and two-byte `ESC x`)
 /// from the serial log and decodes it as UTF-8, lossily.
-fn strip_ansi(raw: &[u8]) -> String {
+pub(crate) fn strip_ansi(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.iter().copied().peekable();
     while let Some(b) = bytes.next() {
@@ -348,7 +352,7 @@ fn strip_ansi(raw: &[u8]) -> String {
 
 /// `-drive` argument `{opts},file={path}`. QEMU splits options at commas, so
 /// a comma in the path is doubled, which is QEMU's escape for it.
-fn drive_arg(opts: &str, path: &Path) -> String {
+pub(crate) fn drive_arg(opts: &str, path: &Path) -> String {
     format!(
         "{opts},file={}",
         path.display().to_string().replace(',', ",,")
@@ -388,7 +392,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// Creates the FAT image `disk` with `startup.nsh` and `boot.files`, staging
 /// file contents in `dir`.
-fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<(), String> {
+pub(crate) fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<(), String> {
     // Room for the payload plus what the script writes (a `dmpstore` dump of
     // a 4M store is ~130 KiB as UCS-2); mkfs.vfat picks FAT16 at this size.
     let payload: usize = boot.files.iter().map(|(_, data)| data.len()).sum();

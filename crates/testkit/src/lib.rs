@@ -34,6 +34,7 @@
 
 mod boot;
 mod dmpstore;
+mod qmp;
 mod qtest;
 mod setvar;
 
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 pub use boot::{boot_ovmf, BootError, BootOutcome, OvmfBoot};
 pub use dmpstore::{parse_dmpstore, DumpedVariable};
+pub use qmp::{free_local_port, make_startup_disk, QemuVm, Qmp, QmpError, VmConfig};
 pub use qtest::{QtestFlash, QtestOp};
 pub use setvar::setvar_command;
 

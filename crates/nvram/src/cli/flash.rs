@@ -1,10 +1,15 @@
-//! `nvram flash`: drive the CFI flash device model without a VMM.
+//! `nvram flash`: drive the CFI flash device model without a VMM: replay a trace, and
+//! migrate the device between two processes in the middle of one.
 
 use anyhow::{anyhow, bail, Context, Result};
+use pflash::migration::{self, Deferred, DirtyTracking, Outgoing, TransferStats};
 use pflash::trace::{ReplayMismatch, ReplayStats, TraceError};
 use pflash::{Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats};
 use std::fmt::Write as _;
-use std::io::{Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,6 +24,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum FlashCommand {
     Replay(ReplayArgs),
+    Incoming(IncomingArgs),
 }
 
 /// Replay an MMIO trace on a flash backed by an image, updating the image in place.
@@ -26,7 +32,13 @@ enum FlashCommand {
 /// The image is the flash's backing file, locked while the replay runs and written in
 /// operation order as a VMM would. Every `R` line of the trace is checked.
 ///
-/// Exit status: 0 every read matched; 1 a read did not (the line is named); 2 an error.
+/// With `--migrate-at N --to ADDR` the replay stops after line N (lines count from 1,
+/// comments included) and the device (registers and content) is live-migrated to an
+/// `nvram flash incoming` listening on ADDR; after a successful migration this process
+/// stops, after a failed one it reports the error and leaves the image as it was at line N.
+///
+/// Exit status: 0 every read matched (and the migration succeeded); 1 a read did not (the
+/// line is named); 2 an error (a failed migration included).
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// The flash image (varstore), updated in place.
@@ -48,6 +60,157 @@ pub struct ReplayArgs {
     /// Print the result (with the statistics) as JSON.
     #[arg(long)]
     json: bool,
+    /// Migrate after this trace line (1-based, comments counted).
+    #[arg(long, value_name = "N", requires = "to")]
+    migrate_at: Option<usize>,
+    /// Where to migrate: `tcp:HOST:PORT` or `unix:PATH`.
+    #[arg(long, value_name = "ADDR", requires = "migrate_at")]
+    to: Option<Address>,
+    /// Pre-copy rounds before the final round.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    precopy_rounds: u32,
+    /// Keep retrying to connect (the destination may still be starting) this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+/// Receive a flash live-migrated by `nvram flash replay --migrate-at`, write it to the image
+/// at the commit point, and optionally continue the trace.
+///
+/// The incoming geometry is checked against the local one (the preset, and for q35 the
+/// image's size) before anything else. The image is not written until the migration is
+/// complete and the source has closed the connection (it has stopped and released its
+/// file); then it is replaced atomically (a block device is written in place and synced).
+/// On any failure the image is left untouched.
+///
+/// Prints `listening on ADDR` (with the real port for `tcp:HOST:0`) once it listens.
+///
+/// Exit status: 0 migrated (and every read of the continued trace matched); 1 a read did
+/// not; 2 an error.
+#[derive(Debug, clap::Args)]
+pub struct IncomingArgs {
+    /// The flash image (varstore): its size must match the source's; replaced at commit.
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// Where to listen: `tcp:HOST:PORT` or `unix:PATH`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Address,
+    /// Flash geometry: q35 (x86 vars flash of the image's size) or virt (arm 64 MiB bank).
+    #[arg(long, value_enum, default_value_t = Preset::Q35)]
+    preset: Preset,
+    /// After the commit, replay this trace from the line after `--from-line`.
+    #[arg(long, value_name = "TRACE", requires = "from_line")]
+    then_replay: Option<PathBuf>,
+    /// The last trace line the source executed.
+    #[arg(long, value_name = "N", requires = "then_replay")]
+    from_line: Option<usize>,
+    /// When to fdatasync the image after the commit (the commit itself is always synced).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
+    durability: DurabilityArg,
+    /// Give up if no source connects, or the stream stalls, for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A migration endpoint.
+#[derive(Debug, Clone)]
+enum Address {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            Ok(Address::Tcp(addr.to_owned()))
+        } else if let Some(path) = s.strip_prefix("unix:") {
+            Ok(Address::Unix(PathBuf::from(path)))
+        } else {
+            Err(format!("{s:?} is neither tcp:HOST:PORT nor unix:PATH"))
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One connection, either kind.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    /// Connects, retrying for a while: the destination may still be starting.
+    fn connect(address: &Address, timeout: Duration) -> Result<Conn> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = match address {
+                Address::Tcp(a) => TcpStream::connect(a).map(|s| {
+                    // The last small records and the replies must not wait for Nagle.
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+                Address::Unix(p) => UnixStream::connect(p).map(Conn::Unix),
+            };
+            match result {
+                Ok(conn) => return Ok(conn),
+                Err(e)
+                    if Instant::now() < deadline
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                        ) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot connect to {address}")),
+            }
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl Read for &Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => (&*s).read(buf),
+            Conn::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => (&*s).write(buf),
+            Conn::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => (&*s).flush(),
+            Conn::Unix(s) => (&*s).flush(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -79,6 +242,7 @@ impl From<DurabilityArg> for Durability {
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         FlashCommand::Replay(args) => replay(args),
+        FlashCommand::Incoming(args) => incoming(args),
     }
 }
 
@@ -112,30 +276,57 @@ fn trace_error(path: &Path, error: TraceError) -> anyhow::Error {
     }
 }
 
-fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let geometry = match args.preset {
-        Preset::Q35 => Geometry::q35(image_len(&args.image)?)
-            .with_context(|| format!("{}: cannot be a q35 vars flash", args.image.display()))?,
+/// The geometry of `preset` for `image` (q35 takes the image's size).
+fn local_geometry(preset: Preset, image: &Path) -> Result<Geometry> {
+    Ok(match preset {
+        Preset::Q35 => Geometry::q35(image_len(image)?)
+            .with_context(|| format!("{}: cannot be a q35 vars flash", image.display()))?,
         Preset::Virt => Geometry::arm_virt(),
-    };
+    })
+}
+
+fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let geometry = local_geometry(args.preset, &args.image)?;
     let len = usize::try_from(geometry.size()).context("the flash does not fit in memory")?;
     let trace =
         pflash::trace::read_trace_file(&args.trace).map_err(|e| trace_error(&args.trace, e))?;
 
     let storage = FileStorage::open(&args.image, len, geometry.read_only, args.durability.into())?;
     let content = storage.read_content()?;
+    // Dirty tracking costs a few bit operations per program or erase; always on, so that
+    // the replay measured is the one that migrates.
+    let storage = DirtyTracking::new(storage, &geometry);
     let mut dev = Pflash::new(geometry, content, storage, Events::default())
         .with_context(|| format!("{}: cannot make a flash of it", args.image.display()))?;
 
+    // Lines 1..=N are `trace[..N]`: the parser keeps one entry per line.
+    let upto = args.migrate_at.map_or(trace.len(), |n| n.min(trace.len()));
     let started = Instant::now();
-    let result = pflash::trace::replay(&mut dev, &trace);
-    let (_, mut storage, events) = dev.into_parts();
-    // Changes after the trace's last flush point (a trace cut in the middle of a sequence).
-    storage.flush()?;
-    if storage.durability() != Durability::None {
-        storage.sync()?;
-    }
+    let result = pflash::trace::replay(&mut dev, &trace[..upto]);
     let elapsed = started.elapsed();
+    let migrated = match (&args.to, args.migrate_at, &result) {
+        (Some(to), Some(at), Ok(_)) => {
+            // The image must be at line N while the migration runs, whatever happens to it.
+            persist(dev.storage_mut().inner_mut())?;
+            let connect_timeout = Duration::from_secs(args.connect_timeout);
+            match migrate_out(&mut dev, to, args.precopy_rounds, connect_timeout) {
+                Ok((stats, conn)) => Some((at, to.clone(), stats, conn)),
+                Err(e) => {
+                    drop(dev);
+                    return Err(e.context(format!(
+                        "migration to {to} failed; this process keeps the device, its image \
+                         {} is as after line {at}",
+                        args.image.display()
+                    )));
+                }
+            }
+        }
+        _ => None,
+    };
+    let (_, storage, events) = dev.into_parts();
+    let mut storage = storage.into_inner();
+    // Changes after the trace's last flush point (a trace cut in the middle of a sequence).
+    persist(&mut storage)?;
     if let Some(error) = &events.first_storage_error {
         bail!(
             "{error} ({} storage errors during the replay)",
@@ -144,12 +335,38 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
 
     let stats = storage.stats();
+    // Release the image, then close the connection: the destination commits on that.
+    drop(storage);
+    let migrated = migrated.map(|(at, to, stats, conn)| {
+        drop(conn);
+        (at, to, stats)
+    });
     let replayed = result.as_ref().ok().copied();
     let mismatch = result.as_ref().err().copied();
     let output = if args.json {
-        json_report(&args, replayed, mismatch, &stats, elapsed)? + "\n"
+        json_report(
+            &args,
+            replayed,
+            mismatch,
+            &stats,
+            elapsed,
+            migrated.as_ref(),
+        )? + "\n"
     } else {
-        text_report(&args, replayed, &stats, elapsed)
+        let mut text = text_report(&args, replayed, &stats, elapsed);
+        if let Some((at, to, m)) = &migrated {
+            let _ = writeln!(
+                text,
+                "migrated after line {at} to {to}: {} rounds, {} bytes, final round {} bytes \
+                 ({} chunks) in {:.3} ms",
+                m.rounds,
+                m.wire_bytes,
+                m.final_round.wire_bytes,
+                m.final_round.chunks,
+                m.final_round.elapsed.as_secs_f64() * 1e3
+            );
+        }
+        text
     };
     super::emit(None, false, output.as_bytes())?;
     match mismatch {
@@ -166,6 +383,229 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Writes what is buffered and syncs it as the durability asks.
+fn persist(storage: &mut FileStorage) -> Result<()> {
+    storage.flush()?;
+    if storage.durability() != Durability::None {
+        storage.sync()?;
+    }
+    Ok(())
+}
+
+/// The source side: pre-copy rounds and the final round over a fresh connection.
+fn migrate_out(
+    dev: &mut Pflash<DirtyTracking<FileStorage>, Events>,
+    to: &Address,
+    precopy_rounds: u32,
+    connect_timeout: Duration,
+) -> Result<(TransferStats, Conn)> {
+    let conn = Conn::connect(to, connect_timeout)?;
+    let mut out = Outgoing::start(dev, &conn, &conn)?;
+    for _ in 0..precopy_rounds {
+        out.precopy_round(dev)?;
+    }
+    let stats = out.complete(dev)?;
+    // The connection stays open until this process has released its image: closing it
+    // tells the destination that it may commit.
+    Ok((stats, conn))
+}
+
+fn incoming(args: IncomingArgs) -> Result<ExitCode> {
+    let geometry = local_geometry(args.preset, &args.image)?;
+    let trace = match &args.then_replay {
+        Some(path) => Some(pflash::trace::read_trace_file(path).map_err(|e| trace_error(path, e))?),
+        None => None,
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let conn = accept(&args.listen, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let received = migration::incoming(&conn, &conn, &geometry, &args.image)
+        .with_context(|| format!("incoming migration on {}", args.listen))?;
+    let transfer = received.stats();
+    let mut dev = received.into_device(Deferred::<FileStorage>::new(), Events::default());
+
+    // The source closes the connection once it has stopped and released its image: only
+    // then does this side own the guest's varstore and commit.
+    let mut rest = [0u8; 64];
+    loop {
+        match (&conn).read(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => bail!("the migration source sent data after the end of the stream"),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => {
+                return Err(e).context("waiting for the migration source to stop (not committed)")
+            }
+        }
+    }
+    drop(conn);
+    let commit = migration::commit(&mut dev, &args.image, args.durability.into())?;
+
+    let mut replayed = None;
+    let mut mismatch = None;
+    let mut elapsed = Duration::ZERO;
+    if let (Some(trace), Some(from)) = (&trace, args.from_line) {
+        let from = from.min(trace.len());
+        let started = Instant::now();
+        match pflash::trace::replay(&mut dev, &trace[from..]) {
+            Ok(r) => replayed = Some(r),
+            Err(m) => mismatch = Some(m),
+        }
+        elapsed = started.elapsed();
+    }
+    let (_, storage, events) = dev.into_parts();
+    let stats = match storage.into_inner() {
+        Some(mut storage) => {
+            persist(&mut storage)?;
+            storage.stats()
+        }
+        None => bail!("the commit did not attach the image"),
+    };
+    if let Some(error) = &events.first_storage_error {
+        bail!(
+            "{error} ({} storage errors during the replay)",
+            events.storage_errors
+        );
+    }
+    let output = if args.json {
+        let doc = serde_json::json!({
+            "image": args.image,
+            "migration": transfer_json(&transfer),
+            "commit": {
+                "bytes": commit.bytes,
+                "atomic": commit.atomic,
+                "seconds": commit.elapsed.as_secs_f64(),
+            },
+            "replayed": replayed.map(|r| serde_json::json!({
+                "writes": r.writes, "reads": r.reads, "resets": r.resets,
+            })),
+            "matched": mismatch.is_none(),
+            "storage": {
+                "write_syscalls": stats.write_syscalls,
+                "bytes_written": stats.bytes_written,
+            },
+            "seconds": elapsed.as_secs_f64(),
+        });
+        serde_json::to_string_pretty(&doc)? + "\n"
+    } else {
+        let mut text = format!(
+            "{}: received {} bytes in {} rounds, committed {} bytes ({}) in {:.3} ms\n",
+            args.image.display(),
+            transfer.wire_bytes,
+            transfer.rounds,
+            commit.bytes,
+            if commit.atomic {
+                "atomic rename"
+            } else {
+                "in place"
+            },
+            commit.elapsed.as_secs_f64() * 1e3
+        );
+        if let Some(r) = replayed {
+            let _ = writeln!(
+                text,
+                "{}: continued the trace: {} writes, {} reads (all matched), {} resets",
+                args.image.display(),
+                r.writes,
+                r.reads,
+                r.resets
+            );
+        }
+        text
+    };
+    super::emit(None, false, output.as_bytes())?;
+    match (mismatch, &args.then_replay) {
+        (Some(m), Some(path)) => {
+            eprintln!(
+                "nvram: {}:{}: read at offset {:#x}: expected {:#x}, got {:#x}",
+                path.display(),
+                m.line,
+                m.offset,
+                m.expected,
+                m.got
+            );
+            Ok(ExitCode::from(1))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Listens on `address`, says so on stdout, and accepts one connection within `timeout`.
+fn accept(address: &Address, timeout: Duration) -> Result<Conn> {
+    let deadline = Instant::now() + timeout;
+    let announce = |what: String| -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {what}")?;
+        out.flush()?;
+        Ok(())
+    };
+    let wait = |e: std::io::Error| -> Result<()> {
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(e).context("cannot accept a connection");
+        }
+        if Instant::now() >= deadline {
+            bail!("no migration source connected to {address} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
+    };
+    match address {
+        Address::Tcp(a) => {
+            let listener =
+                TcpListener::bind(a).with_context(|| format!("cannot listen on {address}"))?;
+            announce(format!("tcp:{}", listener.local_addr()?))?;
+            listener.set_nonblocking(true)?;
+            loop {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false)?;
+                        let _ = s.set_nodelay(true);
+                        return Ok(Conn::Tcp(s));
+                    }
+                    Err(e) => wait(e)?,
+                }
+            }
+        }
+        Address::Unix(path) => {
+            // A socket left by an earlier run would make bind fail; nothing else is removed.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener =
+                UnixListener::bind(path).with_context(|| format!("cannot listen on {address}"))?;
+            announce(address.to_string())?;
+            listener.set_nonblocking(true)?;
+            let result = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s.set_nonblocking(false).map(|()| Conn::Unix(s)),
+                    Err(e) => {
+                        if let Err(e) = wait(e) {
+                            let _ = std::fs::remove_file(path);
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            let _ = std::fs::remove_file(path);
+            Ok(result?)
+        }
+    }
+}
+
+fn transfer_json(t: &TransferStats) -> serde_json::Value {
+    serde_json::json!({
+        "rounds": t.rounds,
+        "chunks": t.chunks,
+        "wire_bytes": t.wire_bytes,
+        "final_round": {
+            "chunks": t.final_round.chunks,
+            "wire_bytes": t.final_round.wire_bytes,
+            "seconds": t.final_round.elapsed.as_secs_f64(),
+        },
+        "seconds": t.elapsed.as_secs_f64(),
+    })
 }
 
 fn text_report(
@@ -208,8 +648,14 @@ fn json_report(
     mismatch: Option<ReplayMismatch>,
     stats: &StorageStats,
     elapsed: Duration,
+    migrated: Option<&(usize, Address, TransferStats)>,
 ) -> Result<String> {
     let doc = serde_json::json!({
+        "migrated": migrated.map(|(at, to, t)| serde_json::json!({
+            "after_line": at,
+            "to": to.to_string(),
+            "transfer": transfer_json(t),
+        })),
         "image": args.image,
         "trace": args.trace,
         "matched": mismatch.is_none(),

@@ -3,9 +3,12 @@
 mod check;
 mod create;
 mod export;
+mod firmware;
 mod flash;
 mod get;
 mod list;
+mod prepare;
+mod reset;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -29,6 +32,9 @@ enum Command {
     Check(check::Args),
     Export(export::Args),
     Flash(flash::Args),
+    Prepare(prepare::Args),
+    Reset(reset::Args),
+    Firmware(firmware::Args),
 }
 
 /// Runs one command.
@@ -40,6 +46,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Export(args) => export::run(args),
         Command::Flash(args) => flash::run(args),
+        Command::Prepare(args) => prepare::run(args),
+        Command::Reset(args) => reset::run(args),
+        Command::Firmware(args) => firmware::run(args),
     }
 }
 

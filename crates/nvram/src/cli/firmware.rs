@@ -1,0 +1,289 @@
+//! `nvram firmware`: QEMU firmware descriptors; and the `--template` / `--firmware` choice
+//! that `prepare` and `reset` share.
+
+use anyhow::{anyhow, Context, Result};
+use nvram::firmware::{self, Catalog, Criteria, Firmware};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// List and show QEMU firmware descriptors (firmware.json) and what would be selected.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    List(ListArgs),
+    Show(ShowArgs),
+}
+
+/// Descriptor directories: where to look instead of the standard places.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Dirs {
+    /// Read descriptors from DIR instead of /usr/share/qemu/firmware, /etc/qemu/firmware and
+    /// $XDG_CONFIG_HOME/qemu/firmware (repeat it: later ones override same-named files).
+    /// $NVRAM_FIRMWARE_DIRS (colon-separated) does the same.
+    #[arg(long = "firmware-dir", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
+impl Dirs {
+    fn catalog(&self) -> Catalog {
+        let catalog = if self.dirs.is_empty() {
+            Catalog::load_default()
+        } else {
+            Catalog::load(&self.dirs)
+        };
+        for skipped in &catalog.skipped {
+            eprintln!(
+                "nvram: warning: {}: skipped: {}",
+                skipped.path.display(),
+                skipped.reason
+            );
+        }
+        catalog
+    }
+}
+
+/// What the VM needs from its firmware (libvirt's autoselection criteria).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Needs {
+    /// QEMU target architecture [default: this host's, e.g. x86_64].
+    #[arg(long)]
+    arch: Option<String>,
+    /// Versioned machine type as `qemu-system-ARCH -machine help` lists it, e.g. pc-q35-7.2
+    /// (matched against the descriptors' globs such as pc-q35-*).
+    #[arg(long)]
+    machine: Option<String>,
+    /// A feature the firmware must have: secure-boot, enrolled-keys, requires-smm, acpi-s3,
+    /// amd-sev, … (repeatable).
+    #[arg(long = "feature", value_name = "FEATURE")]
+    features: Vec<String>,
+    /// A feature the firmware must not have, e.g. requires-smm for a VM without SMM
+    /// (repeatable).
+    #[arg(long = "no-feature", value_name = "FEATURE")]
+    without_features: Vec<String>,
+}
+
+impl Needs {
+    fn criteria(&self, base: Criteria) -> Criteria {
+        Criteria {
+            architecture: self
+                .arch
+                .clone()
+                .or(base.architecture)
+                .or_else(|| Some(host_arch().to_string())),
+            machine: self.machine.clone(),
+            features: self.features.clone(),
+            without_features: self.without_features.clone(),
+            ..base
+        }
+    }
+}
+
+/// QEMU's target name for this host.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "powerpc64" => "ppc64",
+        other => other,
+    }
+}
+
+/// Where the varstore template comes from: a file, or a firmware descriptor.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TemplateSource {
+    /// The varstore template to instantiate, e.g. /usr/share/OVMF/OVMF_VARS_4M.fd.
+    #[arg(long, value_name = "FILE", required_unless_present = "firmware", conflicts_with_all = ["firmware", "arch", "machine", "features", "without_features", "dirs"])]
+    template: Option<PathBuf>,
+    /// Take the template from a QEMU firmware descriptor: `auto` selects the first one that
+    /// fits --arch, --machine and --feature (UEFI, split flash, raw), or give a descriptor's
+    /// file name (e.g. 60-edk2-x86_64.json).
+    #[arg(long, value_name = "auto|NAME")]
+    firmware: Option<String>,
+    #[command(flatten)]
+    needs: Needs,
+    #[command(flatten)]
+    dirs: Dirs,
+}
+
+/// The template chosen, and the descriptor it came from.
+pub struct Chosen {
+    pub template: PathBuf,
+    pub firmware: Option<Firmware>,
+}
+
+impl TemplateSource {
+    pub fn resolve(&self) -> Result<Chosen> {
+        let Some(name) = &self.firmware else {
+            let template = self.template.clone().expect("clap requires --template");
+            return Ok(Chosen {
+                template,
+                firmware: None,
+            });
+        };
+        let catalog = self.dirs.catalog();
+        let firmware = if name == "auto" {
+            let criteria = self.needs.criteria(Criteria::uefi_varstore(host_arch()));
+            catalog.select(&criteria)?.clone()
+        } else {
+            catalog
+                .by_name(name)
+                .ok_or_else(|| firmware::FirmwareError::NotFound {
+                    name: name.clone(),
+                    dirs: catalog.dirs.clone(),
+                })?
+                .clone()
+        };
+        let template = firmware::raw_template(&firmware)?.to_path_buf();
+        Ok(Chosen {
+            template,
+            firmware: Some(firmware),
+        })
+    }
+}
+
+/// JSON for a chosen descriptor, as `prepare` and `reset` report it.
+pub fn firmware_json(firmware: &Firmware) -> serde_json::Value {
+    serde_json::json!({
+        "name": firmware.name,
+        "path": firmware.path,
+        "description": firmware.descriptor.description,
+        "executable": firmware.flash().map(|f| &f.executable),
+        "nvram-template": firmware.nvram_template(),
+        "features": firmware.descriptor.features,
+    })
+}
+
+/// List descriptors in priority order (the first that fits is the one selected).
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    needs: Needs,
+    /// Only this interface (uefi, bios, …); with any filter, uefi is the default.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Only this flash mode: split, combined or stateless.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Only firmware whose images have this format: raw or qcow2.
+    #[arg(long)]
+    format: Option<String>,
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Show one descriptor as installed (unknown members included).
+#[derive(Debug, clap::Args)]
+struct ShowArgs {
+    /// Its file name, e.g. 60-edk2-x86_64.json (.json may be left out).
+    name: String,
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Print JSON with the path (the descriptor alone otherwise).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::List(args) => list(args),
+        Command::Show(args) => show(args),
+    }
+}
+
+fn list(args: ListArgs) -> Result<ExitCode> {
+    let catalog = args.dirs.catalog();
+    let n = &args.needs;
+    let filtered = n.arch.is_some()
+        || n.machine.is_some()
+        || !n.features.is_empty()
+        || !n.without_features.is_empty()
+        || args.interface.is_some()
+        || args.mode.is_some()
+        || args.format.is_some();
+    let criteria = if filtered {
+        Criteria {
+            interface: Some(args.interface.clone().unwrap_or_else(|| "uefi".into())),
+            architecture: n.arch.clone(),
+            machine: n.machine.clone(),
+            mode: args.mode.clone(),
+            format: args.format.clone(),
+            features: n.features.clone(),
+            without_features: n.without_features.clone(),
+        }
+    } else {
+        Criteria::default()
+    };
+    let shown: Vec<&Firmware> = catalog.matching(&criteria).collect();
+    let mut out = String::new();
+    if args.json {
+        let doc = serde_json::json!({
+            "dirs": catalog.dirs,
+            "criteria": criteria.to_string(),
+            "firmware": shown,
+            "skipped": catalog.skipped,
+        });
+        out = serde_json::to_string_pretty(&doc)? + "\n";
+    } else {
+        let width = shown.iter().map(|f| f.name.len()).max().unwrap_or(0);
+        for f in &shown {
+            let d = &f.descriptor;
+            let targets: Vec<String> = d
+                .targets
+                .iter()
+                .map(|t| format!("{}:{}", t.architecture, t.machines.join(",")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<5} {:<16} {:<36} {}",
+                f.name,
+                d.interface_types.join(","),
+                f.mapping_summary(),
+                targets.join(" "),
+                d.features.join(",")
+            );
+        }
+        if shown.is_empty() {
+            eprintln!(
+                "nvram: no firmware descriptor fits ({criteria}) in {}",
+                catalog
+                    .dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    super::emit(None, false, out.as_bytes())?;
+    Ok(if shown.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn show(args: ShowArgs) -> Result<ExitCode> {
+    let catalog = args.dirs.catalog();
+    let firmware = catalog.by_name(&args.name).ok_or_else(|| {
+        anyhow!(firmware::FirmwareError::NotFound {
+            name: args.name.clone(),
+            dirs: catalog.dirs.clone(),
+        })
+    })?;
+    let doc = if args.json {
+        serde_json::json!({ "name": firmware.name, "path": firmware.path, "descriptor": firmware.raw })
+    } else {
+        eprintln!("{}", firmware.path.display());
+        firmware.raw.clone()
+    };
+    let out = serde_json::to_string_pretty(&doc).context("cannot format the descriptor")? + "\n";
+    super::emit(None, false, out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

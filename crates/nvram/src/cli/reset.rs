@@ -1,0 +1,47 @@
+//! `nvram reset`: re-instantiate a VM's varstore from its template.
+
+use super::firmware::{firmware_json, TemplateSource};
+use anyhow::{Context, Result};
+use nvram::prepare::{self, Template};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Re-create a VM's varstore from the template, atomically, keeping the old contents in
+/// PATH.bak (or PATH.bak.1, … if taken). Refused while a VM runs on the file.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The VM's varstore.
+    #[arg(long, value_name = "PATH")]
+    nvram: PathBuf,
+    #[command(flatten)]
+    source: TemplateSource,
+    /// Do not keep a copy of the old contents.
+    #[arg(long)]
+    no_backup: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let chosen = args.source.resolve()?;
+    let template = Template::load(&chosen.template)?;
+    let reset = prepare::reset(&args.nvram, &template, !args.no_backup)
+        .with_context(|| format!("cannot reset {}", args.nvram.display()))?;
+    if args.json {
+        let mut doc = serde_json::to_value(&reset)?;
+        doc["firmware"] = chosen
+            .firmware
+            .as_ref()
+            .map(firmware_json)
+            .unwrap_or_default();
+        super::emit(
+            None,
+            false,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )?;
+    } else {
+        eprintln!("{reset}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,519 @@
+//! Instantiating a VM's varstore from its firmware's template: the management layer's half of
+//! QEMU's pflash migration design (shared/seed/pflash-varstore-migration-thread.txt).
+//!
+//! | VM varstore | normal start | incoming migration |
+//! |---|---|---|
+//! | absent | copy the template (size *and* contents: an empty store is not zeroes) | create a zero-filled file of the template's size |
+//! | present | leave it alone; verify size and layout against the template | leave it alone; verify the size |
+//!
+//! Why only the size for an incoming migration: the device keeps the flash content in guest
+//! memory, which migrates like RAM, and QEMU writes the whole image to the destination's file
+//! when the VM first runs there. The size must be right before QEMU starts, though: QEMU
+//! itself only notices a wrong size when the migration stream arrives (`Size mismatch:
+//! system.flash1: …`), after the source has done the work. The incoming file is zero-filled
+//! rather than a template copy on purpose: if the migration never happens, `prepare` for a
+//! normal start then refuses the file as unformatted, instead of booting the VM from a blank
+//! store as if nothing were wrong.
+//!
+//! [`reset`] re-instantiates a varstore from the template atomically, keeping a backup.
+//! Every write goes through [`crate::files`]: exclusive owner-only creation, no symlinks,
+//! temp file + fsync + rename + fsync of the directory, and no change to a file that a
+//! running VM has locked.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let template = dir.path().join("OVMF_VARS_4M.fd");
+//! std::fs::write(&template, varstore::Layout::by_name("ovmf-4m").unwrap().create()).unwrap();
+//! let vars = dir.path().join("vm1_VARS.fd");
+//!
+//! let first = nvram::prepare::prepare(&vars, &template, false).unwrap();
+//! assert_eq!(first.outcome, nvram::prepare::Outcome::Created);
+//! let again = nvram::prepare::prepare(&vars, &template, false).unwrap();
+//! assert_eq!(again.outcome, nvram::prepare::Outcome::Verified);
+//! ```
+
+use crate::files::{self, FileError, LockHolder, LockedFile};
+use serde::Serialize;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use varstore::{ErrorKind, ParseError, StoreFormat, Varstore};
+
+/// What [`prepare`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The varstore was absent and is now a copy of the template.
+    Created,
+    /// The varstore was absent; a zero-filled file of the template's size now stands in for
+    /// the incoming migration to fill.
+    CreatedForIncoming,
+    /// The varstore exists and was left alone; its size and layout match the template.
+    Verified,
+    /// The varstore exists and was left alone for an incoming migration; its size matches.
+    VerifiedSize,
+}
+
+/// The report of a successful [`prepare`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    /// The VM's varstore.
+    pub nvram: PathBuf,
+    /// The template it was checked against or copied from.
+    pub template: PathBuf,
+    /// What was done.
+    pub outcome: Outcome,
+    /// The varstore's size in bytes (equal to the template's).
+    pub size: u64,
+    /// The template's layout: a built-in layout name (`ovmf-4m`), a description of an
+    /// unknown one, or `unformatted` for a blank template such as Debian's `AAVMF_VARS.fd`.
+    pub layout: String,
+    /// Locks on an existing varstore (from `/proc/locks`). A non-empty list before a normal
+    /// start means a VM already runs on the file (QEMU will refuse to start another); before
+    /// an incoming migration on shared storage it is the source VM, which is expected.
+    pub locks: Vec<LockHolder>,
+}
+
+impl fmt::Display for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (nvram, template) = (self.nvram.display(), self.template.display());
+        let size = self.size;
+        match self.outcome {
+            Outcome::Created => write!(
+                f,
+                "created {nvram} from {template} ({size} bytes, layout {})",
+                self.layout
+            ),
+            Outcome::CreatedForIncoming => write!(
+                f,
+                "created {nvram} for an incoming migration: {size} zero bytes, the size of \
+                 {template}; QEMU writes the migrated contents when the VM first runs"
+            ),
+            Outcome::Verified => write!(
+                f,
+                "{nvram} exists and was left as it is: size ({size} bytes) and layout ({}) \
+                 match {template}",
+                self.layout
+            ),
+            Outcome::VerifiedSize => write!(
+                f,
+                "{nvram} exists and was left as it is for the incoming migration: its size \
+                 ({size} bytes) matches {template}"
+            ),
+        }
+    }
+}
+
+/// Why a varstore could not be prepared or reset.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The template could not be read.
+    #[error("cannot use the template")]
+    Template(#[source] FileError),
+    /// The template is neither a variable store nor blank.
+    #[error("{path}: the template is not a variable store: {reason}")]
+    TemplateNotVarstore {
+        /// The template.
+        path: PathBuf,
+        /// The parse error.
+        reason: ParseError,
+    },
+    /// A file operation on the varstore failed (names the path and reason).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The existing varstore has the wrong size.
+    #[error(
+        "{path}: size mismatch: the file has {size} bytes ({size:#x}) but the template {} has \
+         {template_size} bytes ({template_size:#x}); {consequence}",
+        template.display()
+    )]
+    SizeMismatch {
+        /// The varstore.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The template.
+        template: PathBuf,
+        /// The template's size.
+        template_size: u64,
+        /// What would go wrong with this file.
+        consequence: &'static str,
+    },
+    /// The existing varstore has the template's size but another layout.
+    #[error(
+        "{path}: layout mismatch: the file holds {found} but the template {} is {expected}; \
+         the firmware would not use it as its store (`nvram reset` re-creates it from the \
+         template)",
+        template.display()
+    )]
+    LayoutMismatch {
+        /// The varstore.
+        path: PathBuf,
+        /// What the file holds.
+        found: String,
+        /// What the template holds.
+        expected: String,
+        /// The template.
+        template: PathBuf,
+    },
+    /// The existing varstore holds no variable store although the template does.
+    #[error(
+        "{path}: not a variable store ({reason}) although the template {} is one; OVMF does \
+         not boot from such a store. A zero-filled file is what `prepare --incoming` leaves \
+         when the migration did not happen; `nvram reset` re-creates it from the template",
+        template.display()
+    )]
+    NotVarstore {
+        /// The varstore.
+        path: PathBuf,
+        /// Why it is not one.
+        reason: String,
+        /// The template.
+        template: PathBuf,
+    },
+    /// No free name for the backup.
+    #[error("{path}: cannot pick a backup name: {}.bak and .bak.1 to .bak.{MAX_BACKUPS} all exist; remove old backups", path.display())]
+    NoBackupName {
+        /// The varstore.
+        path: PathBuf,
+    },
+}
+
+impl PrepareError {
+    /// Whether the error is a verification failure of an existing varstore (size, layout,
+    /// contents), as opposed to a failure to read or write something.
+    pub fn is_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::SizeMismatch { .. } | Self::LayoutMismatch { .. } | Self::NotVarstore { .. }
+        )
+    }
+}
+
+/// The shape of a varstore that must agree between a VM's file and its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// Blank (all 0x00 or all 0xFF): the firmware formats it (ArmVirt does; OVMF does not).
+    Unformatted,
+    /// A formatted store: what the firmware checks before using it.
+    Store {
+        fv_length: u64,
+        store_size: u32,
+        format: StoreFormat,
+        layout: Option<&'static str>,
+    },
+}
+
+impl Shape {
+    fn of(image: &[u8]) -> Result<Self, ParseError> {
+        match Varstore::parse(image) {
+            Ok(store) => Ok(Shape::Store {
+                fv_length: store.fv().length,
+                store_size: store.store().size,
+                format: store.store().format,
+                layout: store.layout().map(|l| l.name),
+            }),
+            Err(e) if e.kind() == ErrorKind::Unformatted => Ok(Shape::Unformatted),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Unformatted => f.write_str("unformatted"),
+            Shape::Store {
+                fv_length,
+                store_size,
+                format,
+                layout,
+            } => {
+                if let Some(name) = layout {
+                    write!(f, "{name} ")?;
+                }
+                write!(
+                    f,
+                    "(FvLength {fv_length:#x}, store size {store_size:#x}, {format:?} store)"
+                )
+            }
+        }
+    }
+}
+
+/// A template read into memory.
+#[derive(Debug, Clone)]
+pub struct Template {
+    path: PathBuf,
+    image: Vec<u8>,
+    shape: Shape,
+}
+
+impl Template {
+    /// Reads and checks a template: it must be a variable store or blank.
+    pub fn load(path: &Path) -> Result<Self, PrepareError> {
+        let image = files::read_image(path).map_err(PrepareError::Template)?;
+        let shape = Shape::of(&image).map_err(|reason| PrepareError::TemplateNotVarstore {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(Template {
+            path: path.to_path_buf(),
+            image,
+            shape,
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its contents.
+    pub fn image(&self) -> &[u8] {
+        &self.image
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.image.len() as u64
+    }
+
+    /// Its layout in words, as [`Prepared::layout`].
+    pub fn layout(&self) -> String {
+        match &self.shape {
+            Shape::Store {
+                layout: Some(name), ..
+            } => (*name).to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Checks that `image` (the varstore at `path`) could serve where this template is
+    /// expected: same size, and the same store layout unless the template is blank.
+    pub fn verify(&self, path: &Path, image: &[u8]) -> Result<(), PrepareError> {
+        self.verify_size(
+            path,
+            image.len() as u64,
+            "the firmware would not find its store where it expects it",
+        )?;
+        let Shape::Store { .. } = &self.shape else {
+            // A blank template (Debian's AAVMF_VARS.fd): the firmware formats whatever is
+            // there, so any content of the right size will do.
+            return Ok(());
+        };
+        let found = Shape::of(image).map_err(|e| PrepareError::NotVarstore {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            template: self.path.clone(),
+        })?;
+        if found == Shape::Unformatted {
+            return Err(PrepareError::NotVarstore {
+                path: path.to_path_buf(),
+                reason: "it is blank".into(),
+                template: self.path.clone(),
+            });
+        }
+        if found != self.shape {
+            return Err(PrepareError::LayoutMismatch {
+                path: path.to_path_buf(),
+                found: found.to_string(),
+                expected: self.shape.to_string(),
+                template: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn verify_size(
+        &self,
+        path: &Path,
+        size: u64,
+        consequence: &'static str,
+    ) -> Result<(), PrepareError> {
+        if size == self.size() {
+            return Ok(());
+        }
+        Err(PrepareError::SizeMismatch {
+            path: path.to_path_buf(),
+            size,
+            template: self.path.clone(),
+            template_size: self.size(),
+            consequence,
+        })
+    }
+}
+
+/// Prepares the varstore at `nvram` from the template at `template` before QEMU starts:
+/// see the module documentation for the four cases. Never changes an existing file.
+pub fn prepare(nvram: &Path, template: &Path, incoming: bool) -> Result<Prepared, PrepareError> {
+    prepare_with(nvram, &Template::load(template)?, incoming)
+}
+
+/// [`prepare`] with a template already loaded.
+pub fn prepare_with(
+    nvram: &Path,
+    template: &Template,
+    incoming: bool,
+) -> Result<Prepared, PrepareError> {
+    let report = |outcome, locks| Prepared {
+        nvram: nvram.to_path_buf(),
+        template: template.path.clone(),
+        outcome,
+        size: template.size(),
+        layout: template.layout(),
+        locks,
+    };
+    let existing = match fs::symlink_metadata(nvram) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return if incoming {
+                // The contents do not matter (the migration overwrites them); see the
+                // module documentation for why zeroes rather than a template copy.
+                files::create_new(nvram, &vec![0u8; template.image.len()])?;
+                Ok(report(Outcome::CreatedForIncoming, Vec::new()))
+            } else {
+                files::create_new(nvram, &template.image)?;
+                Ok(report(Outcome::Created, Vec::new()))
+            };
+        }
+        Err(e) => {
+            return Err(FileError::Io {
+                path: nvram.to_path_buf(),
+                action: "cannot stat",
+                source: e,
+            }
+            .into())
+        }
+    };
+    if existing.file_type().is_symlink() {
+        // Refused even though nothing is written: QEMU would follow it into another file.
+        return Err(FileError::Symlink {
+            path: nvram.to_path_buf(),
+        }
+        .into());
+    }
+    let locks = files::lock_holders(nvram);
+    if incoming {
+        let size = file_size(nvram)?;
+        template.verify_size(
+            nvram,
+            size,
+            "QEMU would start but fail the migration with `Size mismatch` \
+             (`nvram reset` re-creates the file with the template's size)",
+        )?;
+        Ok(report(Outcome::VerifiedSize, locks))
+    } else {
+        let image = files::read_image(nvram)?;
+        template.verify(nvram, &image)?;
+        Ok(report(Outcome::Verified, locks))
+    }
+}
+
+/// Size of a regular file or block device (whose `st_size` is 0).
+fn file_size(path: &Path) -> Result<u64, FileError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |action| {
+        move |source| FileError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let mut file = fs::File::open(path).map_err(io("cannot open"))?;
+    let meta = file.metadata().map_err(io("cannot stat"))?;
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.is_file() && !meta.file_type().is_block_device() {
+            return Err(FileError::NotRegular {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    file.seek(SeekFrom::End(0)).map_err(io("cannot seek"))
+}
+
+/// Most backups kept next to one varstore (`PATH.bak`, `PATH.bak.1` … `PATH.bak.N`).
+pub const MAX_BACKUPS: u32 = 99;
+
+/// The report of a successful [`reset`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Reset {
+    /// The VM's varstore.
+    pub nvram: PathBuf,
+    /// The template it now equals.
+    pub template: PathBuf,
+    /// The copy of the previous contents, unless there was no file or no backup was asked.
+    pub backup: Option<PathBuf>,
+    /// The new size in bytes.
+    pub size: u64,
+    /// The template's layout.
+    pub layout: String,
+}
+
+impl fmt::Display for Reset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reset {} from {} ({} bytes, layout {})",
+            self.nvram.display(),
+            self.template.display(),
+            self.size,
+            self.layout
+        )?;
+        if let Some(backup) = &self.backup {
+            write!(f, "; the previous contents are in {}", backup.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Re-instantiates the varstore at `nvram` from `template`, atomically: a reader or a crash
+/// sees the old file or the new one. With `backup`, the old contents are first saved to a new
+/// owner-only file `NVRAM.bak` (or `.bak.1`, `.bak.2`, … if taken). Refuses a symlink, a
+/// non-regular file and a file locked by a running VM (QEMU or an nvram pflash device); the
+/// locks are held until the new file is in place. An absent varstore is simply created.
+pub fn reset(nvram: &Path, template: &Template, backup: bool) -> Result<Reset, PrepareError> {
+    let mut report = Reset {
+        nvram: nvram.to_path_buf(),
+        template: template.path.clone(),
+        backup: None,
+        size: template.size(),
+        layout: template.layout(),
+    };
+    if fs::symlink_metadata(nvram).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        files::create_new(nvram, &template.image)?;
+        return Ok(report);
+    }
+    let mut locked = LockedFile::open(nvram)?;
+    if backup {
+        let old = locked.read_all()?;
+        report.backup = Some(write_backup(nvram, &old)?);
+    }
+    locked.replace(&template.image)?;
+    Ok(report)
+}
+
+/// Saves `content` to the first free name of `PATH.bak`, `PATH.bak.1`, … exclusively, so an
+/// older backup is never overwritten.
+fn write_backup(nvram: &Path, content: &[u8]) -> Result<PathBuf, PrepareError> {
+    let base = nvram.as_os_str().to_owned();
+    for n in 0..=MAX_BACKUPS {
+        let mut name = base.clone();
+        name.push(if n == 0 {
+            ".bak".to_string()
+        } else {
+            format!(".bak.{n}")
+        });
+        let path = PathBuf::from(name);
+        match files::create_new(&path, content) {
+            Ok(()) => return Ok(path),
+            Err(FileError::Exists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(PrepareError::NoBackupName {
+        path: nvram.to_path_buf(),
+    })
+}

@@ -1,0 +1,919 @@
+//! `nvram prepare`, `nvram reset` and `nvram firmware` against Debian's real templates and
+//! firmware descriptors, descriptor directories written by the tests, an nvram pflash device
+//! holding its file, and a real (paused) QEMU holding its locks.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn nvram(args: &[&str]) -> Output {
+    nvram_env(args, &[])
+}
+
+/// Runs nvram with extra environment; `NVRAM_FIRMWARE_DIRS` is cleared unless given, so the
+/// tests do not depend on the caller's environment.
+fn nvram_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvram"));
+    cmd.args(args)
+        .env_remove("NVRAM_FIRMWARE_DIRS")
+        .env_remove("XDG_CONFIG_HOME");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run nvram")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "nvram failed ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn debian(name: &str) -> PathBuf {
+    testkit::debian_firmware(name)
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+fn prepare(vars: &Path, template: &Path, incoming: bool) -> Output {
+    let mut args = vec!["prepare", "--nvram", s(vars), "--template", s(template)];
+    if incoming {
+        args.push("--incoming");
+    }
+    args.push("--json");
+    nvram(&args)
+}
+
+/// The image QEMU's device left after a real OVMF boot: a store with live, deleted and
+/// replaced records.
+fn firmware_written_store() -> Vec<u8> {
+    let xz = fs::read("/work/shared/data/ovmf-boot-vars-after.fd.xz")
+        .or_else(|_| {
+            fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../pflash/tests/data/ovmf-boot-vars-after.fd.xz"),
+            )
+        })
+        .expect("ovmf-boot-vars-after.fd.xz");
+    let mut image = Vec::new();
+    lzma_rs::xz_decompress(&mut &xz[..], &mut image).unwrap();
+    image
+}
+
+#[test]
+fn an_absent_store_is_copied_from_the_template_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for (template, layout) in [
+        ("OVMF_VARS_4M.fd", "ovmf-4m"),
+        ("OVMF_VARS_4M.ms.fd", "ovmf-4m"),
+        ("OVMF_VARS.fd", "ovmf-2m"),
+        ("AAVMF_VARS.ms.fd", "aavmf"),
+    ] {
+        let vars = dir.path().join(format!("{template}.vm"));
+        let report = ok_json(prepare(&vars, &debian(template), false));
+        assert_eq!(report["outcome"], "created");
+        assert_eq!(report["layout"], layout);
+        assert_eq!(
+            fs::read(&vars).unwrap(),
+            fs::read(debian(template)).unwrap()
+        );
+        assert_eq!(mode(&vars), 0o600);
+    }
+    // Debian's blank AAVMF template is 64 MiB of zeroes: copied as it is.
+    let vars = dir.path().join("aavmf-blank.vm");
+    let report = ok_json(prepare(&vars, &debian("AAVMF_VARS.fd"), false));
+    assert_eq!(report["layout"], "unformatted");
+    assert_eq!(fs::metadata(&vars).unwrap().len(), 64 << 20);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn an_absent_store_for_an_incoming_migration_gets_the_template_size_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("incoming.fd");
+    let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), true);
+    let report = ok_json(out);
+    assert_eq!(report["outcome"], "created-for-incoming");
+    assert_eq!(report["size"], 0x84000);
+    assert_eq!(fs::read(&vars).unwrap(), vec![0u8; 0x84000]);
+    assert_eq!(mode(&vars), 0o600);
+
+    // The human report says what was done and why the contents do not matter.
+    let vars2 = dir.path().join("incoming2.fd");
+    let out = nvram(&[
+        "prepare",
+        "--incoming",
+        "--nvram",
+        s(&vars2),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("for an incoming migration"),
+        "{}",
+        stderr(&out)
+    );
+
+    // If the migration never happened, a normal start refuses the blank file…
+    let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), false);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("not a variable store"), "{error}");
+    assert!(error.contains("nvram reset"), "{error}");
+    // …and `reset` makes it a fresh store, keeping the old contents.
+    ok_json(nvram(&[
+        "reset",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+        "--json",
+    ]));
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        fs::read(debian("OVMF_VARS_4M.fd")).unwrap()
+    );
+    let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), false);
+    assert_eq!(ok_json(out)["outcome"], "verified");
+}
+
+#[test]
+fn an_existing_store_is_left_alone_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("used.fd");
+    let image = firmware_written_store();
+    fs::write(&vars, &image).unwrap();
+    fs::set_permissions(&vars, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = fs::metadata(&vars).unwrap().modified().unwrap();
+    for incoming in [false, true] {
+        let report = ok_json(prepare(&vars, &debian("OVMF_VARS_4M.fd"), incoming));
+        let expected = if incoming {
+            "verified-size"
+        } else {
+            "verified"
+        };
+        assert_eq!(report["outcome"], expected);
+        assert_eq!(report["locks"], serde_json::json!([]));
+    }
+    // The secure-boot template has the same layout: also fine.
+    ok_json(prepare(&vars, &debian("OVMF_VARS_4M.ms.fd"), false));
+    assert_eq!(fs::read(&vars).unwrap(), image);
+    assert_eq!(fs::metadata(&vars).unwrap().modified().unwrap(), before);
+    assert_eq!(mode(&vars), 0o640);
+
+    // A firmware-formatted AAVMF store fits Debian's blank AAVMF template (same size).
+    let aavmf = dir.path().join("aavmf.fd");
+    fs::copy(debian("AAVMF_VARS.ms.fd"), &aavmf).unwrap();
+    ok_json(prepare(&aavmf, &debian("AAVMF_VARS.fd"), false));
+}
+
+#[test]
+fn a_wrong_size_is_refused_with_both_sizes_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("small.fd");
+    fs::copy(debian("OVMF_VARS.fd"), &vars).unwrap();
+    for incoming in [false, true] {
+        let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), incoming);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let message = stderr(&out);
+        for needle in [
+            s(&vars),
+            "size mismatch",
+            "131072",
+            "0x20000",
+            "540672",
+            "0x84000",
+        ] {
+            assert!(message.contains(needle), "{needle:?} missing: {message}");
+        }
+        if incoming {
+            assert!(message.contains("fail the migration"), "{message}");
+        }
+    }
+    // Without --json the refusal still goes to stderr, and stdout stays empty.
+    let out = nvram(&[
+        "prepare",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        fs::read(debian("OVMF_VARS.fd")).unwrap()
+    );
+}
+
+#[test]
+fn a_store_of_the_right_size_but_another_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2M-build store padded to the 4M size: parses, but FvLength and store size differ.
+    let mut image = fs::read(debian("OVMF_VARS.fd")).unwrap();
+    image.resize(0x84000, 0xFF);
+    let vars = dir.path().join("padded.fd");
+    fs::write(&vars, &image).unwrap();
+    let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), false);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(message.contains("layout mismatch"), "{message}");
+    assert!(message.contains("FvLength 0x20000"), "{message}");
+    assert!(message.contains("ovmf-4m"), "{message}");
+    // For an incoming migration only the size counts.
+    ok_json(prepare(&vars, &debian("OVMF_VARS_4M.fd"), true));
+
+    // Garbage of the right size.
+    let garbage = dir.path().join("garbage.fd");
+    fs::write(&garbage, vec![0x5a; 0x84000]).unwrap();
+    let out = prepare(&garbage, &debian("OVMF_VARS_4M.fd"), false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a variable store"));
+
+    // A template that is not a varstore is an error (exit 2) naming it.
+    let bogus = dir.path().join("bogus-template.fd");
+    fs::write(
+        &bogus,
+        b"definitely not a firmware volume, but long enough to look at it....",
+    )
+    .unwrap();
+    let out = prepare(&dir.path().join("new.fd"), &bogus, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(s(&bogus)), "{}", stderr(&out));
+    assert!(!dir.path().join("new.fd").exists());
+    let out = prepare(
+        &dir.path().join("new.fd"),
+        &dir.path().join("missing"),
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn symlinks_in_the_final_component_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.fd");
+    fs::copy(debian("OVMF_VARS_4M.fd"), &target).unwrap();
+    let link = dir.path().join("link.fd");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dangling = dir.path().join("dangling.fd");
+    std::os::unix::fs::symlink(dir.path().join("nowhere.fd"), &dangling).unwrap();
+    let template = debian("OVMF_VARS_4M.fd");
+    for path in [&link, &dangling] {
+        for incoming in [false, true] {
+            let out = prepare(path, &template, incoming);
+            assert_eq!(out.status.code(), Some(2));
+            assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+        }
+        let out = nvram(&["reset", "--nvram", s(path), "--template", s(&template)]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    }
+    assert!(!dir.path().join("nowhere.fd").exists());
+    assert!(!dir.path().join("link.fd.bak").exists());
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn reset_replaces_atomically_and_keeps_numbered_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm.fd");
+    let used = firmware_written_store();
+    fs::write(&vars, &used).unwrap();
+    fs::set_permissions(&vars, fs::Permissions::from_mode(0o640)).unwrap();
+    let template = debian("OVMF_VARS_4M.fd");
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
+            "reset",
+            "--nvram",
+            s(&vars),
+            "--template",
+            s(&template),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok_json(nvram(&args))
+    };
+
+    let report = reset(&[]);
+    let backup = dir.path().join("vm.fd.bak");
+    assert_eq!(report["backup"], s(&backup));
+    assert_eq!(fs::read(&backup).unwrap(), used);
+    assert_eq!(mode(&backup), 0o600, "backups are owner-only");
+    assert_eq!(fs::read(&vars).unwrap(), fs::read(&template).unwrap());
+    assert_eq!(mode(&vars), 0o640, "the store keeps its mode");
+
+    // A second reset never overwrites the first backup.
+    fs::write(&vars, b"second").unwrap();
+    let report = reset(&[]);
+    assert_eq!(report["backup"], s(&dir.path().join("vm.fd.bak.1")));
+    assert_eq!(fs::read(&backup).unwrap(), used);
+    assert_eq!(fs::read(dir.path().join("vm.fd.bak.1")).unwrap(), b"second");
+
+    let report = reset(&["--no-backup"]);
+    assert_eq!(report["backup"], Value::Null);
+    assert!(!dir.path().join("vm.fd.bak.2").exists());
+
+    // A symlink squatting on the backup name is not followed: the next name is used.
+    let victim = dir.path().join("victim");
+    std::os::unix::fs::symlink(&victim, dir.path().join("vm.fd.bak.2")).unwrap();
+    let report = reset(&[]);
+    assert_eq!(report["backup"], s(&dir.path().join("vm.fd.bak.3")));
+    assert!(!victim.exists());
+
+    // An absent store is simply created.
+    fs::remove_file(&vars).unwrap();
+    let report = reset(&[]);
+    assert_eq!(report["backup"], Value::Null);
+    assert_eq!(mode(&vars), 0o600);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn reset_refuses_a_store_held_by_a_pflash_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("running.fd");
+    fs::copy(debian("OVMF_VARS_4M.fd"), &vars).unwrap();
+    fs::write(&vars, firmware_written_store()).unwrap();
+    let device = pflash::FileStorage::open(&vars, 0x84000, false, pflash::Durability::None)
+        .expect("open like a VMM");
+    let out = nvram(&[
+        "reset",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains(s(&vars)), "{message}");
+    assert!(message.contains("in use"), "{message}");
+    assert!(message.contains("flock"), "{message}");
+    assert_eq!(fs::read(&vars).unwrap(), firmware_written_store());
+    assert!(!dir.path().join("running.fd.bak").exists());
+    // prepare only reads: it reports the lock but does not fail.
+    let out = prepare(&vars, &debian("OVMF_VARS_4M.fd"), false);
+    let report = ok_json(out);
+    assert_eq!(report["locks"][0]["kind"], "FLOCK");
+    drop(device);
+    ok_json(nvram(&[
+        "reset",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+        "--json",
+    ]));
+}
+
+#[test]
+fn reset_refuses_a_store_qemu_has_open_even_paused() {
+    // No guest code runs (-S): QEMU only opens and locks its images.
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("qemu.fd");
+    let disk = dir.path().join("disk.img");
+    fs::copy(debian("OVMF_VARS_4M.fd"), &vars).unwrap();
+    fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let code = debian("OVMF_CODE_4M.fd");
+    let mut config = testkit::VmConfig::new(&code, &vars, &disk);
+    config.paused = true;
+    let mut vm = testkit::QemuVm::start(&config).unwrap();
+    assert_eq!(vm.qmp.status().unwrap(), "prelaunch");
+    let holders = nvram::files::lock_holders(&vars);
+    assert!(
+        holders.iter().any(|h| h.kind == "OFDLCK"),
+        "QEMU's locks: {holders:?}"
+    );
+    let out = nvram(&[
+        "reset",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+        "--no-backup",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("in use"), "{message}");
+    assert!(message.contains("OFD byte-range lock (QEMU)"), "{message}");
+    let report = ok_json(prepare(&vars, &debian("OVMF_VARS_4M.fd"), false));
+    assert!(!report["locks"].as_array().unwrap().is_empty());
+    drop(vm);
+    ok_json(nvram(&[
+        "reset",
+        "--nvram",
+        s(&vars),
+        "--template",
+        s(&debian("OVMF_VARS_4M.fd")),
+        "--json",
+    ]));
+}
+
+// ---- firmware descriptors ----
+
+#[test]
+fn debian_descriptors_are_listed_shown_and_selected() {
+    let list = ok_json(nvram(&["firmware", "list", "--json"]));
+    let names: Vec<&str> = list["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "40-edk2-x86_64-secure-enrolled.json",
+        "50-edk2-x86_64-secure.json",
+        "60-edk2-x86_64.json",
+        "60-edk2-aarch64.json",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "sorted by file name");
+
+    let show = ok_json(nvram(&["firmware", "show", "60-edk2-x86_64", "--json"]));
+    assert_eq!(
+        show["descriptor"]["mapping"]["nvram-template"]["filename"],
+        "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    );
+    let out = nvram(&["firmware", "show", "99-nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("99-nope"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pick = |extra: &[&str]| -> Value {
+        let vars = dir.path().join(format!("vm{}.fd", extra.join("_")));
+        let mut args = vec![
+            "prepare",
+            "--nvram",
+            s(&vars),
+            "--firmware",
+            "auto",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok_json(nvram(&args))
+    };
+    // Like libvirt: the first descriptor that fits, in file-name order.
+    let chosen = pick(&["--arch", "x86_64", "--machine", "pc-q35-7.2"]);
+    assert_eq!(
+        chosen["firmware"]["name"],
+        "40-edk2-x86_64-secure-enrolled.json"
+    );
+    assert_eq!(chosen["template"], "/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+    let chosen = pick(&[
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc-q35-7.2",
+        "--no-feature",
+        "enrolled-keys",
+    ]);
+    assert_eq!(chosen["firmware"]["name"], "50-edk2-x86_64-secure.json");
+    // i440fx has only the plain build.
+    let chosen = pick(&["--arch", "x86_64", "--machine", "pc-i440fx-7.2"]);
+    assert_eq!(chosen["firmware"]["name"], "60-edk2-x86_64.json");
+    let chosen = pick(&[
+        "--arch",
+        "aarch64",
+        "--machine",
+        "virt-7.2",
+        "--no-feature",
+        "secure-boot",
+    ]);
+    assert_eq!(chosen["template"], "/usr/share/AAVMF/AAVMF_VARS.fd");
+    assert_eq!(chosen["layout"], "unformatted");
+    let chosen = pick(&["--arch", "aarch64", "--feature", "enrolled-keys"]);
+    assert_eq!(chosen["template"], "/usr/share/AAVMF/AAVMF_VARS.ms.fd");
+
+    // Nothing fits: an error listing why each one was passed over.
+    let out = nvram(&[
+        "prepare",
+        "--nvram",
+        s(&dir.path().join("none.fd")),
+        "--firmware",
+        "auto",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc-q35-7.2",
+        "--feature",
+        "intel-tdx",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("no firmware descriptor fits"), "{message}");
+    assert!(
+        message.contains("60-edk2-x86_64.json: lacks feature intel-tdx"),
+        "{message}"
+    );
+    assert!(
+        message.contains("60-edk2-aarch64.json: not for x86_64"),
+        "{message}"
+    );
+    assert!(!dir.path().join("none.fd").exists());
+}
+
+const TEMPLATE_4M: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+fn descriptor(
+    description: &str,
+    mapping: Value,
+    arch: &str,
+    machines: &[&str],
+    features: &[&str],
+) -> String {
+    serde_json::json!({
+        "description": description,
+        "interface-types": ["uefi"],
+        "mapping": mapping,
+        "targets": [{"architecture": arch, "machines": machines}],
+        "features": features,
+        "tags": ["test"],
+    })
+    .to_string()
+}
+
+fn split(code: &str, vars: &str, format: &str) -> Value {
+    serde_json::json!({
+        "device": "flash",
+        "executable": {"filename": code, "format": format},
+        "nvram-template": {"filename": vars, "format": format},
+    })
+}
+
+/// Three directories standing for /usr/share, /etc and ~/.config.
+struct Dirs {
+    _root: tempfile::TempDir,
+    system: PathBuf,
+    etc: PathBuf,
+    user: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let [system, etc, user] = ["share", "etc", "user"].map(|d| root.path().join(d));
+        for d in [&system, &etc, &user] {
+            fs::create_dir_all(d).unwrap();
+        }
+        Dirs {
+            _root: root,
+            system,
+            etc,
+            user,
+        }
+    }
+
+    fn env(&self) -> String {
+        std::env::join_paths([&self.system, &self.etc, &self.user])
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+}
+
+#[test]
+fn descriptor_directories_override_mask_and_filter() {
+    let d = Dirs::new();
+    let w = |dir: &Path, name: &str, text: &str| fs::write(dir.join(name), text).unwrap();
+    let plain = split("/usr/share/OVMF/OVMF_CODE_4M.fd", TEMPLATE_4M, "raw");
+    w(
+        &d.system,
+        "50-vendor.json",
+        &descriptor(
+            "vendor",
+            plain.clone(),
+            "x86_64",
+            &["pc-q35-*"],
+            &["acpi-s3"],
+        ),
+    );
+    // Overridden by /etc: a different template.
+    w(
+        &d.system,
+        "60-overridden.json",
+        &descriptor("system", plain.clone(), "x86_64", &["pc-q35-*"], &[]),
+    );
+    w(
+        &d.etc,
+        "60-overridden.json",
+        &descriptor(
+            "admin",
+            split("/x/CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd", "raw"),
+            "x86_64",
+            &["pc-q35-*"],
+            &[],
+        ),
+    );
+    // Masked by an empty file in the user's directory.
+    w(
+        &d.system,
+        "10-masked.json",
+        &descriptor("masked", plain.clone(), "x86_64", &["pc-q35-*"], &[]),
+    );
+    w(&d.user, "10-masked.json", "");
+    // Stateless, qcow2, arm64, unknown features/members/mapping, a broken file, not JSON.
+    w(
+        &d.system,
+        "20-stateless.json",
+        &descriptor(
+            "stateless",
+            serde_json::json!({"device": "flash", "mode": "stateless", "executable": {"filename": "/x/OVMF.fd", "format": "raw"}}),
+            "x86_64",
+            &["pc-q35-*"],
+            &["amd-sev-snp"],
+        ),
+    );
+    w(
+        &d.system,
+        "30-qcow2.json",
+        &descriptor(
+            "qcow2",
+            split("/x/CODE.qcow2", "/x/VARS.qcow2", "qcow2"),
+            "x86_64",
+            &["pc-q35-*"],
+            &[],
+        ),
+    );
+    w(
+        &d.system,
+        "40-arm64.json",
+        &descriptor(
+            "arm64",
+            split(
+                "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+                "raw",
+            ),
+            "aarch64",
+            &["virt-*"],
+            &["secure-boot", "enrolled-keys"],
+        ),
+    );
+    let mut future: Value = serde_json::from_str(&descriptor(
+        "future",
+        plain.clone(),
+        "x86_64",
+        &["pc-q35-*"],
+        &["quantum-boot", "secure-boot"],
+    ))
+    .unwrap();
+    future["some-new-member"] = serde_json::json!({"x": 1});
+    future["mapping"]["new-flag"] = true.into();
+    w(&d.etc, "45-future.json", &future.to_string());
+    w(
+        &d.user,
+        "46-new-device.json",
+        &descriptor(
+            "new device",
+            serde_json::json!({"device": "igvm", "filename": "/x/f.igvm"}),
+            "x86_64",
+            &["pc-q35-*"],
+            &[],
+        ),
+    );
+    w(&d.user, "05-broken.json", "{ this is not json");
+    w(&d.user, "06-not-a-descriptor.json", r#"{"hello": "world"}"#);
+    w(&d.system, "README", "not a .json file: ignored");
+
+    let env = d.env();
+    let env = [("NVRAM_FIRMWARE_DIRS", env.as_str())];
+    let out = nvram_env(&["firmware", "list", "--json"], &env);
+    let warnings = stderr(&out);
+    let list = ok_json(out);
+    let names: Vec<&str> = list["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "20-stateless.json",
+            "30-qcow2.json",
+            "40-arm64.json",
+            "45-future.json",
+            "46-new-device.json",
+            "50-vendor.json",
+            "60-overridden.json"
+        ]
+    );
+    let overridden = &list["firmware"][6];
+    assert_eq!(overridden["descriptor"]["description"], "admin");
+    assert_eq!(overridden["path"], s(&d.etc.join("60-overridden.json")));
+    // Broken files are skipped with a warning naming them, not fatal.
+    for name in ["05-broken.json", "06-not-a-descriptor.json"] {
+        assert!(warnings.contains(name), "{warnings}");
+    }
+    assert_eq!(list["skipped"].as_array().unwrap().len(), 2);
+
+    let select = |extra: &[&str]| -> Output {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = dir.path().join("vm.fd");
+        let mut args = vec![
+            "prepare",
+            "--nvram",
+            s(&vars),
+            "--firmware",
+            "auto",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        nvram_env(&args, &env)
+    };
+    // Stateless (no template) and qcow2 are passed over for a raw varstore; the future
+    // descriptor's unknown feature and members do not matter.
+    let chosen = ok_json(select(&["--arch", "x86_64", "--machine", "pc-q35-7.2"]));
+    assert_eq!(chosen["firmware"]["name"], "45-future.json");
+    let chosen = ok_json(select(&[
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc-q35-7.2",
+        "--no-feature",
+        "secure-boot",
+    ]));
+    assert_eq!(chosen["firmware"]["name"], "50-vendor.json");
+    let chosen = ok_json(select(&[
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc-q35-7.2",
+        "--no-feature",
+        "secure-boot",
+        "--no-feature",
+        "acpi-s3",
+    ]));
+    assert_eq!(chosen["firmware"]["name"], "60-overridden.json");
+    assert_eq!(chosen["template"], "/usr/share/OVMF/OVMF_VARS.fd");
+    assert_eq!(chosen["layout"], "ovmf-2m");
+    let chosen = ok_json(select(&[
+        "--arch",
+        "aarch64",
+        "--machine",
+        "virt-7.2",
+        "--feature",
+        "secure-boot",
+    ]));
+    assert_eq!(chosen["firmware"]["name"], "40-arm64.json");
+    assert_eq!(chosen["layout"], "aavmf");
+    // The same with --firmware-dir instead of the environment.
+    let out = nvram(&[
+        "firmware",
+        "list",
+        "--json",
+        "--arch",
+        "aarch64",
+        "--firmware-dir",
+        s(&d.system),
+        "--firmware-dir",
+        s(&d.etc),
+        "--firmware-dir",
+        s(&d.user),
+    ]);
+    let names: Vec<String> = ok_json(out)["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["40-arm64.json"]);
+    // Filters that list what prepare would skip.
+    let out = nvram_env(&["firmware", "list", "--json", "--format", "qcow2"], &env);
+    assert_eq!(ok_json(out)["firmware"][0]["name"], "30-qcow2.json");
+    let out = nvram_env(&["firmware", "list", "--json", "--mode", "stateless"], &env);
+    assert_eq!(ok_json(out)["firmware"][0]["name"], "20-stateless.json");
+    // Naming a descriptor without a usable template is a clear error.
+    let out = select_named(&env, "20-stateless");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("has no nvram-template (flash/stateless mapping)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = select_named(&env, "30-qcow2.json");
+    assert!(
+        stderr(&out).contains("qcow2 nvram-template; only raw"),
+        "{}",
+        stderr(&out)
+    );
+    let out = select_named(&env, "10-masked.json");
+    assert!(
+        stderr(&out).contains("no firmware descriptor named \"10-masked.json\""),
+        "{}",
+        stderr(&out)
+    );
+    // The human listing.
+    let out = nvram_env(
+        &[
+            "firmware",
+            "list",
+            "--arch",
+            "x86_64",
+            "--machine",
+            "pc-q35-7.2",
+        ],
+        &env,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("20-stateless.json"),
+        "{text}"
+    );
+    assert!(!text.contains("40-arm64"), "{text}");
+}
+
+fn select_named(env: &[(&str, &str)], name: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm.fd");
+    nvram_env(&["prepare", "--nvram", s(&vars), "--firmware", name], env)
+}
+
+#[test]
+fn the_users_config_directory_overrides_the_system_descriptors() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("cfg");
+    fs::create_dir_all(config.join("qemu/firmware")).unwrap();
+    // The user's file of the same name replaces Debian's plain x86_64 descriptor…
+    fs::write(
+        config.join("qemu/firmware/60-edk2-x86_64.json"),
+        descriptor(
+            "mine",
+            split(
+                "/usr/share/OVMF/OVMF_CODE.fd",
+                "/usr/share/OVMF/OVMF_VARS.fd",
+                "raw",
+            ),
+            "x86_64",
+            &["pc-q35-*"],
+            &[],
+        ),
+    )
+    .unwrap();
+    // …and an empty one hides the enrolled one.
+    fs::write(
+        config.join("qemu/firmware/40-edk2-x86_64-secure-enrolled.json"),
+        "",
+    )
+    .unwrap();
+    let env = [("XDG_CONFIG_HOME", s(&config)), ("HOME", s(home.path()))];
+    let list = ok_json(nvram_env(&["firmware", "list", "--json"], &env));
+    assert_eq!(list["dirs"][2], s(&config.join("qemu/firmware")));
+    let names: Vec<&str> = list["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"40-edk2-x86_64-secure-enrolled.json"));
+    let show = ok_json(nvram_env(
+        &["firmware", "show", "60-edk2-x86_64.json", "--json"],
+        &env,
+    ));
+    assert_eq!(show["descriptor"]["description"], "mine");
+    // Without XDG_CONFIG_HOME, ~/.config is used.
+    let list = ok_json(nvram_env(
+        &["firmware", "list", "--json"],
+        &[("HOME", s(home.path()))],
+    ));
+    assert_eq!(
+        list["dirs"][2],
+        s(&home.path().join(".config/qemu/firmware"))
+    );
+}
