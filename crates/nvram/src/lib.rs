@@ -10,6 +10,7 @@
 //! assert_eq!(report.exit_code(), 0);
 //! ```
 
+pub mod edit;
 pub mod files;
 pub mod firmware;
 pub mod inspect;

@@ -23,6 +23,7 @@
 
 mod bytes;
 pub mod decode;
+pub mod edit;
 mod error;
 mod finding;
 pub mod format;

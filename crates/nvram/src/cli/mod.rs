@@ -2,13 +2,16 @@
 
 mod check;
 mod create;
+mod delete;
 mod export;
 mod firmware;
 mod flash;
 mod get;
+mod import;
 mod list;
 mod prepare;
 mod reset;
+mod set;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -35,6 +38,9 @@ enum Command {
     Prepare(prepare::Args),
     Reset(reset::Args),
     Firmware(firmware::Args),
+    Set(set::Args),
+    Delete(delete::Args),
+    Import(import::Args),
 }
 
 /// Runs one command.
@@ -49,6 +55,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prepare(args) => prepare::run(args),
         Command::Reset(args) => reset::run(args),
         Command::Firmware(args) => firmware::run(args),
+        Command::Set(args) => set::run(args),
+        Command::Delete(args) => delete::run(args),
+        Command::Import(args) => import::run(args),
     }
 }
 

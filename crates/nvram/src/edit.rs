@@ -1,0 +1,393 @@
+//! Editing a store file in place: locked against a running VM, all-or-nothing, and JSON
+//! import in the dialects of QEMU's uefi-vars, virt-fw-vars and python-uefivars.
+//!
+//! The editing itself is [`varstore::edit::Editor`]; this module adds the file handling:
+//! [`edit_file`] locks the file (the exclusive `flock` an nvram pflash device holds while it
+//! runs, plus the POSIX lock that conflicts with QEMU's), reads it through the locked
+//! descriptor, applies the edit to a copy and, only if the edit succeeded and changed
+//! something, replaces the file atomically (temporary file, fsync, rename) while still holding
+//! the lock. On any error the file is left as it was.
+//!
+//! ```
+//! use nvram::edit::edit_file;
+//! use varstore::edit::Strategy;
+//! use varstore::{guid, Attributes};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("vars.fd");
+//! std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+//! let edited = edit_file(&path, |editor| {
+//!     editor.set("Timeout", guid::EFI_GLOBAL_VARIABLE, Attributes(7), &[5, 0], None, Strategy::Append)
+//! })?;
+//! assert!(edited.written);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::files::{FileError, LockedFile};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use varstore::edit::{Change, EditError, Editor, Strategy};
+use varstore::{Attributes, EfiTime, Guid};
+
+/// Why editing a file failed. The file is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum EditFileError {
+    /// Another process holds a lock on the file.
+    #[error("{path}: locked by another process (a running VM?); {holder}; nothing was changed")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// Who holds it, as far as can be told.
+        holder: String,
+    },
+    /// Opening, reading or replacing the file failed.
+    #[error(transparent)]
+    File(FileError),
+    /// The store cannot be edited, or the edit was refused.
+    #[error("{path}: {error}; nothing was changed")]
+    Edit {
+        /// The file.
+        path: PathBuf,
+        /// Why (part of the message, so not also a `source`).
+        error: EditError,
+    },
+    /// An import file could not be used.
+    #[error("{path}: {error}; nothing was changed")]
+    Import {
+        /// The store file.
+        path: PathBuf,
+        /// Why (part of the message, so not also a `source`).
+        error: ImportError,
+    },
+}
+
+impl EditFileError {
+    /// The editor's reason, if the edit itself was refused.
+    pub fn edit_error(&self) -> Option<&EditError> {
+        match self {
+            Self::Edit { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The result of [`edit_file`].
+#[derive(Debug)]
+pub struct Edited<T> {
+    /// What the edit returned.
+    pub value: T,
+    /// Whether the file was replaced (false when the edit changed no byte).
+    pub written: bool,
+    /// Bytes free after the last record once the edit is done.
+    pub free_space: usize,
+    /// Less than the firmware's largest variable size is free, so the firmware compacts the
+    /// store at its next boot (`ReclaimForOS`, spec §8.5) even though the store is healthy.
+    pub reclaim_at_boot: bool,
+}
+
+/// Something that may fail with an [`EditError`] or an [`ImportError`] inside [`edit_file`].
+#[derive(Debug)]
+pub enum Failure {
+    /// Refused by the editor.
+    Edit(EditError),
+    /// The import file was wrong.
+    Import(ImportError),
+}
+
+impl From<EditError> for Failure {
+    fn from(e: EditError) -> Self {
+        Self::Edit(e)
+    }
+}
+
+impl From<ImportError> for Failure {
+    fn from(e: ImportError) -> Self {
+        Self::Import(e)
+    }
+}
+
+/// Locks `path`, applies `edit` to its store and replaces the file if anything changed.
+///
+/// The lock is held from before the read until the new file is in place, so a VM cannot start
+/// on the old content in between, and an nvram pflash device or QEMU that has the file open
+/// makes this fail with [`EditFileError::Locked`].
+pub fn edit_file<T, E: Into<Failure>>(
+    path: &Path,
+    edit: impl FnOnce(&mut Editor) -> Result<T, E>,
+) -> Result<Edited<T>, EditFileError> {
+    let mut locked = LockedFile::open(path).map_err(|e| match e {
+        FileError::Locked { path, holder } => EditFileError::Locked { path, holder },
+        other => EditFileError::File(other),
+    })?;
+    let image = locked.read_all().map_err(EditFileError::File)?;
+    let failed = |f: Failure| match f {
+        Failure::Edit(error) => EditFileError::Edit {
+            path: path.to_path_buf(),
+            error,
+        },
+        Failure::Import(error) => EditFileError::Import {
+            path: path.to_path_buf(),
+            error,
+        },
+    };
+    let mut editor = Editor::new(&image).map_err(|e| failed(e.into()))?;
+    let value = edit(&mut editor).map_err(|e| failed(e.into()))?;
+    let free_space = editor.free_space().map_err(|e| failed(e.into()))?;
+    let reclaim_at_boot = free_space < editor.limits().largest() as usize;
+    let edited = editor.finish();
+    let written = edited != image;
+    if written {
+        locked.replace(&edited).map_err(EditFileError::File)?;
+    }
+    Ok(Edited {
+        value,
+        written,
+        free_space,
+        reclaim_at_boot,
+    })
+}
+
+/// A variable list to import: `{"version": 2, "variables": [...]}` as QEMU's uefi-vars
+/// device, virt-fw-vars and python-uefivars write it (spec §15, §16).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportList {
+    /// 2 when given.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// The variables, applied in order.
+    pub variables: Vec<ImportVariable>,
+}
+
+/// One variable of an [`ImportList`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportVariable {
+    /// Name, without the NUL.
+    pub name: String,
+    /// GUID text (either case).
+    pub guid: String,
+    /// Attribute bits.
+    pub attr: u32,
+    /// Data as hex (either case).
+    pub data: String,
+    /// The 16-byte EFI_TIME as 32 hex digits: `time` (QEMU, virt-fw-vars) or `timestamp`
+    /// (python-uefivars).
+    #[serde(default, alias = "timestamp")]
+    pub time: Option<String>,
+    /// QEMU's certificate digest of a non-Secure-Boot authenticated variable.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// A problem with an import file, naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Not JSON of the expected shape.
+    #[error("not a variable list ({{\"version\": 2, \"variables\": [...]}}): {0}")]
+    Json(#[from] serde_json::Error),
+    /// A version this reader does not know.
+    #[error("version {0} (only version 2 is known)")]
+    Version(u32),
+    /// A field of one variable is malformed.
+    #[error("variable {index} ({name}): {problem}")]
+    Field {
+        /// Position in the list, from 0.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The editor refused one variable.
+    #[error("variable {index}: {error}")]
+    Refused {
+        /// Position in the list, from 0.
+        index: usize,
+        /// Why (part of the message, so not also a `source`).
+        error: EditError,
+    },
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Variables created.
+    pub added: usize,
+    /// Variables whose content changed.
+    pub replaced: usize,
+    /// Variables that were already exactly so.
+    pub unchanged: usize,
+    /// Variables deleted because the list lacks them (with `replace_all`).
+    pub deleted: usize,
+    /// Whether the store was compacted on the way.
+    pub compacted: bool,
+    /// What could not be carried over, one sentence each (e.g. QEMU digests).
+    pub notes: Vec<String>,
+}
+
+impl ImportList {
+    /// Parses either dialect.
+    ///
+    /// ```
+    /// let list = nvram::edit::ImportList::from_json(br#"{"version": 2, "variables": [
+    ///     {"name": "X", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"}]}"#)?;
+    /// assert_eq!(list.variables[0].attr, 7);
+    /// # Ok::<(), nvram::edit::ImportError>(())
+    /// ```
+    pub fn from_json(json: &[u8]) -> Result<Self, ImportError> {
+        let list: Self = serde_json::from_slice(json)?;
+        match list.version {
+            None | Some(2) => Ok(list),
+            Some(v) => Err(ImportError::Version(v)),
+        }
+    }
+}
+
+/// Sets every variable of `list` in order (and with `replace_all` deletes the live variables
+/// it does not name). Everything is decoded before the first change, so a malformed entry
+/// changes nothing; run it inside [`edit_file`] for all-or-nothing on the file too.
+///
+/// ```
+/// use nvram::edit::{import, ImportList};
+/// use varstore::edit::{Editor, Strategy};
+///
+/// let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
+/// let mut editor = Editor::new(&image)?;
+/// let list = ImportList::from_json(br#"{"variables": [{"name": "X",
+///     "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"}]}"#)?;
+/// let report = import(&mut editor, &list, Strategy::Append, false)?;
+/// assert_eq!(report.added, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn import(
+    editor: &mut Editor,
+    list: &ImportList,
+    strategy: Strategy,
+    replace_all: bool,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let mut decoded = Vec::with_capacity(list.variables.len());
+    for (index, v) in list.variables.iter().enumerate() {
+        let field = |problem: String| ImportError::Field {
+            index,
+            name: v.name.clone(),
+            problem,
+        };
+        let guid = Guid::try_parse(&v.guid)
+            .map_err(|_| field(format!("guid {:?} is not a GUID", v.guid)))?;
+        let data = hex::decode(&v.data).map_err(|e| field(format!("data is not hex: {e}")))?;
+        let at = Attributes(v.attr).is_time_based_authenticated();
+        let time = match &v.time {
+            None => None,
+            Some(text) => {
+                let bytes: [u8; 16] = hex::decode(text)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| field(format!("time {text:?} is not 32 hex digits")))?;
+                if at {
+                    Some(EfiTime(bytes))
+                } else {
+                    if bytes != [0; 16] {
+                        report.notes.push(format!(
+                            "{}: time dropped: only time-based authenticated (at) variables store one",
+                            v.name
+                        ));
+                    }
+                    None
+                }
+            }
+        };
+        if v.digest.is_some() {
+            report.notes.push(format!(
+                "{}: QEMU's certificate digest cannot be stored in an edk2 varstore (edk2 keeps its own in the certdb variable); it was dropped",
+                v.name
+            ));
+        }
+        decoded.push((index, v.name.as_str(), guid, Attributes(v.attr), data, time));
+    }
+    if replace_all {
+        let wanted: std::collections::HashSet<(&str, Guid)> =
+            decoded.iter().map(|d| (d.1, d.2)).collect();
+        let store = editor
+            .store()
+            .map_err(|error| ImportError::Refused { index: 0, error })?;
+        let extra: Vec<(String, Guid)> = store
+            .live_variables()
+            .iter()
+            .map(|r| (r.name(), r.guid))
+            .filter(|(n, g)| !wanted.contains(&(n.as_str(), *g)))
+            .collect();
+        drop(store);
+        for (name, guid) in extra {
+            let outcome = editor
+                .delete(&name, guid, strategy)
+                .map_err(|error| ImportError::Refused { index: 0, error })?;
+            report.deleted += 1;
+            report.compacted |= outcome.compacted;
+        }
+    }
+    for (index, name, guid, attrs, data, time) in decoded {
+        let outcome = editor
+            .set(name, guid, attrs, &data, time, strategy)
+            .map_err(|error| ImportError::Refused { index, error })?;
+        report.compacted |= outcome.compacted;
+        match outcome.change {
+            Change::Added => report.added += 1,
+            Change::Replaced => report.replaced += 1,
+            Change::Unchanged => report.unchanged += 1,
+            Change::Deleted => report.deleted += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Parses an attribute list: comma-separated words (`nv,bs,rt`, also `at`, `hr`, `aw`,
+/// `append`, and the long UEFI names without the `EFI_VARIABLE_` prefix) or one number
+/// (`7`, `0x27`).
+///
+/// ```
+/// assert_eq!(nvram::edit::parse_attributes("nv,bs,rt").unwrap().0, 7);
+/// assert_eq!(nvram::edit::parse_attributes("0x27").unwrap().0, 0x27);
+/// assert!(nvram::edit::parse_attributes("nv,xx").is_err());
+/// ```
+pub fn parse_attributes(text: &str) -> Result<Attributes, String> {
+    let text = text.trim();
+    if let Some(number) = parse_number(text) {
+        return u32::try_from(number)
+            .map(Attributes)
+            .map_err(|_| format!("{text}: too large for attributes"));
+    }
+    let mut bits = 0;
+    for word in text.split(',').map(str::trim) {
+        bits |= match word.to_ascii_lowercase().as_str() {
+            "nv" | "non_volatile" | "non-volatile" => Attributes::NON_VOLATILE,
+            "bs" | "bootservice_access" | "boot-service" => Attributes::BOOTSERVICE_ACCESS,
+            "rt" | "runtime_access" | "runtime" => Attributes::RUNTIME_ACCESS,
+            "hr" | "hardware_error_record" => Attributes::HARDWARE_ERROR_RECORD,
+            "aw" | "authenticated_write_access" => Attributes::AUTHENTICATED_WRITE_ACCESS,
+            "at" | "time_based_authenticated_write_access" => {
+                Attributes::TIME_BASED_AUTHENTICATED_WRITE_ACCESS
+            }
+            "append" | "append_write" => Attributes::APPEND_WRITE,
+            _ => {
+                return Err(format!(
+                    "unknown attribute {word:?}: use nv, bs, rt, at (or a number such as 0x7)"
+                ))
+            }
+        };
+    }
+    Ok(Attributes(bits))
+}
+
+/// A decimal or `0x` hexadecimal number.
+///
+/// ```
+/// assert_eq!(nvram::edit::parse_number("0x10"), Some(16));
+/// assert_eq!(nvram::edit::parse_number("10"), Some(10));
+/// assert_eq!(nvram::edit::parse_number("x"), None);
+/// ```
+pub fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
