@@ -21,6 +21,7 @@
 //!
 //! Section numbers in comments (`spec §7`) refer to `shared/spec/varstore-format.md`.
 
+pub mod boot;
 mod bytes;
 pub mod decode;
 pub mod edit;

@@ -1,5 +1,6 @@
 //! Argument parsing and one module per subcommand.
 
+mod boot;
 mod check;
 mod create;
 mod delete;
@@ -41,6 +42,7 @@ enum Command {
     Set(set::Args),
     Delete(delete::Args),
     Import(import::Args),
+    Boot(boot::Args),
 }
 
 /// Runs one command.
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Set(args) => set::run(args),
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
+        Command::Boot(args) => boot::run(args),
     }
 }
 

@@ -1,0 +1,300 @@
+//! `nvram boot`: list, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
+
+use super::set::{note_free_space, StrategyArg};
+use super::Loaded;
+use anyhow::{anyhow, bail, Result};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use varstore::boot::{self, BootConfig, BootError, LoadOptionSpec, Placement};
+use varstore::edit::{EditError, Editor, Strategy};
+
+/// List, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: BootCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BootCommand {
+    List(ListArgs),
+    Add(AddArgs),
+    Order(OrderArgs),
+    Remove(RemoveArgs),
+}
+
+/// List the boot entries in BootOrder order, then those not in it.
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// The store.
+    file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Add a boot entry with the lowest free Boot#### number (active, no optional data).
+///
+/// Device paths are short-form, which the firmware expands at boot: `HD(…)/File(…)` is matched
+/// to the disk by partition GUID, a bare `File(…)` is tried on every file system, a bare
+/// `Uri(…)` is handed to the network boot drivers.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+#[command(group(clap::ArgGroup::new("position")))]
+struct AddArgs {
+    /// The store.
+    file: PathBuf,
+    /// Description shown in boot menus.
+    #[arg(long)]
+    description: String,
+    /// Path of the EFI binary on the ESP, e.g. '\EFI\debian\shimx64.efi' (`/` works too).
+    #[arg(long = "file", group = "target", value_name = "PATH")]
+    file_path: Option<String>,
+    /// GPT partition holding --file: UNIQUE-PARTITION-GUID/NUMBER (e.g. from `sgdisk -i`).
+    /// Without it the firmware looks for the file on every file system.
+    #[arg(
+        long,
+        requires = "file_path",
+        conflicts_with = "uri",
+        value_name = "GUID/NUMBER"
+    )]
+    partition: Option<String>,
+    /// HTTP(S) boot URL.
+    #[arg(long, group = "target", value_name = "URL")]
+    uri: Option<String>,
+    /// Put it first in BootOrder (default: last).
+    #[arg(long, group = "position")]
+    first: bool,
+    /// Boot it once at the next boot (BootNext); it is also appended to BootOrder.
+    #[arg(long, group = "position")]
+    next: bool,
+    /// How to write the change.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+}
+
+/// Replace BootOrder; every listed entry must exist.
+#[derive(Debug, clap::Args)]
+struct OrderArgs {
+    /// The store.
+    file: PathBuf,
+    /// Entry numbers, comma-separated, e.g. 0003,0001.
+    order: String,
+    /// How to write the change.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+}
+
+/// Delete a boot entry and drop it from BootOrder (and BootNext).
+#[derive(Debug, clap::Args)]
+struct RemoveArgs {
+    /// The store.
+    file: PathBuf,
+    /// Entry number, e.g. 0004.
+    number: String,
+    /// How to write the change.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        BootCommand::List(a) => list(a),
+        BootCommand::Add(a) => add(a),
+        BootCommand::Order(a) => order(a),
+        BootCommand::Remove(a) => remove(a),
+    }
+}
+
+fn number(text: &str) -> Result<u16> {
+    boot::parse_option_number(text)
+        .ok_or_else(|| anyhow!("{text:?} is not a boot entry number (hex, e.g. 0003)"))
+}
+
+/// Runs a boot edit on the locked file. Boot-level refusals (unknown entry, …) are raised
+/// before anything is changed, so they travel as `Ok(Err(_))` and leave the file untouched;
+/// store-level ones abort the whole edit.
+fn edit<T>(
+    file: &std::path::Path,
+    op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
+) -> Result<nvram::edit::Edited<T>> {
+    let edited = nvram::edit::edit_file(file, |editor| -> Result<_, EditError> {
+        match op(editor) {
+            Ok(v) => Ok(Ok(v)),
+            Err(BootError::Edit(e)) => Err(e),
+            Err(other) => Ok(Err(other)),
+        }
+    })?;
+    match edited.value {
+        Ok(value) => Ok(nvram::edit::Edited {
+            value,
+            written: edited.written,
+            free_space: edited.free_space,
+            reclaim_at_boot: edited.reclaim_at_boot,
+        }),
+        Err(e) => bail!("{}: {e}; nothing was changed", file.display()),
+    }
+}
+
+fn list(args: ListArgs) -> Result<ExitCode> {
+    let loaded = Loaded::read(&args.file)?;
+    let config = match loaded.parse()? {
+        Some(store) => {
+            BootConfig::read(&store).map_err(|e| anyhow!("{}: {e}", args.file.display()))?
+        }
+        None => BootConfig::default(),
+    };
+    // BootOrder first, as the firmware tries them; then entries not in the order.
+    let mut shown: Vec<&boot::BootEntry> = config
+        .order
+        .iter()
+        .filter_map(|n| config.entries.iter().find(|e| e.number == *n))
+        .collect();
+    shown.extend(
+        config
+            .entries
+            .iter()
+            .filter(|e| !config.order.contains(&e.number)),
+    );
+    let mut out = String::new();
+    if args.json {
+        let entries: Vec<serde_json::Value> = shown
+            .iter()
+            .map(|e| {
+                let o = e.option.as_ref();
+                serde_json::json!({
+                    "number": format!("{:04X}", e.number),
+                    "in_order": config.order.contains(&e.number),
+                    "attributes": o.map(|o| o.attributes),
+                    "active": o.map(|o| o.attributes & varstore::decode::LoadOption::ACTIVE != 0),
+                    "description": o.map(|o| o.description.clone()),
+                    "device_path": o.map(|o| o.device_path.clone()),
+                    "optional_data": o.map(|o| hex::encode(&o.optional_data)),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "file": args.file,
+            "boot_order": config.order.iter().map(|n| format!("{n:04X}")).collect::<Vec<_>>(),
+            "boot_next": config.next.map(|n| format!("{n:04X}")),
+            "entries": entries,
+        });
+        out = serde_json::to_string_pretty(&doc)? + "\n";
+    } else {
+        let order: Vec<String> = config.order.iter().map(|n| format!("{n:04X}")).collect();
+        let _ = writeln!(out, "BootOrder: {}", order.join(","));
+        if let Some(n) = config.next {
+            let _ = writeln!(out, "BootNext: {n:04X}");
+        }
+        for e in shown {
+            let mark = if config.next == Some(e.number) {
+                '>'
+            } else if config.order.contains(&e.number) {
+                '*'
+            } else {
+                ' '
+            };
+            let line = match &e.option {
+                Some(o) => {
+                    let inactive = if o.attributes & varstore::decode::LoadOption::ACTIVE == 0 {
+                        " [inactive]"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{mark} Boot{:04X}  {:?}  {}{inactive}",
+                        e.number, o.description, o.device_path
+                    )
+                }
+                None => format!("{mark} Boot{:04X}  <malformed load option>", e.number),
+            };
+            let _ = writeln!(out, "{line}");
+        }
+        for n in config.order.iter().filter(|n| !config.has(**n)) {
+            let _ = writeln!(out, "! Boot{n:04X}  <in BootOrder but missing>");
+        }
+    }
+    super::emit(None, false, out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(args: AddArgs) -> Result<ExitCode> {
+    let path =
+        if let Some(file) = &args.file_path {
+            let mut nodes = Vec::new();
+            if let Some(p) = &args.partition {
+                let (g, n) = p
+                    .split_once('/')
+                    .ok_or_else(|| anyhow!("--partition {p:?}: expected GUID/NUMBER"))?;
+                let g = varstore::Guid::try_parse(g.trim())
+                    .map_err(|_| anyhow!("--partition {p:?}: {g:?} is not a GUID"))?;
+                let n: u32 =
+                    n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        anyhow!("--partition {p:?}: {n:?} is not a partition number")
+                    })?;
+                // Start and size 0: edk2 matches the partition by its GUID alone (see
+                // varstore::boot), and reading them would need the disk.
+                nodes.push(boot::hard_drive_gpt(n, g, 0, 0));
+            }
+            nodes.push(boot::file_path(file)?);
+            boot::device_path(&nodes)
+        } else if let Some(u) = &args.uri {
+            boot::device_path(&[boot::uri(u)?])
+        } else {
+            bail!("--file or --uri is required");
+        };
+    let spec = LoadOptionSpec::new(&args.description, path);
+    spec.to_bytes()?;
+    let placement = if args.first {
+        Placement::First
+    } else if args.next {
+        Placement::Next
+    } else {
+        Placement::Last
+    };
+    let strategy = Strategy::from(args.strategy);
+    let edited = edit(&args.file, |editor| {
+        boot::add(editor, &spec, placement, strategy)
+    })?;
+    println!("Boot{:04X}", edited.value);
+    eprintln!(
+        "{}: added Boot{:04X} {:?}",
+        args.file.display(),
+        edited.value,
+        args.description
+    );
+    note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn order(args: OrderArgs) -> Result<ExitCode> {
+    let order = args
+        .order
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(number)
+        .collect::<Result<Vec<u16>>>()?;
+    let strategy = Strategy::from(args.strategy);
+    let edited = edit(&args.file, |editor| {
+        boot::set_order(editor, &order, strategy)
+    })?;
+    let text: Vec<String> = order.iter().map(|n| format!("{n:04X}")).collect();
+    let what = if edited.written { "set" } else { "unchanged" };
+    eprintln!(
+        "{}: BootOrder {what}: {}",
+        args.file.display(),
+        text.join(",")
+    );
+    note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(args: RemoveArgs) -> Result<ExitCode> {
+    let n = number(&args.number)?;
+    let strategy = Strategy::from(args.strategy);
+    let edited = edit(&args.file, |editor| boot::remove(editor, n, strategy))?;
+    eprintln!("{}: removed Boot{n:04X}", args.file.display());
+    note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}

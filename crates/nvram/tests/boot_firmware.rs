@@ -1,0 +1,136 @@
+//! OVMF uses the boot entries `nvram boot add` writes: with `--next` it tries the new entry
+//! at the next boot (BdsDxe says so on the serial console), then falls back to BootOrder and
+//! the shell, whose `bcfg boot dump` lists the entry as we wrote it.
+//!
+//! Two boots of Debian's OVMF_CODE_4M.fd under QEMU (a few seconds each): the first lets the
+//! firmware create its own entries in a fresh store, the second boots with ours added.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use testkit::{boot_ovmf, debian_firmware, OvmfBoot};
+use varstore::decode::LoadOption;
+use varstore::{boot, guid, Varstore};
+
+fn nvram(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram");
+    assert!(
+        out.status.success(),
+        "nvram {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn boot_list(vars: &Path) -> Value {
+    let out = nvram(&["boot", "list", vars.to_str().unwrap(), "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn boot(vars: &Path, script: &str, files: Vec<(String, Vec<u8>)>) -> testkit::BootOutcome {
+    let code = debian_firmware("OVMF_CODE_4M.fd");
+    let mut boot = OvmfBoot::new(&code, vars, script);
+    boot.files = files;
+    boot.timeout = std::time::Duration::from_secs(240);
+    boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"))
+}
+
+#[test]
+fn ovmf_tries_an_added_boot_next_entry_and_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm_VARS.fd");
+    let v = vars.to_str().unwrap();
+    nvram(&["create", v]);
+
+    // A fresh store has no entries: the firmware creates its own (UiApp, the shell, the
+    // disk) at the first boot.
+    boot(&vars, "reset -s\n", Vec::new());
+    let before = boot_list(&vars);
+    let shell_in_order = before["entries"].as_array().unwrap().iter().any(|e| {
+        e["in_order"] == true
+            && e["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("Shell"))
+    });
+    assert!(
+        shell_in_order,
+        "the firmware's shell entry is in BootOrder: {before:#}"
+    );
+
+    let out = nvram(&[
+        "boot",
+        "add",
+        v,
+        "--next",
+        "--description",
+        "Test",
+        "--file",
+        r"\EFI\BOOT\TEST.EFI",
+    ]);
+    let name = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let number = name.strip_prefix("Boot").unwrap().to_string();
+    let added = boot_list(&vars);
+    assert_eq!(added["boot_next"], number.as_str());
+
+    // The shell's own `bcfg boot add` writes the same File() node for the same path (after
+    // the disk's full device path). The file exists (not a valid image, so BdsDxe fails to
+    // start it and falls back to BootOrder) because bcfg refuses a missing one.
+    let script = "bcfg boot add 40 fs0:\\EFI\\BOOT\\TEST.EFI ByShell\n\
+                  bcfg boot dump -v >a fs0:\\bcfg.txt\nreset -s\n";
+    let files = vec![("EFI/BOOT/TEST.EFI".to_string(), b"not a PE image".to_vec())];
+    let outcome = boot(&vars, script, files);
+    let tried = format!("{name} \"Test\"");
+    assert!(
+        outcome
+            .serial
+            .lines()
+            .any(|l| l.contains("BdsDxe") && l.contains(&tried)),
+        "BdsDxe did not try {name}; serial log:\n{}",
+        outcome.serial
+    );
+    let dump = outcome
+        .read_file("bcfg.txt")
+        .unwrap_or_else(|| panic!("no bcfg output; serial log:\n{}", outcome.serial));
+    let dump = String::from_utf8_lossy(&dump);
+    let entry = dump
+        .split("Option:")
+        .find(|o| o.contains(&format!("Variable: {name}")))
+        .unwrap_or_else(|| panic!("bcfg does not list {name}:\n{dump}"));
+    assert!(entry.contains("Desc    - Test"), "{entry}");
+    assert!(entry.contains(r"\EFI\BOOT\TEST.EFI"), "{entry}");
+
+    // The firmware consumed BootNext and kept the entry in BootOrder.
+    let after = boot_list(&vars);
+    assert_eq!(after["boot_next"], Value::Null, "{after:#}");
+    assert!(
+        after["boot_order"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(number.as_str())),
+        "{after:#}"
+    );
+    let image = std::fs::read(&vars).unwrap();
+    let store = Varstore::parse(&image).unwrap();
+    let by_shell = (0..=0xFFFFu16)
+        .filter_map(|n| {
+            store.find(
+                &boot::boot_variable_name(n),
+                Some(guid::EFI_GLOBAL_VARIABLE),
+            )
+        })
+        .find(|r| LoadOption::parse(r.data).is_some_and(|o| o.description == "ByShell"))
+        .unwrap_or_else(|| panic!("bcfg added no entry; serial log:\n{}", outcome.serial));
+    let ours = boot::file_path(r"\EFI\BOOT\TEST.EFI").unwrap();
+    let expected_tail = [ours, boot::END_ENTIRE.to_vec()].concat();
+    let path_end = by_shell.data.len(); // no optional data from bcfg
+    assert_eq!(
+        &by_shell.data[path_end - expected_tail.len()..],
+        expected_tail.as_slice(),
+        "{}",
+        LoadOption::parse(by_shell.data).unwrap().device_path
+    );
+    eprintln!("boots took {:?} (second)", outcome.elapsed);
+}
