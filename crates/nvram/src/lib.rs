@@ -10,8 +10,10 @@
 //! assert_eq!(report.exit_code(), 0);
 //! ```
 
+pub mod apply;
 pub mod edit;
 pub mod files;
 pub mod firmware;
 pub mod inspect;
 pub mod prepare;
+pub mod secureboot;

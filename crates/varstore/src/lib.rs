@@ -33,6 +33,7 @@ pub mod guid;
 pub mod json;
 mod layout;
 mod record;
+pub mod secureboot;
 mod store;
 
 pub use error::{ErrorKind, ParseError};

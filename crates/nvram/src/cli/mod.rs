@@ -1,5 +1,6 @@
 //! Argument parsing and one module per subcommand.
 
+mod apply;
 mod boot;
 mod check;
 mod create;
@@ -12,6 +13,7 @@ mod import;
 mod list;
 mod prepare;
 mod reset;
+mod secureboot;
 mod set;
 
 use anyhow::{Context, Result};
@@ -42,6 +44,8 @@ enum Command {
     Set(set::Args),
     Delete(delete::Args),
     Import(import::Args),
+    Secureboot(secureboot::Args),
+    Apply(apply::Args),
     Boot(boot::Args),
 }
 
@@ -60,6 +64,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Set(args) => set::run(args),
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
+        Command::Secureboot(args) => secureboot::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Boot(args) => boot::run(args),
     }
 }

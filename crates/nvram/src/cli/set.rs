@@ -76,23 +76,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let guid = match args.guid.as_deref() {
-        Some(g) => guid::parse(g)
-            .ok_or_else(|| anyhow!("--guid {g:?} is not a GUID or a known GUID name"))?,
+        Some(g) => parse_guid(g)?,
         None => guid::EFI_GLOBAL_VARIABLE,
     };
     let attrs = nvram::edit::parse_attributes(&args.attr).map_err(|e| anyhow!("--attr {e}"))?;
     let data = data_of(&args)?;
-    let time = args
-        .time
-        .as_deref()
-        .map(|t| -> Result<varstore::EfiTime> {
-            let bytes: [u8; 16] = hex::decode(t)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| anyhow!("--time {t:?} is not 32 hex digits (a 16-byte EFI_TIME)"))?;
-            Ok(varstore::EfiTime(bytes))
-        })
-        .transpose()?;
+    let time = args.time.as_deref().map(parse_time).transpose()?;
     let strategy = Strategy::from(args.strategy);
     let edited = nvram::edit::edit_file(&args.file, |editor| {
         editor.set(&args.name, guid, attrs, &data, time, strategy)
@@ -114,47 +103,79 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn data_of(args: &Args) -> Result<Vec<u8>> {
-    let number = |flag: &str, text: &str, max: u64| -> Result<u64> {
-        nvram::edit::parse_number(text)
-            .filter(|n| *n <= max)
-            .ok_or_else(|| anyhow!("--{flag} {text:?}: not a number from 0 to {max}"))
-    };
-    if let Some(hex_text) = &args.data_hex {
-        let compact: String = hex_text
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != ':')
-            .collect();
-        return hex::decode(&compact).map_err(|e| anyhow!("--data-hex: {e}"));
-    }
+    // A path need not be UTF-8, so it is not passed through encode_data's text.
     if let Some(path) = &args.data_file {
         return std::fs::read(path)
             .with_context(|| format!("--data-file: cannot read {}", path.display()));
     }
-    if let Some(text) = &args.string {
-        let mut out: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        out.extend_from_slice(&[0, 0]);
-        return Ok(out);
+    let given = [
+        ("data-hex", args.data_hex.clone()),
+        ("string", args.string.clone()),
+        ("ascii", args.ascii.clone()),
+        ("u8", args.u8.clone()),
+        ("u16", args.u16.clone()),
+        ("u32", args.u32.clone()),
+    ];
+    match given.into_iter().find_map(|(kind, v)| Some((kind, v?))) {
+        Some((kind, value)) => encode_data(kind, &value),
+        None => bail!("no data given"),
     }
-    if let Some(text) = &args.ascii {
-        if !text.is_ascii() {
-            bail!("--ascii {text:?}: not ASCII (use --string for a UEFI CHAR16 string)");
+}
+
+/// The data kinds of [`encode_data`], as `nvram set` spells its flags (without `--`).
+pub(super) const DATA_KINDS: &str = "data-hex, data-file, string, ascii, u8, u16, u32";
+
+/// Encodes `value` as `nvram set --KIND VALUE` does; shared with `nvram apply --set`, whose
+/// `NAME=KIND:VALUE` spells the same kinds (also `hex` and `file` for short).
+pub(super) fn encode_data(kind: &str, value: &str) -> Result<Vec<u8>> {
+    let number = |text: &str, max: u64| -> Result<u64> {
+        nvram::edit::parse_number(text)
+            .filter(|n| *n <= max)
+            .ok_or_else(|| anyhow!("--{kind} {text:?}: not a number from 0 to {max}"))
+    };
+    match kind {
+        "data-hex" | "hex" => {
+            let compact: String = value
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != ':')
+                .collect();
+            hex::decode(&compact).map_err(|e| anyhow!("--{kind}: {e}"))
         }
-        let mut out = text.as_bytes().to_vec();
-        out.push(0);
-        return Ok(out);
+        "data-file" | "file" => {
+            std::fs::read(value).with_context(|| format!("--{kind}: cannot read {value}"))
+        }
+        "string" => {
+            let mut out: Vec<u8> = value.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            out.extend_from_slice(&[0, 0]);
+            Ok(out)
+        }
+        "ascii" => {
+            if !value.is_ascii() {
+                bail!("--ascii {value:?}: not ASCII (use --string for a UEFI CHAR16 string)");
+            }
+            let mut out = value.as_bytes().to_vec();
+            out.push(0);
+            Ok(out)
+        }
+        "u8" => Ok(vec![number(value, 0xFF)? as u8]),
+        "u16" => Ok((number(value, 0xFFFF)? as u16).to_le_bytes().to_vec()),
+        "u32" => Ok((number(value, 0xFFFF_FFFF)? as u32).to_le_bytes().to_vec()),
+        _ => bail!("unknown data kind {kind:?}: use one of {DATA_KINDS}"),
     }
-    if let Some(n) = &args.u8 {
-        return Ok(vec![number("u8", n, 0xFF)? as u8]);
-    }
-    if let Some(n) = &args.u16 {
-        return Ok((number("u16", n, 0xFFFF)? as u16).to_le_bytes().to_vec());
-    }
-    if let Some(n) = &args.u32 {
-        return Ok((number("u32", n, 0xFFFF_FFFF)? as u32)
-            .to_le_bytes()
-            .to_vec());
-    }
-    bail!("no data given")
+}
+
+/// Parses a `--guid` value: a GUID or a well-known GUID name.
+pub(super) fn parse_guid(text: &str) -> Result<varstore::Guid> {
+    guid::parse(text).ok_or_else(|| anyhow!("--guid {text:?} is not a GUID or a known GUID name"))
+}
+
+/// Parses a `--time` value: the 16-byte EFI_TIME as 32 hex digits.
+pub(super) fn parse_time(text: &str) -> Result<varstore::EfiTime> {
+    let bytes: [u8; 16] = hex::decode(text)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("--time {text:?} is not 32 hex digits (a 16-byte EFI_TIME)"))?;
+    Ok(varstore::EfiTime(bytes))
 }
 
 /// Says when the firmware will compact the store at its next boot anyway: it does so when

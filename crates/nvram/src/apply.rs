@@ -1,0 +1,416 @@
+//! Fleet-wide edits: the same [`Plan`] applied to many store files in parallel, each file on
+//! its own (its own lock, its own all-or-nothing edit, its own atomic replacement through
+//! [`edit_file`]), so one bad, locked or vanished file never stops or corrupts the others.
+//!
+//! Every file gets a [`FileResult`]: [`Status::Changed`], [`Status::Unchanged`] (the plan was
+//! already in effect, nothing was written), [`Status::Skipped`] (locked by a running VM or
+//! another tool) or [`Status::Failed`] with the reason.
+//!
+//! Plans are idempotent by design: setting what is already there and deleting what is not
+//! there both leave a file unchanged, so re-running a plan over a fleet (after a partial run,
+//! or to pick up the VMs that were running) only touches the files that still need it.
+//!
+//! ```
+//! use nvram::apply::{apply_all, Plan, Status, Step};
+//! use varstore::{guid, Attributes};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let files: Vec<_> = (0..3).map(|i| dir.path().join(format!("vm{i}.fd"))).collect();
+//! for f in &files {
+//!     std::fs::write(f, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+//! }
+//! let plan = Plan::new(vec![Step::Set {
+//!     name: "Timeout".into(),
+//!     guid: guid::EFI_GLOBAL_VARIABLE,
+//!     attributes: Attributes(7),
+//!     data: vec![5, 0],
+//!     time: None,
+//! }]);
+//! let results = apply_all(&files, &plan, 2, &|_| {});
+//! assert!(results.iter().all(|r| r.status == Status::Changed));
+//! let again = apply_all(&files, &plan, 2, &|_| {});
+//! assert!(again.iter().all(|r| r.status == Status::Unchanged));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::edit::{edit_file, import, EditFileError, ImportList};
+use serde::Serialize;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use varstore::edit::{EditError, Editor, Strategy};
+use varstore::{Attributes, EfiTime, Guid};
+
+/// One edit of a [`Plan`]. A new kind of edit (Secure Boot enrolment, boot entries) is one
+/// more variant here and one more arm in `Step::run`.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Create or replace a variable, as `nvram set` does.
+    Set {
+        /// Variable name.
+        name: String,
+        /// Vendor GUID.
+        guid: Guid,
+        /// Attributes.
+        attributes: Attributes,
+        /// Data (not empty).
+        data: Vec<u8>,
+        /// Timestamp of a time-based authenticated variable.
+        time: Option<EfiTime>,
+    },
+    /// Delete a variable if it exists, as `nvram delete` does.
+    Delete {
+        /// Variable name.
+        name: String,
+        /// Vendor GUID; `None` deletes the one live variable of that name (a file with
+        /// several such variables fails, since which one is meant cannot be told).
+        guid: Option<Guid>,
+    },
+    /// Import a variable list, as `nvram import` does.
+    Import {
+        /// The list.
+        list: ImportList,
+        /// Also delete the live variables the list does not name.
+        replace_all: bool,
+        /// Where the list came from, for the per-file detail.
+        label: String,
+    },
+    /// Enrol Secure Boot keys (PK, KEK, db, dbx, SecureBootEnable, CustomMode), as
+    /// [`crate::secureboot::enroll`] does. The plan's own `strategy` applies to this step.
+    /// Its timestamps are derived from the certificates, not the clock, so enrolling again
+    /// leaves a file unchanged.
+    Enroll(Box<crate::secureboot::EnrollPlan>),
+}
+
+/// Why a step refused to run on one file.
+#[derive(Debug)]
+enum StepError {
+    Edit(EditError),
+    Import(crate::edit::ImportError),
+    Other(String),
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Edit(e) => e.fmt(f),
+            Self::Import(e) => e.fmt(f),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Step {
+    /// Runs the step on one store; `Ok` says what it did. Whether the file changes is told
+    /// by its bytes afterwards, not by the steps.
+    fn run(&self, editor: &mut Editor, strategy: Strategy) -> Result<String, StepError> {
+        match self {
+            Self::Set {
+                name,
+                guid,
+                attributes,
+                data,
+                time,
+            } => {
+                let outcome = editor
+                    .set(name, *guid, *attributes, data, *time, strategy)
+                    .map_err(StepError::Edit)?;
+                Ok(format!("{name}: {}", outcome.change))
+            }
+            Self::Delete { name, guid } => {
+                let guid = match guid {
+                    Some(g) => *g,
+                    None => {
+                        let store = editor.store().map_err(StepError::Edit)?;
+                        let guids: Vec<Guid> = store
+                            .live_variables()
+                            .iter()
+                            .filter(|r| r.name() == *name)
+                            .map(|r| r.guid)
+                            .collect();
+                        match guids.as_slice() {
+                            [] => return Ok(format!("{name}: not present")),
+                            [one] => *one,
+                            many => {
+                                return Err(StepError::Other(format!(
+                                    "{} variables are named {name}; name one as {name}@GUID",
+                                    many.len()
+                                )))
+                            }
+                        }
+                    }
+                };
+                match editor.delete(name, guid, strategy) {
+                    Ok(outcome) => Ok(format!("{name}: {}", outcome.change)),
+                    // Deleting what is not there is done already: this keeps plans idempotent.
+                    Err(EditError::NotFound { .. }) => Ok(format!("{name}: not present")),
+                    Err(e) => Err(StepError::Edit(e)),
+                }
+            }
+            Self::Enroll(enrolment) => {
+                let changes =
+                    crate::secureboot::enroll(editor, enrolment).map_err(|e| match e {
+                        crate::secureboot::SecureBootError::Edit(e) => StepError::Edit(e),
+                        other => StepError::Other(other.to_string()),
+                    })?;
+                let what: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{}: {}", c.name, c.change))
+                    .collect();
+                Ok(what.join("; "))
+            }
+            Self::Import {
+                list,
+                replace_all,
+                label,
+            } => {
+                let report =
+                    import(editor, list, strategy, *replace_all).map_err(StepError::Import)?;
+                Ok(format!(
+                    "import {label}: {} added, {} replaced, {} unchanged, {} deleted",
+                    report.added, report.replaced, report.unchanged, report.deleted
+                ))
+            }
+        }
+    }
+}
+
+/// The edits applied to every file, in order, all or nothing per file.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The steps.
+    pub steps: Vec<Step>,
+    /// How each step is written.
+    pub strategy: Strategy,
+}
+
+impl Plan {
+    /// A plan written the firmware's way ([`Strategy::Append`]).
+    pub fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps,
+            strategy: Strategy::Append,
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The file was edited and replaced.
+    Changed,
+    /// The plan was already in effect; the file was not written.
+    Unchanged,
+    /// Locked by another process (a running VM?); not touched.
+    Skipped,
+    /// Not edited, for the reason in the detail; not touched.
+    Failed,
+}
+
+impl Status {
+    /// A word for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result for one file (serialized as `{"file", "result", "detail"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileResult {
+    /// The file as given.
+    pub file: PathBuf,
+    /// What happened.
+    #[serde(rename = "result")]
+    pub status: Status,
+    /// What each step did, or why the file was skipped or failed.
+    pub detail: String,
+}
+
+/// Counts per [`Status`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Files changed.
+    pub changed: usize,
+    /// Files already as planned.
+    pub unchanged: usize,
+    /// Files skipped because they were locked.
+    pub skipped: usize,
+    /// Files that failed.
+    pub failed: usize,
+}
+
+impl Summary {
+    /// Counts `results`.
+    pub fn of(results: &[FileResult]) -> Self {
+        let mut s = Self::default();
+        for r in results {
+            s.add(r.status);
+        }
+        s
+    }
+
+    /// Counts one more result.
+    pub fn add(&mut self, status: Status) {
+        match status {
+            Status::Changed => self.changed += 1,
+            Status::Unchanged => self.unchanged += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Failed => self.failed += 1,
+        }
+    }
+
+    /// All files counted.
+    pub fn total(&self) -> usize {
+        self.changed + self.unchanged + self.skipped + self.failed
+    }
+}
+
+/// Applies `plan` to one file: locks it, runs every step on a copy and replaces the file
+/// atomically only if the steps all succeeded and changed something.
+pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
+    // `edit_file` only carries its own error kinds out of the closure, so a step's error is
+    // kept here and the closure aborts with a stand-in `EditError` (which is then ignored):
+    // either way nothing is written.
+    let mut refused: Option<StepError> = None;
+    let result = edit_file(path, |editor| {
+        let mut done = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            match step.run(editor, plan.strategy) {
+                Ok(what) => done.push(what),
+                Err(e) => {
+                    refused = Some(e);
+                    return Err(EditError::Unusable {
+                        offset: 0,
+                        field: "apply",
+                        problem: String::new(),
+                    });
+                }
+            }
+        }
+        Ok::<_, EditError>(done.join("; "))
+    });
+    let (status, detail) = match result {
+        // `written` is what counts: a step may report a change that leaves the bytes as they
+        // were (e.g. replacing a variable with itself after a compaction).
+        Ok(edited) if edited.written => (Status::Changed, edited.value),
+        Ok(edited) => (Status::Unchanged, edited.value),
+        // The holder text says "locked: …" when /proc/locks names the holder.
+        Err(EditFileError::Locked { holder, .. }) if holder.starts_with("locked") => {
+            (Status::Skipped, holder)
+        }
+        Err(EditFileError::Locked { holder, .. }) => (Status::Skipped, format!("locked: {holder}")),
+        Err(e) => {
+            let why = match refused {
+                Some(step) => step.to_string(),
+                None => e.to_string(),
+            };
+            (Status::Failed, strip_path(path, &why))
+        }
+    };
+    FileResult {
+        file: path.to_path_buf(),
+        status,
+        detail,
+    }
+}
+
+/// Drops the `path: ` the file errors start with (the result names the file already) and
+/// the "nothing was changed" they end with (every failed file is left unchanged).
+fn strip_path(path: &Path, message: &str) -> String {
+    let prefix = format!("{}: ", path.display());
+    let message = message.strip_prefix(&prefix).unwrap_or(message);
+    message
+        .strip_suffix("; nothing was changed")
+        .unwrap_or(message)
+        .to_string()
+}
+
+/// Applies `plan` to every file with `jobs` threads (at least one) and returns the results
+/// in the order of `files`. `on_done` is called from the worker threads as each file
+/// finishes (for a progress display).
+pub fn apply_all(
+    files: &[PathBuf],
+    plan: &Plan,
+    jobs: usize,
+    on_done: &(dyn Fn(&FileResult) + Sync),
+) -> Vec<FileResult> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<FileResult>>> = files.iter().map(|_| Mutex::new(None)).collect();
+    let jobs = jobs.clamp(1, files.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                // Files are handed out one at a time, so a slow file holds up only its thread.
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = files.get(i) else { break };
+                // A panic (a bug, say in the parser on a strange file) fails that file only;
+                // the file is untouched since replacing it is the last thing that happens.
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply_file(path, plan)))
+                    .unwrap_or_else(|_| FileResult {
+                        file: path.clone(),
+                        status: Status::Failed,
+                        detail: "internal error (a bug in nvram; please report it)".into(),
+                    });
+                on_done(&result);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every file is processed")
+        })
+        .collect()
+}
+
+/// Runs `plan` on a blank OVMF store to catch, before any file is touched, the mistakes that
+/// would fail it on every store (a bad name, attributes, empty data, a malformed import
+/// entry). Problems that depend on the store (size limits, a full store) are left to the
+/// per-file results.
+pub fn preflight(plan: &Plan) -> Result<(), String> {
+    let blank = varstore::Layout::by_name("ovmf-4m")
+        .expect("built-in layout")
+        .create();
+    let mut editor = Editor::new(&blank).map_err(|e| e.to_string())?;
+    let universal = |e: &EditError| {
+        matches!(
+            e,
+            EditError::InvalidName { .. }
+                | EditError::InvalidAttributes { .. }
+                | EditError::EmptyData { .. }
+                | EditError::TimestampWithoutAt { .. }
+        )
+    };
+    for step in &plan.steps {
+        match step.run(&mut editor, plan.strategy) {
+            Err(StepError::Edit(e)) if universal(&e) => return Err(e.to_string()),
+            Err(StepError::Import(e @ crate::edit::ImportError::Field { .. })) => {
+                return Err(e.to_string())
+            }
+            Err(StepError::Import(crate::edit::ImportError::Refused { index, error }))
+                if universal(&error) =>
+            {
+                return Err(format!("variable {index}: {error}"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+use super::set::{encode_data, parse_guid, StrategyArg, DATA_KINDS};
+use anyhow::{anyhow, bail, Context, Result};
+use nvram::apply::{apply_all, FileResult, Plan, Status, Step, Summary};
+use nvram::secureboot::EnrollPlan;
+use std::collections::HashSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use varstore::edit::Strategy;
+
+/// Apply the same edit to many stores in parallel (a fleet of VMs).
+///
+/// Edits, applied to each file in this order, all or nothing per file: the Secure Boot
+/// enrolment (--enroll-pk …), every --import (in the order given), then every --set, then every
+/// --delete. At least one is required.
+///
+///   --set NAME[@GUID][:ATTRS]=KIND:VALUE   e.g. Timeout=u16:5, PlatformLang=ascii:en,
+///       MyVar@4a67b082-0a4c-41cf-b6c7-440b29bb8c4f:nv,bs=hex:0102. KIND is what
+///       `nvram set` takes as a flag: hex (data-hex), file (data-file), string, ascii, u8,
+///       u16, u32. GUID defaults to EfiGlobalVariable, ATTRS to nv,bs,rt.
+///   --delete NAME[@GUID]   a variable that is not there counts as done (unchanged).
+///   --import FILE.json     as `nvram import`; with --replace-all as `nvram import --replace-all`.
+///   --enroll-pk CERT [--enroll-kek CERT]… [--enroll-db CERT]… [--enroll-dbx FILE]
+///       [--enroll-microsoft 2011|2023|all] [--enroll-distro redhat] [--enroll-owner GUID]
+///                          as `nvram secureboot enroll --pk CERT --kek CERT …`.
+///
+/// Files: the FILE arguments, the lines of --files-from LIST (- for stdin) and the *.fd files
+/// of --dir DIR, in that order, each once. Each file is locked, edited on a copy and replaced
+/// atomically (fsync'ed) on its own: one bad file never stops or damages the others.
+///
+/// Output: one line per file on stdout, `RESULT FILE: DETAIL`, RESULT being changed,
+/// unchanged (the edit was already in effect; not written), skipped (locked by a running VM
+/// or another tool; not touched) or failed (not touched); a summary on stderr. With --json,
+/// stdout is a JSON array of {"file", "result", "detail"}. A progress bar is drawn on stderr
+/// when it is a terminal.
+///
+/// Exit status: 0 when no file failed (skipped files do not count, so a fleet with running
+/// VMs can be edited and the run repeated later; with --strict they do); 1 when some failed;
+/// 2 on bad arguments (then no file is touched).
+#[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("edits").required(true).multiple(true)),
+    verbatim_doc_comment
+)]
+pub struct Args {
+    /// Create or replace a variable: NAME[@GUID][:ATTRS]=KIND:VALUE (repeatable).
+    #[arg(long, value_name = "NAME[@GUID][:ATTRS]=KIND:VALUE", group = "edits")]
+    set: Vec<String>,
+    /// Delete a variable if present: NAME[@GUID] (repeatable).
+    #[arg(long, value_name = "NAME[@GUID]", group = "edits")]
+    delete: Vec<String>,
+    /// Import a JSON variable list as `nvram import` does (repeatable).
+    #[arg(long, value_name = "FILE", group = "edits")]
+    import: Vec<PathBuf>,
+    /// With --import: also delete the live variables the lists do not name.
+    #[arg(long, requires = "import")]
+    replace_all: bool,
+    /// How to write the changes.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+    /// Files edited at the same time. Default: the number of CPUs.
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Print the results as a JSON array.
+    #[arg(long)]
+    json: bool,
+    /// Count locked (skipped) files as failures in the exit status.
+    #[arg(long)]
+    strict: bool,
+    /// Read file names from LIST, one per line (- for stdin; empty lines are ignored).
+    #[arg(long, value_name = "LIST")]
+    files_from: Vec<PathBuf>,
+    /// Edit every *.fd file in DIR (not recursive).
+    #[arg(long, value_name = "DIR")]
+    dir: Vec<PathBuf>,
+    /// The stores.
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    enroll: EnrollArgs,
+}
+
+/// The options of `nvram secureboot enroll` with an `enroll-` prefix.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Secure Boot enrolment (as `nvram secureboot enroll`)")]
+struct EnrollArgs {
+    /// Enrol Secure Boot keys with this platform key certificate (PEM or DER).
+    #[arg(long, value_name = "CERT", group = "edits")]
+    enroll_pk: Option<PathBuf>,
+    /// With --enroll-pk: a KEK certificate or list (repeatable).
+    #[arg(long, value_name = "CERT", requires = "enroll_pk")]
+    enroll_kek: Vec<PathBuf>,
+    /// With --enroll-pk: a db certificate or list (repeatable).
+    #[arg(long, value_name = "CERT", requires = "enroll_pk")]
+    enroll_db: Vec<PathBuf>,
+    /// With --enroll-pk: dbx as signature list or .auth file. Default: the dummy entry
+    /// virt-firmware enrols.
+    #[arg(long, value_name = "FILE", requires = "enroll_pk")]
+    enroll_dbx: Option<PathBuf>,
+    /// With --enroll-pk: also enrol Microsoft's KEK and db certificates (2011, 2023 or all).
+    #[arg(long, value_name = "WHICH", requires = "enroll_pk", value_parser = ["2011", "2023", "all"])]
+    enroll_microsoft: Option<String>,
+    /// With --enroll-pk: also enrol a distribution's db certificate (repeatable).
+    #[arg(long, value_name = "DISTRO", requires = "enroll_pk", value_parser = ["redhat"])]
+    enroll_distro: Vec<String>,
+    /// With --enroll-pk: owner GUID of the certificates given (default: a0baa8a3-…).
+    #[arg(long, value_name = "GUID", requires = "enroll_pk")]
+    enroll_owner: Option<String>,
+}
+
+impl EnrollArgs {
+    /// The enrolment, if asked for; certificates are read once, here, for all files.
+    fn plan(&self, strategy: Strategy) -> Result<Option<EnrollPlan>> {
+        use nvram::secureboot::{read_input, Distro, Microsoft};
+        let Some(pk) = &self.enroll_pk else {
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &PathBuf| {
+            read_input(path).with_context(|| format!("--enroll-{flag} {}", path.display()))
+        };
+        let mut plan = EnrollPlan::with_pk(read("pk", pk)?);
+        plan.kek = self
+            .enroll_kek
+            .iter()
+            .map(|p| read("kek", p))
+            .collect::<Result<_>>()?;
+        plan.db = self
+            .enroll_db
+            .iter()
+            .map(|p| read("db", p))
+            .collect::<Result<_>>()?;
+        plan.dbx = self
+            .enroll_dbx
+            .as_ref()
+            .map(|p| read("dbx", p))
+            .transpose()?;
+        plan.microsoft = self.enroll_microsoft.as_deref().map(|m| match m {
+            "2011" => Microsoft::Y2011,
+            "2023" => Microsoft::Y2023,
+            _ => Microsoft::All,
+        });
+        plan.distro = self.enroll_distro.iter().map(|_| Distro::RedHat).collect();
+        if let Some(owner) = &self.enroll_owner {
+            plan.owner = parse_guid(owner).context("--enroll-owner")?;
+        }
+        plan.strategy = strategy;
+        Ok(Some(plan))
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let plan = plan_of(&args)?;
+    nvram::apply::preflight(&plan)
+        .map_err(|e| anyhow!("the edit cannot work on any store: {e}"))?;
+    let files = files_of(&args)?;
+    if files.is_empty() {
+        bail!("no files to edit (give FILEs, --files-from or --dir)");
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::new(files.len()));
+    let results = apply_all(&files, &plan, jobs, &|r: &FileResult| {
+        if let Some(p) = &progress {
+            p.done(r.status);
+        }
+    });
+    if let Some(p) = &progress {
+        p.clear();
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &results)?;
+        writeln!(out)?;
+    } else {
+        for r in &results {
+            writeln!(out, "{} {}: {}", r.status, r.file.display(), r.detail)?;
+        }
+    }
+    out.flush()?;
+    let summary = Summary::of(&results);
+    eprintln!(
+        "nvram: {} files: {} changed, {} unchanged, {} skipped (locked), {} failed",
+        summary.total(),
+        summary.changed,
+        summary.unchanged,
+        summary.skipped,
+        summary.failed
+    );
+    let bad = summary.failed > 0 || (args.strict && summary.skipped > 0);
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Builds the plan; every argument problem is found here, before any file is touched.
+fn plan_of(args: &Args) -> Result<Plan> {
+    let strategy = Strategy::from(args.strategy);
+    let mut steps = Vec::new();
+    if let Some(enrolment) = args.enroll.plan(strategy)? {
+        steps.push(Step::Enroll(Box::new(enrolment)));
+    }
+    for path in &args.import {
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let list = nvram::edit::ImportList::from_json(&text)
+            .with_context(|| format!("{}: cannot import", path.display()))?;
+        steps.push(Step::Import {
+            list,
+            replace_all: args.replace_all,
+            label: path.display().to_string(),
+        });
+    }
+    for spec in &args.set {
+        steps.push(parse_set(spec).with_context(|| format!("--set {spec:?}"))?);
+    }
+    for spec in &args.delete {
+        let (name, guid) = name_and_guid(spec).with_context(|| format!("--delete {spec:?}"))?;
+        steps.push(Step::Delete { name, guid });
+    }
+    Ok(Plan { steps, strategy })
+}
+
+/// `NAME[@GUID][:ATTRS]=KIND:VALUE`.
+fn parse_set(spec: &str) -> Result<Step> {
+    let (target, value) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("expected NAME[@GUID][:ATTRS]=KIND:VALUE"))?;
+    let (kind, value) = value
+        .split_once(':')
+        .ok_or_else(|| anyhow!("expected KIND:VALUE after '=', KIND one of {DATA_KINDS}"))?;
+    let (name_guid, attrs) = match target.split_once(':') {
+        Some((n, a)) => (n, a),
+        None => (target, "nv,bs,rt"),
+    };
+    let (name, guid) = name_and_guid(name_guid)?;
+    let attributes = nvram::edit::parse_attributes(attrs).map_err(|e| anyhow!("attributes {e}"))?;
+    Ok(Step::Set {
+        name,
+        guid: guid.unwrap_or(varstore::guid::EFI_GLOBAL_VARIABLE),
+        attributes,
+        data: encode_data(kind, value)?,
+        time: None,
+    })
+}
+
+/// `NAME[@GUID]`.
+fn name_and_guid(spec: &str) -> Result<(String, Option<varstore::Guid>)> {
+    let (name, guid) = match spec.split_once('@') {
+        Some((n, g)) => (n, Some(parse_guid(g)?)),
+        None => (spec, None),
+    };
+    if name.is_empty() {
+        bail!("no variable name");
+    }
+    Ok((name.to_string(), guid))
+}
+
+/// The files of all sources, in order, each path once (the same file twice would find its
+/// own lock and be reported as skipped).
+fn files_of(args: &Args) -> Result<Vec<PathBuf>> {
+    let mut files = args.files.clone();
+    for list in &args.files_from {
+        let reader: Box<dyn BufRead> = if list == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(list)
+                .with_context(|| format!("--files-from: cannot read {}", list.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        for line in reader.lines() {
+            let line =
+                line.with_context(|| format!("--files-from: cannot read {}", list.display()))?;
+            if !line.trim().is_empty() {
+                files.push(PathBuf::from(line));
+            }
+        }
+    }
+    for dir in &args.dir {
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("--dir: cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("--dir: cannot list {}", dir.display()))?;
+            // Symlinks and other non-regular *.fd entries are kept: they are reported as
+            // failed rather than silently left out.
+            if entry.file_name().to_string_lossy().ends_with(".fd") {
+                found.push(entry.path());
+            }
+        }
+        found.sort();
+        files.extend(found);
+    }
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    Ok(files)
+}
+
+/// A one-line progress bar on stderr, redrawn at most ten times a second.
+struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    skipped: AtomicUsize,
+    last_draw: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            skipped: AtomicUsize::new(0),
+            last_draw: Mutex::new(Instant::now() - Duration::from_secs(1)),
+        }
+    }
+
+    fn done(&self, status: Status) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        match status {
+            Status::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
+            Status::Skipped => self.skipped.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        // try_lock: a worker never waits for another one's drawing.
+        let Ok(mut last) = self.last_draw.try_lock() else {
+            return;
+        };
+        if last.elapsed() < Duration::from_millis(100) && done < self.total {
+            return;
+        }
+        *last = Instant::now();
+        const WIDTH: usize = 30;
+        let filled = WIDTH * done / self.total.max(1);
+        eprint!(
+            "\r[{}{}] {done}/{} files, {} failed, {} skipped\x1b[K",
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled),
+            self.total,
+            self.failed.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+        );
+    }
+
+    fn clear(&self) {
+        eprint!("\r\x1b[K");
+    }
+}

@@ -1,0 +1,306 @@
+use super::set::StrategyArg;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use nvram::secureboot::{self as sb, Database, Distro, EnrollPlan, Microsoft, Status};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use varstore::edit::{EditError, Editor, Strategy};
+use varstore::guid::{self, Guid};
+use varstore::secureboot::{SignatureInput, OVMF_ENROLL_DEFAULT_KEYS};
+
+/// Enrol Secure Boot keys, add to the signature databases, show the Secure Boot state.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Enroll(EnrollArgs),
+    Status(StatusArgs),
+    AddKek(AddArgs),
+    AddDb(AddArgs),
+    AddDbx(AddArgs),
+}
+
+/// Which Microsoft certificates: 2011, 2023 or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MicrosoftArg {
+    /// KEK CA 2011; Windows Production PCA 2011 and UEFI CA 2011.
+    #[value(name = "2011")]
+    Y2011,
+    /// KEK 2K CA 2023; Windows UEFI CA 2023, Microsoft UEFI CA 2023, Option ROM UEFI CA 2023.
+    #[value(name = "2023")]
+    Y2023,
+    /// Both generations.
+    All,
+}
+
+impl From<MicrosoftArg> for Microsoft {
+    fn from(m: MicrosoftArg) -> Self {
+        match m {
+            MicrosoftArg::Y2011 => Microsoft::Y2011,
+            MicrosoftArg::Y2023 => Microsoft::Y2023,
+            MicrosoftArg::All => Microsoft::All,
+        }
+    }
+}
+
+/// Distribution db certificates that nvram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DistroArg {
+    /// Red Hat Secure Boot CA (2024).
+    Redhat,
+}
+
+/// Enrol PK, KEK, db and dbx, and turn Secure Boot on (SecureBootEnable=1, CustomMode=0).
+///
+/// Replaces PK, KEK, db and dbx. Certificates may be PEM or DER; KEK/db/dbx also take EFI
+/// signature lists and .auth files (the authentication header is skipped, its time used).
+/// Timestamps follow virt-firmware: the newest certificate's notBefore, 2010-01-01 for the
+/// dummy dbx, never earlier than before.
+#[derive(Debug, clap::Args)]
+struct EnrollArgs {
+    /// The store.
+    file: PathBuf,
+    /// The platform key certificate.
+    #[arg(long, value_name = "CERT")]
+    pk: PathBuf,
+    /// A KEK certificate or list (repeatable).
+    #[arg(long, value_name = "CERT")]
+    kek: Vec<PathBuf>,
+    /// A db certificate or list (repeatable).
+    #[arg(long, value_name = "CERT")]
+    db: Vec<PathBuf>,
+    /// dbx as signature list or .auth file. Default: the dummy entry virt-firmware enrols
+    /// (SHA-256 of nothing).
+    #[arg(long, value_name = "FILE")]
+    dbx: Option<PathBuf>,
+    /// Also enrol Microsoft's KEK and db certificates.
+    #[arg(long, value_enum)]
+    microsoft: Option<MicrosoftArg>,
+    /// Also enrol a distribution's db certificate (repeatable).
+    #[arg(long, value_enum)]
+    distro: Vec<DistroArg>,
+    /// Owner GUID of the certificates given (default: a0baa8a3-…, OVMF's and virt-firmware's).
+    #[arg(long)]
+    owner: Option<String>,
+    /// How to write the changes.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+}
+
+/// Show whether Secure Boot will be on, the databases and Microsoft's 2011/2023 certificates.
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The store.
+    file: PathBuf,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Add certificates, lists or .auth files to the database, keeping what is there (no
+/// duplicates).
+#[derive(Debug, clap::Args)]
+struct AddArgs {
+    /// The store.
+    file: PathBuf,
+    /// Certificates (PEM/DER), signature lists or .auth files.
+    inputs: Vec<PathBuf>,
+    /// Add Microsoft's certificates for this database that are missing.
+    #[arg(long, value_enum)]
+    microsoft: Option<MicrosoftArg>,
+    /// Owner GUID of the certificates given (default: a0baa8a3-…).
+    #[arg(long)]
+    owner: Option<String>,
+    /// How to write the change.
+    #[arg(long, value_enum, default_value = "append")]
+    strategy: StrategyArg,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Enroll(a) => enroll(a),
+        Command::Status(a) => status(a),
+        Command::AddKek(a) => add(a, Database::Kek),
+        Command::AddDb(a) => add(a, Database::Db),
+        Command::AddDbx(a) => add(a, Database::Dbx),
+    }
+}
+
+fn owner(text: Option<&str>) -> Result<Guid> {
+    match text {
+        Some(t) => guid::parse(t).ok_or_else(|| anyhow!("--owner {t:?} is not a GUID")),
+        None => Ok(OVMF_ENROLL_DEFAULT_KEYS),
+    }
+}
+
+fn read(path: &Path) -> Result<SignatureInput> {
+    Ok(sb::read_input(path)?)
+}
+
+/// Runs an all-or-nothing secure boot edit inside [`nvram::edit::edit_file`].
+fn edit<T>(
+    path: &Path,
+    f: impl FnOnce(&mut Editor) -> Result<T, sb::SecureBootError>,
+) -> Result<nvram::edit::Edited<T>> {
+    let mut failure = None;
+    let edited = nvram::edit::edit_file(path, |editor| -> Result<Option<T>, EditError> {
+        match f(editor) {
+            Ok(v) => Ok(Some(v)),
+            Err(sb::SecureBootError::Edit(e)) => Err(e),
+            Err(other) => {
+                failure = Some(other);
+                Ok(None)
+            }
+        }
+    })?;
+    match (edited.value, failure) {
+        (Some(value), _) => Ok(nvram::edit::Edited {
+            value,
+            written: edited.written,
+            free_space: edited.free_space,
+            reclaim_at_boot: edited.reclaim_at_boot,
+        }),
+        (None, Some(e)) => {
+            Err(anyhow!(e).context(format!("{}: nothing was changed", path.display())))
+        }
+        (None, None) => bail!("internal error: no result"),
+    }
+}
+
+fn enroll(args: EnrollArgs) -> Result<ExitCode> {
+    let mut plan = EnrollPlan::with_pk(read(&args.pk)?);
+    plan.kek = args.kek.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    plan.db = args.db.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    plan.dbx = args.dbx.as_deref().map(read).transpose()?;
+    plan.microsoft = args.microsoft.map(Microsoft::from);
+    plan.distro = args
+        .distro
+        .iter()
+        .map(|d| match d {
+            DistroArg::Redhat => Distro::RedHat,
+        })
+        .collect();
+    plan.owner = owner(args.owner.as_deref())?;
+    plan.strategy = Strategy::from(args.strategy);
+    let edited = edit(&args.file, |editor| sb::enroll(editor, &plan))?;
+    for c in &edited.value {
+        report(&args.file, c);
+    }
+    super::set::note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(file: &Path, c: &sb::VariableChange) {
+    let time = c
+        .time
+        .as_deref()
+        .map(|t| format!(", time {t}"))
+        .unwrap_or_default();
+    if c.entries > 0 {
+        eprintln!(
+            "{}: {}: {} ({} entries, {} new{time})",
+            file.display(),
+            c.name,
+            c.change,
+            c.entries,
+            c.added
+        );
+    } else {
+        eprintln!("{}: {}: {}", file.display(), c.name, c.change);
+    }
+}
+
+fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
+    if args.inputs.is_empty() && args.microsoft.is_none() {
+        bail!("nothing to add: give certificate/list files or --microsoft");
+    }
+    let inputs: Vec<SignatureInput> = args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let owner = owner(args.owner.as_deref())?;
+    let microsoft = args.microsoft.map(Microsoft::from);
+    let strategy = Strategy::from(args.strategy);
+    let edited = edit(&args.file, |editor| {
+        sb::add(editor, database, &inputs, microsoft, owner, strategy)
+    })?;
+    report(&args.file, &edited.value);
+    super::set::note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode> {
+    let loaded = super::Loaded::read(&args.file)?;
+    let store = loaded
+        .parse()?
+        .ok_or_else(|| anyhow!("{}: no variable store", args.file.display()))?;
+    let status = sb::status(&store);
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&status).context("JSON")?;
+        text.push('\n');
+        super::emit(None, false, text.as_bytes())?;
+    } else {
+        super::emit(None, false, text_status(&status).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text_status(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mode = if s.setup_mode {
+        "setup mode (no PK): the firmware runs any image"
+    } else if s.secure_boot_at_next_boot {
+        "user mode, Secure Boot on"
+    } else {
+        "user mode, Secure Boot off (SecureBootEnable=0)"
+    };
+    let _ = writeln!(out, "mode: {mode}");
+    let byte = |b: Option<u8>| b.map_or("absent".to_string(), |b| b.to_string());
+    let _ = writeln!(
+        out,
+        "SecureBootEnable: {}  CustomMode: {}",
+        byte(s.secure_boot_enable),
+        byte(s.custom_mode)
+    );
+    for db in &s.databases {
+        if !db.present {
+            let _ = writeln!(out, "{}: absent", db.name);
+            continue;
+        }
+        let time = db.time.as_deref().unwrap_or("none");
+        let malformed = if db.malformed { ", MALFORMED" } else { "" };
+        let _ = writeln!(
+            out,
+            "{}: {} entries, attr {:#x}, time {time}{malformed}",
+            db.name,
+            db.entries.len(),
+            db.attributes.unwrap_or(0)
+        );
+        for e in &db.entries {
+            let owner = Guid::try_parse(&e.owner)
+                .ok()
+                .and_then(guid::name_of)
+                .map_or(e.owner.clone(), str::to_string);
+            let _ = writeln!(out, "  {} [owner {owner}]", e.description);
+        }
+    }
+    let _ = writeln!(out, "Microsoft certificates:");
+    for m in &s.microsoft {
+        let _ = writeln!(
+            out,
+            "  {:<4} {:<40} {}",
+            m.database.name(),
+            m.name,
+            if m.present { "yes" } else { "no" }
+        );
+    }
+    let _ =
+        writeln!(
+        out,
+        "Microsoft 2023 rollout (KEK 2K CA 2023, Windows UEFI CA 2023, Microsoft UEFI CA 2023): {}",
+        if s.microsoft_2023_ready { "complete" } else { "incomplete" }
+    );
+    out
+}

@@ -1,0 +1,651 @@
+//! Secure Boot: enrolling keys into a store, adding to its databases and telling its state.
+//!
+//! [`enroll`] writes PK, KEK, db and dbx (time-based authenticated, attributes 0x27, with
+//! timestamps as virt-firmware gives them), `SecureBootEnable` = 1 and `CustomMode` = 0, and
+//! nothing else: `SetupMode` and `SecureBoot` are computed by the firmware at boot (spec §12.3).
+//! [`add`] merges certificates or hashes into KEK, db or dbx without dropping or duplicating
+//! entries. [`status`] reports the mode and the databases, including which of Microsoft's
+//! 2011 and 2023 certificates are enrolled. All three work on a [`varstore::edit::Editor`] or
+//! a [`Varstore`], so they serve one file ([`crate::edit::edit_file`]) or many alike.
+//!
+//! Both editing functions are all-or-nothing: on error the editor is left as it was.
+//!
+//! ```
+//! use nvram::secureboot::{enroll, status, EnrollPlan, Microsoft};
+//! use varstore::edit::Editor;
+//! use varstore::secureboot::SignatureInput;
+//!
+//! let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
+//! let mut editor = Editor::new(&image)?;
+//! // Microsoft's "Windows OEM Devices PK" as PK, and Microsoft's KEK and db certificates.
+//! let pk = SignatureInput::Certificates(vec![varstore::secureboot::bundled::MICROSOFT_PK_2023.to_vec()]);
+//! let plan = EnrollPlan { microsoft: Some(Microsoft::All), ..EnrollPlan::with_pk(pk) };
+//! enroll(&mut editor, &plan)?;
+//! let state = status(&editor.store()?);
+//! assert!(!state.setup_mode && state.secure_boot_at_next_boot);
+//! assert!(state.microsoft.iter().all(|c| c.present));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde::Serialize;
+use std::path::Path;
+use varstore::decode::describe_signature;
+use varstore::edit::{Change, EditError, Editor, Strategy};
+use varstore::guid::{self, Guid};
+use varstore::secureboot::{
+    bundled, certificate_subject, dummy_dbx, initial_time, later, now, read_signature_input,
+    InputError, SignatureDb, SignatureInput, CUSTOM_MODE_GUID, OVMF_ENROLL_DEFAULT_KEYS,
+    SECURE_BOOT_ENABLE_GUID,
+};
+use varstore::{Attributes, EfiTime, Varstore};
+
+/// Attributes of PK, KEK, db, dbx: NV+BS+RT+AT.
+pub const AUTHENTICATED: Attributes = Attributes(0x27);
+/// Attributes of SecureBootEnable and CustomMode: NV+BS.
+pub const BOOT_SERVICE: Attributes = Attributes(0x03);
+
+/// One of the signature databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Database {
+    /// The platform key.
+    #[serde(rename = "PK")]
+    Pk,
+    /// Key exchange keys.
+    #[serde(rename = "KEK")]
+    Kek,
+    /// Allowed signatures.
+    #[serde(rename = "db")]
+    Db,
+    /// Forbidden signatures.
+    #[serde(rename = "dbx")]
+    Dbx,
+}
+
+impl Database {
+    /// All four, in enrolment order.
+    pub const ALL: [Database; 4] = [Database::Pk, Database::Kek, Database::Db, Database::Dbx];
+
+    /// The variable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pk => "PK",
+            Self::Kek => "KEK",
+            Self::Db => "db",
+            Self::Dbx => "dbx",
+        }
+    }
+
+    /// The vendor GUID.
+    pub fn guid(self) -> Guid {
+        match self {
+            Self::Pk | Self::Kek => guid::EFI_GLOBAL_VARIABLE,
+            Self::Db | Self::Dbx => guid::IMAGE_SECURITY_DATABASE,
+        }
+    }
+}
+
+/// Which generation of Microsoft's certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Microsoft {
+    /// KEK CA 2011; Windows Production PCA 2011 and UEFI CA 2011 in db.
+    Y2011,
+    /// KEK 2K CA 2023; Windows UEFI CA 2023, Microsoft UEFI CA 2023 and Option ROM UEFI CA
+    /// 2023 in db.
+    Y2023,
+    /// Both.
+    All,
+}
+
+/// A Microsoft certificate nvram knows (from virtfw-libefi's bundle).
+#[derive(Debug, Clone, Copy)]
+pub struct KnownCertificate {
+    /// Its subject CN.
+    pub name: &'static str,
+    /// The database it belongs in.
+    pub database: Database,
+    /// 2011 or 2023.
+    pub year: u16,
+    /// DER.
+    pub der: &'static [u8],
+}
+
+/// Microsoft's KEK and db certificates, in the order virt-firmware enrols them.
+pub const MICROSOFT_CERTIFICATES: [KnownCertificate; 7] = [
+    KnownCertificate {
+        name: "Microsoft Corporation KEK CA 2011",
+        database: Database::Kek,
+        year: 2011,
+        der: bundled::MICROSOFT_KEK_2011,
+    },
+    KnownCertificate {
+        name: "Microsoft Corporation KEK 2K CA 2023",
+        database: Database::Kek,
+        year: 2023,
+        der: bundled::MICROSOFT_KEK_2023,
+    },
+    KnownCertificate {
+        name: "Microsoft Windows Production PCA 2011",
+        database: Database::Db,
+        year: 2011,
+        der: bundled::MICROSOFT_DB_WINDOWS_2011,
+    },
+    KnownCertificate {
+        name: "Windows UEFI CA 2023",
+        database: Database::Db,
+        year: 2023,
+        der: bundled::MICROSOFT_DB_WINDOWS_2023,
+    },
+    KnownCertificate {
+        name: "Microsoft Corporation UEFI CA 2011",
+        database: Database::Db,
+        year: 2011,
+        der: bundled::MICROSOFT_DB_UEFI_2011,
+    },
+    KnownCertificate {
+        name: "Microsoft UEFI CA 2023",
+        database: Database::Db,
+        year: 2023,
+        der: bundled::MICROSOFT_DB_UEFI_2023,
+    },
+    KnownCertificate {
+        name: "Microsoft Option ROM UEFI CA 2023",
+        database: Database::Db,
+        year: 2023,
+        der: bundled::MICROSOFT_DB_UEFI_ROM_2023,
+    },
+];
+
+impl Microsoft {
+    /// Its certificates for `database`.
+    pub fn certificates(
+        self,
+        database: Database,
+    ) -> impl Iterator<Item = &'static KnownCertificate> {
+        MICROSOFT_CERTIFICATES.iter().filter(move |c| {
+            c.database == database
+                && match self {
+                    Self::Y2011 => c.year == 2011,
+                    Self::Y2023 => c.year == 2023,
+                    Self::All => true,
+                }
+        })
+    }
+}
+
+/// A distribution whose db certificate is bundled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    /// Red Hat Secure Boot CA (2024), owned by the OVMF/virt-firmware GUID.
+    RedHat,
+}
+
+impl Distro {
+    /// The db certificate (DER).
+    pub fn certificate(self) -> &'static [u8] {
+        match self {
+            Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
+        }
+    }
+}
+
+/// What [`enroll`] writes. Certificates given as [`SignatureInput::Certificates`] are owned by
+/// [`owner`](Self::owner); signature lists keep their owners.
+#[derive(Debug, Clone)]
+pub struct EnrollPlan {
+    /// The platform key: exactly one certificate.
+    pub pk: SignatureInput,
+    /// KEK entries, before Microsoft's.
+    pub kek: Vec<SignatureInput>,
+    /// db entries, before Microsoft's and the distribution's.
+    pub db: Vec<SignatureInput>,
+    /// dbx; `None` enrols the dummy entry (SHA-256 of nothing) as virt-firmware does.
+    pub dbx: Option<SignatureInput>,
+    /// Microsoft's KEK and db certificates.
+    pub microsoft: Option<Microsoft>,
+    /// Distribution db certificates.
+    pub distro: Vec<Distro>,
+    /// Owner GUID of certificates given as such (default: virt-firmware's a0baa8a3-…).
+    pub owner: Guid,
+    /// One timestamp for all four variables instead of virt-firmware's rules.
+    pub time: Option<EfiTime>,
+    /// How the variables are written.
+    pub strategy: Strategy,
+}
+
+impl EnrollPlan {
+    /// A plan with this PK and nothing else (dummy dbx, default owner, append).
+    pub fn with_pk(pk: SignatureInput) -> Self {
+        Self {
+            pk,
+            kek: Vec::new(),
+            db: Vec::new(),
+            dbx: None,
+            microsoft: None,
+            distro: Vec::new(),
+            owner: OVMF_ENROLL_DEFAULT_KEYS,
+            time: None,
+            strategy: Strategy::Append,
+        }
+    }
+}
+
+/// Why enrolment or an addition failed; the editor is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureBootError {
+    /// The PK input is not exactly one certificate.
+    #[error("the PK must be exactly one X.509 certificate, got {0}")]
+    BadPk(String),
+    /// A variable in the store is not a valid signature database, so it cannot be merged.
+    #[error("{0} in the store is not a valid signature database; not touching it")]
+    Malformed(&'static str),
+    /// Adding to the PK (replace it with `enroll`).
+    #[error("the PK holds one certificate; enrol a new one instead of adding")]
+    AddToPk,
+    /// Microsoft certificates requested for dbx.
+    #[error("Microsoft certificates go into KEK or db, not dbx")]
+    MicrosoftDbx,
+    /// The editor refused a write.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+}
+
+/// What happened to one variable.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariableChange {
+    /// Variable name.
+    pub name: String,
+    /// Added, replaced or unchanged.
+    pub change: &'static str,
+    /// Entries in the variable afterwards (0 for the non-database variables).
+    pub entries: usize,
+    /// Entries this operation added (for [`add`]).
+    pub added: usize,
+    /// The timestamp written, for authenticated variables.
+    pub time: Option<String>,
+}
+
+/// Reads a certificate, signature list or `.auth` file.
+pub fn read_input(path: &Path) -> Result<SignatureInput, ReadInputError> {
+    let bytes = std::fs::read(path).map_err(|e| ReadInputError {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    read_signature_input(&bytes).map_err(|e: InputError| ReadInputError {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })
+}
+
+/// A certificate or list file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ReadInputError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub problem: String,
+}
+
+/// The signatures of some inputs added to `db`; returns (entries added, newest `.auth` time,
+/// whether non-certificate signatures from plain lists were added).
+fn add_inputs(
+    db: &mut SignatureDb,
+    inputs: &[SignatureInput],
+    owner: Guid,
+) -> (usize, Option<EfiTime>, bool) {
+    let mut added = 0;
+    let mut auth_time: Option<EfiTime> = None;
+    let mut hashes = false;
+    for input in inputs {
+        match input {
+            SignatureInput::Certificates(certs) => {
+                for der in certs {
+                    added += usize::from(db.add_x509(owner, der));
+                }
+            }
+            SignatureInput::Lists { db: lists, time } => {
+                let n = db.merge(lists);
+                added += n;
+                match time {
+                    Some(t) => auth_time = Some(auth_time.map_or(*t, |a| later(a, *t))),
+                    None => hashes |= n > 0 && lists.has_hashes(),
+                }
+            }
+        }
+    }
+    (added, auth_time, hashes)
+}
+
+/// The timestamp virt-firmware would give a database: at least 2010-01-01, the newest
+/// certificate's notBefore, an `.auth` file's time, now if hashes were added; never earlier
+/// than `old`.
+fn database_time(
+    db: &SignatureDb,
+    old: Option<EfiTime>,
+    auth: Option<EfiTime>,
+    hashes: bool,
+) -> EfiTime {
+    let mut t = initial_time();
+    if let Some(c) = db.newest_certificate_time() {
+        t = later(t, c);
+    }
+    if let Some(a) = auth {
+        t = later(t, a);
+    }
+    if hashes {
+        t = later(t, now());
+    }
+    match old {
+        Some(o) => later(t, o),
+        None => t,
+    }
+}
+
+/// A live variable's data and timestamp.
+type LiveValue = (Vec<u8>, Option<EfiTime>);
+
+fn live_value(editor: &Editor, database: Database) -> Result<Option<LiveValue>, EditError> {
+    let store = editor.store()?;
+    Ok(store
+        .live_variables()
+        .iter()
+        .find(|v| v.guid == database.guid() && v.name() == database.name())
+        .map(|v| (v.data.to_vec(), v.time())))
+}
+
+fn write_db(
+    editor: &mut Editor,
+    database: Database,
+    db: &SignatureDb,
+    time: EfiTime,
+    added: usize,
+    strategy: Strategy,
+) -> Result<VariableChange, EditError> {
+    let outcome = editor.set(
+        database.name(),
+        database.guid(),
+        AUTHENTICATED,
+        &db.to_bytes(),
+        Some(time),
+        strategy,
+    )?;
+    Ok(VariableChange {
+        name: database.name().to_string(),
+        change: outcome.change.as_str(),
+        entries: db.lists.iter().map(|l| l.entries.len()).sum(),
+        added,
+        time: Some(time.to_string()),
+    })
+}
+
+/// Enrols PK, KEK, db and dbx (replacing what is there), `SecureBootEnable` = 1 and
+/// `CustomMode` = 0. Timestamps only move forward. On error `editor` is unchanged.
+pub fn enroll(
+    editor: &mut Editor,
+    plan: &EnrollPlan,
+) -> Result<Vec<VariableChange>, SecureBootError> {
+    let mut work = editor.clone();
+    let mut changes = Vec::new();
+    for database in Database::ALL {
+        let mut db = SignatureDb::default();
+        let (auth, hashes) = match database {
+            Database::Pk => {
+                let (_, auth, _) = add_inputs(&mut db, std::slice::from_ref(&plan.pk), plan.owner);
+                let count: usize = db.lists.iter().map(|l| l.entries.len()).sum();
+                if count != 1 || db.certificates().count() != 1 {
+                    return Err(SecureBootError::BadPk(format!("{count} signatures")));
+                }
+                (auth, false)
+            }
+            Database::Kek | Database::Db => {
+                let inputs = if database == Database::Kek {
+                    &plan.kek
+                } else {
+                    &plan.db
+                };
+                let (_, auth, hashes) = add_inputs(&mut db, inputs, plan.owner);
+                if let Some(ms) = plan.microsoft {
+                    for cert in ms.certificates(database) {
+                        db.add_x509(guid::MICROSOFT_OWNER, cert.der);
+                    }
+                }
+                if database == Database::Db {
+                    for distro in &plan.distro {
+                        db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, distro.certificate());
+                    }
+                }
+                (auth, hashes)
+            }
+            Database::Dbx => match &plan.dbx {
+                Some(input) => {
+                    let (_, auth, hashes) =
+                        add_inputs(&mut db, std::slice::from_ref(input), plan.owner);
+                    (auth, hashes)
+                }
+                None => {
+                    db = dummy_dbx();
+                    (None, false)
+                }
+            },
+        };
+        if db.is_empty() {
+            // An empty KEK or db: delete what is there rather than store an empty variable.
+            if live_value(&work, database)?.is_some() {
+                work.delete(database.name(), database.guid(), plan.strategy)?;
+                changes.push(VariableChange {
+                    name: database.name().to_string(),
+                    change: Change::Deleted.as_str(),
+                    entries: 0,
+                    added: 0,
+                    time: None,
+                });
+            }
+            continue;
+        }
+        let old_time = live_value(&work, database)?.and_then(|(_, t)| t);
+        let time = match plan.time {
+            Some(t) => t,
+            None => database_time(&db, old_time, auth, hashes),
+        };
+        let added = db.lists.iter().map(|l| l.entries.len()).sum();
+        changes.push(write_db(
+            &mut work,
+            database,
+            &db,
+            time,
+            added,
+            plan.strategy,
+        )?);
+    }
+    for (name, guid, value) in [
+        ("SecureBootEnable", SECURE_BOOT_ENABLE_GUID, 1u8),
+        ("CustomMode", CUSTOM_MODE_GUID, 0u8),
+    ] {
+        let outcome = work.set(name, guid, BOOT_SERVICE, &[value], None, plan.strategy)?;
+        changes.push(VariableChange {
+            name: name.to_string(),
+            change: outcome.change.as_str(),
+            entries: 0,
+            added: 0,
+            time: None,
+        });
+    }
+    *editor = work;
+    Ok(changes)
+}
+
+/// Adds certificates, lists (`.esl`/`.auth`) and Microsoft's certificates to KEK, db or dbx,
+/// keeping every entry there and skipping duplicates. Nothing is written if nothing is new.
+/// On error `editor` is unchanged.
+pub fn add(
+    editor: &mut Editor,
+    database: Database,
+    inputs: &[SignatureInput],
+    microsoft: Option<Microsoft>,
+    owner: Guid,
+    strategy: Strategy,
+) -> Result<VariableChange, SecureBootError> {
+    match database {
+        Database::Pk => return Err(SecureBootError::AddToPk),
+        Database::Dbx if microsoft.is_some() => return Err(SecureBootError::MicrosoftDbx),
+        _ => {}
+    }
+    let old = live_value(editor, database)?;
+    let mut db = match &old {
+        Some((data, _)) => {
+            SignatureDb::parse(data).ok_or(SecureBootError::Malformed(database.name()))?
+        }
+        None => SignatureDb::default(),
+    };
+    let (mut added, auth, hashes) = add_inputs(&mut db, inputs, owner);
+    if let Some(ms) = microsoft {
+        for cert in ms.certificates(database) {
+            added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));
+        }
+    }
+    let entries = db.lists.iter().map(|l| l.entries.len()).sum();
+    if added == 0 {
+        return Ok(VariableChange {
+            name: database.name().to_string(),
+            change: Change::Unchanged.as_str(),
+            entries,
+            added: 0,
+            time: old.and_then(|o| o.1).map(|t| t.to_string()),
+        });
+    }
+    let time = database_time(&db, old.and_then(|o| o.1), auth, hashes);
+    let mut work = editor.clone();
+    let change = write_db(&mut work, database, &db, time, added, strategy)?;
+    *editor = work;
+    Ok(change)
+}
+
+/// One entry of a database, for display.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryStatus {
+    /// Signature type GUID.
+    pub signature_type: String,
+    /// Owner GUID.
+    pub owner: String,
+    /// Certificate subject or hash.
+    pub description: String,
+}
+
+/// One database in [`Status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseStatus {
+    /// Variable name.
+    pub name: &'static str,
+    /// Whether the variable exists.
+    pub present: bool,
+    /// Its attributes.
+    pub attributes: Option<u32>,
+    /// Its timestamp.
+    pub time: Option<String>,
+    /// The data is not a valid signature database.
+    pub malformed: bool,
+    /// Its entries.
+    pub entries: Vec<EntryStatus>,
+}
+
+/// Whether one of Microsoft's certificates is enrolled.
+#[derive(Debug, Clone, Serialize)]
+pub struct MicrosoftStatus {
+    /// Subject CN.
+    pub name: &'static str,
+    /// KEK or db.
+    pub database: Database,
+    /// 2011 or 2023.
+    pub year: u16,
+    /// Enrolled.
+    pub present: bool,
+}
+
+/// The Secure Boot state of a store, as the firmware will see it at the next boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// No PK: the firmware starts in setup mode and runs anything.
+    pub setup_mode: bool,
+    /// The stored `SecureBootEnable` value.
+    pub secure_boot_enable: Option<u8>,
+    /// The stored `CustomMode` value (the firmware resets it to 0 at boot).
+    pub custom_mode: Option<u8>,
+    /// PK present and `SecureBootEnable` not 0 (the firmware creates it as 1 if missing).
+    pub secure_boot_at_next_boot: bool,
+    /// PK, KEK, db, dbx.
+    pub databases: Vec<DatabaseStatus>,
+    /// Microsoft's 2011 and 2023 certificates.
+    pub microsoft: Vec<MicrosoftStatus>,
+    /// KEK 2K CA 2023, Windows UEFI CA 2023 and Microsoft UEFI CA 2023 are all enrolled.
+    pub microsoft_2023_ready: bool,
+}
+
+/// Reports the Secure Boot state of `store`.
+pub fn status(store: &Varstore<'_>) -> Status {
+    let live = store.live_variables();
+    let find = |name: &str, guid: Guid| live.iter().find(|v| v.guid == guid && v.name() == name);
+    let mut databases = Vec::new();
+    let mut parsed: Vec<(Database, SignatureDb)> = Vec::new();
+    for database in Database::ALL {
+        let record = find(database.name(), database.guid());
+        let db = record.and_then(|r| SignatureDb::parse(r.data));
+        let entries = db
+            .iter()
+            .flat_map(|db| db.lists.iter())
+            .flat_map(|l| {
+                l.entries.iter().map(move |(owner, data)| EntryStatus {
+                    signature_type: guid::name_of(l.signature_type)
+                        .map_or_else(|| l.signature_type.to_string(), str::to_string),
+                    owner: guid::to_text(*owner),
+                    description: if l.signature_type == guid::CERT_X509 {
+                        certificate_subject(data)
+                            .unwrap_or_else(|| "(unparsable certificate)".into())
+                    } else {
+                        describe_signature(l.signature_type, data)
+                    },
+                })
+            })
+            .collect();
+        databases.push(DatabaseStatus {
+            name: database.name(),
+            present: record.is_some(),
+            attributes: record.map(|r| r.attributes.0),
+            time: record.and_then(|r| r.time()).map(|t| t.to_string()),
+            malformed: record.is_some() && db.is_none(),
+            entries,
+        });
+        if let Some(db) = db {
+            parsed.push((database, db));
+        }
+    }
+    let byte = |name: &str, guid: Guid| find(name, guid).and_then(|r| r.data.first().copied());
+    let secure_boot_enable = byte("SecureBootEnable", SECURE_BOOT_ENABLE_GUID);
+    let setup_mode = find("PK", guid::EFI_GLOBAL_VARIABLE).is_none();
+    let microsoft: Vec<MicrosoftStatus> = MICROSOFT_CERTIFICATES
+        .iter()
+        .map(|c| MicrosoftStatus {
+            name: c.name,
+            database: c.database,
+            year: c.year,
+            present: parsed
+                .iter()
+                .any(|(d, db)| *d == c.database && db.contains_x509(c.der)),
+        })
+        .collect();
+    let ready = [
+        "Microsoft Corporation KEK 2K CA 2023",
+        "Windows UEFI CA 2023",
+        "Microsoft UEFI CA 2023",
+    ]
+    .iter()
+    .all(|n| microsoft.iter().any(|m| m.name == *n && m.present));
+    Status {
+        setup_mode,
+        secure_boot_enable,
+        custom_mode: byte("CustomMode", CUSTOM_MODE_GUID),
+        secure_boot_at_next_boot: !setup_mode && secure_boot_enable != Some(0),
+        databases,
+        microsoft,
+        microsoft_2023_ready: ready,
+    }
+}

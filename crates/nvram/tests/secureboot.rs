@@ -1,0 +1,333 @@
+//! `nvram secureboot`: enrolment byte-identical to virt-fw-vars, additions that keep every
+//! entry and add no duplicate, the Microsoft 2023 rollout on Debian's `OVMF_VARS_4M.ms.fd`.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use testkit::{debian_firmware, require_tool, virt_fw_vars};
+use varstore::secureboot::{efi_time, CERT_TYPE_PKCS7};
+use varstore::Varstore;
+
+/// (name, guid) -> (attributes, data, timestamp)
+type Live = BTreeMap<(String, String), (u32, Vec<u8>, Option<[u8; 16]>)>;
+
+fn nvram(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram");
+    assert!(
+        out.status.success(),
+        "nvram {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn live(path: &Path) -> Live {
+    let image = fs::read(path).unwrap();
+    let store = Varstore::parse(&image).unwrap();
+    store
+        .live_variables()
+        .iter()
+        .map(|v| {
+            (
+                (v.name(), v.guid.to_string()),
+                (v.attributes.0, v.data.to_vec(), v.time().map(|t| t.0)),
+            )
+        })
+        .collect()
+}
+
+fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
+    let cert = dir.join(format!("{name}.pem"));
+    let out = Command::new(require_tool("openssl"))
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+        ])
+        .args(["-days", "3650", "-subj", &format!("/CN={name}")])
+        .args([
+            "-keyout",
+            p(&dir.join(format!("{name}.key"))),
+            "-out",
+            p(&cert),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cert
+}
+
+fn status(path: &Path) -> Value {
+    serde_json::from_slice(&nvram(&["secureboot", "status", p(path), "--json"]).stdout).unwrap()
+}
+
+fn microsoft_present(status: &Value, name: &str) -> bool {
+    status["microsoft"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()["present"]
+        .as_bool()
+        .unwrap()
+}
+
+const SB_VARS: [(&str, &str); 6] = [
+    ("PK", "8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+    ("KEK", "8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+    ("db", "d719b2cb-3d3a-4596-a3bc-dad00e67656f"),
+    ("dbx", "d719b2cb-3d3a-4596-a3bc-dad00e67656f"),
+    ("SecureBootEnable", "f0a30bc7-af08-4556-99c4-001009c93a44"),
+    ("CustomMode", "c076ec0c-7028-4399-a072-71ee5c448b9f"),
+];
+
+/// Compares data, attributes and timestamps of the Secure Boot variables.
+fn assert_same_secure_boot_variables(ours: &Path, theirs: &Path) {
+    let (a, b) = (live(ours), live(theirs));
+    for (name, guid) in SB_VARS {
+        let key = (name.to_string(), guid.to_string());
+        let x = a
+            .get(&key)
+            .unwrap_or_else(|| panic!("nvram did not write {name}"));
+        let y = b
+            .get(&key)
+            .unwrap_or_else(|| panic!("virt-fw-vars did not write {name}"));
+        assert_eq!(x.0, y.0, "{name}: attributes");
+        assert_eq!(hex::encode(&x.1), hex::encode(&y.1), "{name}: data");
+        assert_eq!(x.2, y.2, "{name}: timestamp");
+    }
+    for key in a.keys() {
+        assert!(
+            b.contains_key(key),
+            "nvram wrote {key:?}, virt-fw-vars did not"
+        );
+    }
+}
+
+#[test]
+fn enroll_matches_virt_fw_vars() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = make_cert(dir.path(), "nvram test PK");
+    let kek = make_cert(dir.path(), "nvram test KEK");
+    let db = make_cert(dir.path(), "nvram test db");
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    let owner = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d";
+
+    // Own certificates and the dummy dbx.
+    let ours = dir.path().join("ours.fd");
+    fs::copy(&blank, &ours).unwrap();
+    nvram(&[
+        "secureboot",
+        "enroll",
+        p(&ours),
+        "--pk",
+        p(&pk),
+        "--kek",
+        p(&kek),
+        "--db",
+        p(&db),
+    ]);
+    let theirs = dir.path().join("theirs.fd");
+    let out = Command::new(virt_fw_vars())
+        .args(["-i", p(&blank), "-o", p(&theirs)])
+        .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&kek)])
+        .args(["--add-db", owner, p(&db), "--secure-boot"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_secure_boot_variables(&ours, &theirs);
+
+    // One certificate as PK and KEK plus all of Microsoft's KEK and db certificates.
+    let ours = dir.path().join("ours-ms.fd");
+    fs::copy(&blank, &ours).unwrap();
+    nvram(&[
+        "secureboot",
+        "enroll",
+        p(&ours),
+        "--pk",
+        p(&pk),
+        "--kek",
+        p(&pk),
+        "--microsoft",
+        "all",
+    ]);
+    let theirs = dir.path().join("theirs-ms.fd");
+    let out = Command::new(virt_fw_vars())
+        .args(["-i", p(&blank), "-o", p(&theirs), "--enroll-cert", p(&pk)])
+        .args([
+            "--microsoft-kek",
+            "all",
+            "--microsoft-db",
+            "all",
+            "--secure-boot",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_secure_boot_variables(&ours, &theirs);
+    let s = status(&ours);
+    assert_eq!(s["setup_mode"], false);
+    assert_eq!(s["secure_boot_at_next_boot"], true);
+    assert_eq!(s["microsoft_2023_ready"], true);
+}
+
+#[test]
+fn microsoft_2023_rollout_on_debian_ms_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("ms.fd");
+    fs::copy(debian_firmware("OVMF_VARS_4M.ms.fd"), &vars).unwrap();
+    let before_vars = live(&vars);
+    let before = status(&vars);
+    let text = String::from_utf8(nvram(&["secureboot", "status", p(&vars)]).stdout).unwrap();
+    assert!(text.contains("Microsoft 2023 rollout"), "{text}");
+    // Debian 12's store has Microsoft's 2011 certificates only.
+    assert_eq!(before["microsoft_2023_ready"], false);
+    assert!(microsoft_present(
+        &before,
+        "Microsoft Corporation KEK CA 2011"
+    ));
+    assert!(!microsoft_present(
+        &before,
+        "Microsoft Corporation KEK 2K CA 2023"
+    ));
+
+    nvram(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
+    nvram(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
+    let after = status(&vars);
+    for name in [
+        "Microsoft Corporation KEK 2K CA 2023",
+        "Windows UEFI CA 2023",
+        "Microsoft UEFI CA 2023",
+    ] {
+        assert!(microsoft_present(&after, name), "{name} missing after add");
+    }
+    assert_eq!(after["microsoft_2023_ready"], true);
+    // What was there stays, in order, and nothing else changed.
+    let after_vars = live(&vars);
+    for (key, value) in &before_vars {
+        let now = &after_vars[key];
+        if key.0 == "KEK" || key.0 == "db" {
+            assert!(
+                now.1.starts_with(&value.1),
+                "{key:?} lost or reordered entries"
+            );
+            assert!(
+                now.2 >= value.2 || value.2.is_none(),
+                "{key:?} timestamp went back"
+            );
+        } else {
+            assert_eq!(now, value, "{key:?} changed");
+        }
+    }
+    assert_eq!(before_vars.len(), after_vars.len());
+    for (b, a) in before["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after["databases"].as_array().unwrap())
+    {
+        assert!(a["entries"].as_array().unwrap().len() >= b["entries"].as_array().unwrap().len());
+    }
+    // Again: nothing to add, so the file is not rewritten.
+    let image = fs::read(&vars).unwrap();
+    nvram(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
+    nvram(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
+    assert_eq!(fs::read(&vars).unwrap(), image);
+}
+
+#[test]
+fn add_keeps_entries_and_skips_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "cert A");
+    let b = make_cert(dir.path(), "cert B");
+    let vars = dir.path().join("vars.fd");
+    fs::copy(debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
+    nvram(&[
+        "secureboot",
+        "enroll",
+        p(&vars),
+        "--pk",
+        p(&a),
+        "--db",
+        p(&a),
+    ]);
+    nvram(&["secureboot", "add-db", p(&vars), p(&b), p(&a)]);
+    let image = fs::read(&vars).unwrap();
+    nvram(&["secureboot", "add-db", p(&vars), p(&b)]);
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        image,
+        "adding a present certificate rewrote the file"
+    );
+    let s = status(&vars);
+    let db: Vec<String> = s["databases"][2]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["description"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(db, ["cert A", "cert B"]);
+
+    // An .auth file: header skipped, its time used (the newest of the sources).
+    let mut list = Vec::new();
+    list.extend_from_slice(&varstore::guid::CERT_SHA256.to_bytes());
+    list.extend_from_slice(&(28u32 + 48).to_le_bytes());
+    list.extend_from_slice(&0u32.to_le_bytes());
+    list.extend_from_slice(&48u32.to_le_bytes());
+    list.extend_from_slice(&varstore::guid::MICROSOFT_OWNER.to_bytes());
+    list.extend_from_slice(&[0x5a; 32]);
+    let time = efi_time(2031, 2, 3, 4, 5, 6);
+    let mut auth = time.0.to_vec();
+    auth.extend_from_slice(&(24u32 + 2).to_le_bytes());
+    auth.extend_from_slice(&0x0200u16.to_le_bytes());
+    auth.extend_from_slice(&0x0EF1u16.to_le_bytes());
+    auth.extend_from_slice(&CERT_TYPE_PKCS7.to_bytes());
+    auth.extend_from_slice(&[0x30, 0x00]);
+    auth.extend_from_slice(&list);
+    let auth_path = dir.path().join("dbxupdate.auth");
+    fs::write(&auth_path, &auth).unwrap();
+    nvram(&["secureboot", "add-dbx", p(&vars), p(&auth_path)]);
+    let dbx = &live(&vars)[&(
+        "dbx".to_string(),
+        "d719b2cb-3d3a-4596-a3bc-dad00e67656f".to_string(),
+    )];
+    assert_eq!(dbx.0, 0x27);
+    assert_eq!(dbx.2, Some(time.0));
+    let sigs = varstore::decode::signature_lists(&dbx.1).unwrap();
+    assert_eq!(
+        sigs.len(),
+        1,
+        "the hash joins the dummy entry's SHA-256 list"
+    );
+    assert_eq!(sigs[0].entries.len(), 2);
+
+    // Garbage input is refused and nothing changes.
+    let junk = dir.path().join("junk.bin");
+    fs::write(&junk, b"not a certificate").unwrap();
+    let image = fs::read(&vars).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(["secureboot", "add-db", p(&vars), p(&junk)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(fs::read(&vars).unwrap(), image);
+}

@@ -1,0 +1,187 @@
+//! The real Secure Boot firmware (Debian's OVMF_CODE_4M.secboot.fd, q35 with SMM) honours what
+//! `nvram secureboot enroll` writes:
+//!
+//! 1. a blank store is in setup mode: an unsigned EFI binary (systemd-boot) starts;
+//! 2. after enrolling a generated PK/KEK/db the unsigned binary is refused (`Security
+//!    Violation`), while the same binary signed with the db key (sbsign) starts;
+//! 3. with Microsoft's certificates enrolled, Debian's Microsoft-signed shim starts (and then
+//!    fails to find grub), and the firmware's unsigned internal shell is refused.
+//!
+//! Needs `openssl`, `sbsign` (sbsigntool), systemd-boot-efi and shim-signed
+//! (`scripts/install-test-deps`). Each boot runs until the timeout (nothing resets the VM),
+//! so the serial log of the timeout is what is checked.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use testkit::{boot_ovmf, debian_firmware, require_tool, BootError, OvmfBoot};
+
+const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
+
+fn nvram(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram");
+    assert!(
+        out.status.success(),
+        "nvram {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run(program: &Path, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Boots `loader` as \EFI\BOOT\BOOTX64.EFI and returns the serial log once `marker` or
+/// `Security Violation` shows up or the timeout hits.
+fn boot_with(vars: &Path, loader: Vec<u8>, seconds: u64) -> String {
+    let code = debian_firmware("OVMF_CODE_4M.secboot.fd");
+    let mut boot = OvmfBoot::new(&code, vars, "reset -s\n");
+    boot.smm = true;
+    boot.files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), loader)];
+    boot.timeout = Duration::from_secs(seconds);
+    match boot_ovmf(&boot) {
+        Ok(outcome) => outcome.serial,
+        Err(e @ BootError::Setup(_)) => panic!("{e}"),
+        Err(e) => e.serial().unwrap_or_default().to_string(),
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// systemd-boot without loader entries says so on the console.
+fn systemd_boot_started(serial: &str) -> bool {
+    serial.contains("systemd-boot") || serial.contains("Boot in") || serial.contains("No loader")
+}
+
+#[test]
+fn firmware_enforces_enrolled_keys() {
+    let openssl = require_tool("openssl");
+    let sbsign = require_tool("sbsign");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("db.key");
+    let cert = dir.path().join("db.pem");
+    run(
+        &openssl,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=nvram test key",
+            "-keyout",
+            path_str(&key),
+            "-out",
+            path_str(&cert),
+        ],
+    );
+    let signed = dir.path().join("signed.efi");
+    run(
+        &sbsign,
+        &[
+            "--key",
+            path_str(&key),
+            "--cert",
+            path_str(&cert),
+            "--output",
+            path_str(&signed),
+            SYSTEMD_BOOT,
+        ],
+    );
+    let unsigned = fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
+    let signed = fs::read(&signed).unwrap();
+    let blank = fs::read(debian_firmware("OVMF_VARS_4M.fd")).unwrap();
+
+    // 1. Setup mode: anything runs.
+    let vars = dir.path().join("setup.fd");
+    fs::write(&vars, &blank).unwrap();
+    let serial = boot_with(&vars, unsigned.clone(), 60);
+    assert!(
+        systemd_boot_started(&serial) && !serial.contains("Security Violation"),
+        "setup mode did not start the unsigned binary:\n{serial}"
+    );
+
+    // 2. Enrolled: unsigned refused, signed accepted.
+    let vars = dir.path().join("enrolled.fd");
+    fs::write(&vars, &blank).unwrap();
+    let c = path_str(&cert);
+    nvram(&[
+        "secureboot",
+        "enroll",
+        path_str(&vars),
+        "--pk",
+        c,
+        "--kek",
+        c,
+        "--db",
+        c,
+    ]);
+    let enrolled = fs::read(&vars).unwrap();
+    let serial = boot_with(&vars, unsigned, 60);
+    assert!(
+        serial.contains("Security Violation") && !systemd_boot_started(&serial),
+        "the unsigned binary was not refused:\n{serial}"
+    );
+    fs::write(&vars, &enrolled).unwrap();
+    let serial = boot_with(&vars, signed, 60);
+    assert!(
+        systemd_boot_started(&serial) && !serial.contains("Security Violation"),
+        "the signed binary did not start:\n{serial}"
+    );
+
+    // 3. Microsoft profile: Debian's Microsoft-signed shim starts.
+    let vars = dir.path().join("microsoft.fd");
+    fs::write(&vars, &blank).unwrap();
+    nvram(&[
+        "secureboot",
+        "enroll",
+        path_str(&vars),
+        "--pk",
+        c,
+        "--kek",
+        c,
+        "--microsoft",
+        "all",
+    ]);
+    let shim = fs::read(SHIM).expect("shim-signed installed");
+    let serial = boot_with(&vars, shim, 60);
+    let refused_disk = serial
+        .lines()
+        .any(|l| l.contains("Non-Block Boot Device") && l.contains("Security Violation"));
+    assert!(
+        shim_started(&serial) && !refused_disk,
+        "shim did not start:\n{serial}"
+    );
+    // The firmware's own (unsigned) shell is refused now, too.
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.contains("EFI Internal Shell") && l.contains("Security Violation")),
+        "the internal shell was not refused:\n{serial}"
+    );
+}
+
+/// shim, started without grub next to it, complains about the missing second stage.
+fn shim_started(serial: &str) -> bool {
+    serial.contains("grubx64.efi")
+        || serial.contains("Failed to open")
+        || serial.contains("start_image")
+}
