@@ -49,6 +49,11 @@ pub struct OvmfBoot<'a> {
     /// (trace output goes to QEMU's stderr, which [`BootError`] carries;
     /// `-trace file=…` keeps it). Empty by default.
     pub extra_args: Vec<String>,
+    /// Ends the boot early: QEMU is killed as soon as this returns true for the serial log so
+    /// far (ANSI escapes removed), and the boot counts as successful. For boots that never
+    /// reach `reset -s` (a loader under test, Secure Boot refusals), so that a test waits for
+    /// what it checks rather than for the timeout.
+    pub stop_when: Option<fn(&str) -> bool>,
 }
 
 impl<'a> OvmfBoot<'a> {
@@ -63,6 +68,7 @@ impl<'a> OvmfBoot<'a> {
             smm: false,
             timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
+            stop_when: None,
         }
     }
 }
@@ -239,10 +245,21 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
         thread::spawn(move || read_serial(stdout, stdin, &serial))
     };
 
+    let stopped_early = || {
+        boot.stop_when.is_some_and(|stop| {
+            let log = serial.lock().unwrap_or_else(|p| p.into_inner());
+            stop(&strip_ansi(&log))
+        })
+    };
+    let mut stopped = false;
     let status = loop {
         match child.0.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if started.elapsed() >= boot.timeout => break None,
+            Ok(None) if stopped_early() => {
+                stopped = true;
+                break None;
+            }
             Ok(None) => thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(BootError::Setup(format!("waiting for QEMU: {e}"))),
         }
@@ -260,7 +277,7 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
     let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
 
     match status {
-        None => Err(BootError::Timeout {
+        None if !stopped => Err(BootError::Timeout {
             after: boot.timeout,
             serial,
             stderr,
@@ -270,7 +287,7 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
             serial,
             stderr,
         }),
-        Some(_) => Ok(BootOutcome {
+        None | Some(_) => Ok(BootOutcome {
             serial,
             serial_raw,
             disk,
