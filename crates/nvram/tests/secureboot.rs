@@ -331,3 +331,165 @@ fn add_keeps_entries_and_skips_duplicates() {
     assert!(!out.status.success());
     assert_eq!(fs::read(&vars).unwrap(), image);
 }
+
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new(require_tool("openssl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn enroll_generates_pk() {
+    use std::os::unix::fs::PermissionsExt;
+    use varstore::guid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    nvram(&["create", p(&vars)]);
+    let started = std::time::Instant::now();
+    let out = nvram(&["secureboot", "enroll", p(&vars), "--generate-pk", "Test PK"]);
+    eprintln!("enroll --generate-pk took {:?}", started.elapsed());
+    let (key, cert) = (
+        dir.path().join("vars.fd.pk.key"),
+        dir.path().join("vars.fd.pk.crt"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(p(&key)) && stderr.contains(p(&cert)),
+        "{stderr}"
+    );
+
+    // The PK holds exactly one X.509 entry: the certificate written, with CN=Test PK.
+    let image = fs::read(&vars).unwrap();
+    let store = Varstore::parse(&image).unwrap();
+    let live = store.live_variables();
+    let pk = live
+        .iter()
+        .find(|v| v.name() == "PK" && v.guid == guid::EFI_GLOBAL_VARIABLE)
+        .expect("PK enrolled");
+    assert_eq!(pk.attributes.0, 0x27);
+    let db = varstore::secureboot::SignatureDb::parse(pk.data).unwrap();
+    assert_eq!(db.lists.len(), 1);
+    assert_eq!(db.lists[0].signature_type, guid::CERT_X509);
+    assert_eq!(db.lists[0].entries.len(), 1);
+    let der = &db.lists[0].entries[0].1;
+    let description = varstore::decode::describe_signature(guid::CERT_X509, der);
+    assert!(description.contains("CN=Test PK"), "{description}");
+    let status = status(&vars);
+    assert_eq!(status["setup_mode"], false);
+    assert_eq!(status["secure_boot_at_next_boot"], true);
+
+    // The files: PEM certificate (the enrolled one), a valid PKCS#8 key that matches it,
+    // both owner-only.
+    let subject = openssl(&["x509", "-in", p(&cert), "-noout", "-subject"]);
+    assert!(
+        subject.contains("CN = Test PK") || subject.contains("CN=Test PK"),
+        "{subject}"
+    );
+    let cert_der = Command::new(require_tool("openssl"))
+        .args(["x509", "-in", p(&cert), "-outform", "DER"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(&cert_der, der, "the certificate file is the enrolled PK");
+    let text = openssl(&["x509", "-in", p(&cert), "-noout", "-text"]);
+    for needle in [
+        "sha256WithRSAEncryption",
+        "(2048 bit)",
+        "CA:TRUE",
+        "Certificate Sign",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    openssl(&["rsa", "-in", p(&key), "-check", "-noout"]);
+    assert!(fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    for path in [&key, &cert] {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let cert_modulus = openssl(&["x509", "-in", p(&cert), "-noout", "-modulus"]);
+    let key_modulus = openssl(&["rsa", "-in", p(&key), "-noout", "-modulus"]);
+    assert!(cert_modulus.starts_with("Modulus="), "{cert_modulus}");
+    assert_eq!(cert_modulus, key_modulus, "the certificate is for the key");
+
+    // Again with the same output paths: refused, nothing touched.
+    let before = (
+        fs::read(&vars).unwrap(),
+        fs::read(&key).unwrap(),
+        fs::read(&cert).unwrap(),
+    );
+    let again = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args([
+            "secureboot",
+            "enroll",
+            p(&vars),
+            "--generate-pk",
+            "Other PK",
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let after = (
+        fs::read(&vars).unwrap(),
+        fs::read(&key).unwrap(),
+        fs::read(&cert).unwrap(),
+    );
+    assert!(before == after, "a refused --generate-pk changed something");
+
+    // --pk-key-out; a symlink there is refused (and not followed); --pk excludes it.
+    let target = dir.path().join("target");
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for args in [
+        vec!["--generate-pk", "Other PK", "--pk-key-out", p(&link)],
+        vec!["--generate-pk", "Other PK", "--pk", p(&cert)],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+            .args(["secureboot", "enroll", p(&vars)])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(fs::read(&vars).unwrap(), before.0, "{args:?}");
+    }
+    assert!(!target.exists());
+    let own = dir.path().join("own.key");
+    nvram(&[
+        "secureboot",
+        "enroll",
+        p(&vars),
+        "--generate-pk",
+        "Own PK",
+        "--pk-key-out",
+        p(&own),
+    ]);
+    let own_cert = dir.path().join("own.crt");
+    let subject = openssl(&["x509", "-in", p(&own_cert), "-noout", "-subject"]);
+    assert!(subject.contains("Own PK"), "{subject}");
+    assert_eq!(
+        openssl(&["x509", "-in", p(&own_cert), "-noout", "-modulus"]),
+        openssl(&["rsa", "-in", p(&own), "-noout", "-modulus"])
+    );
+    assert_ne!(fs::read(&vars).unwrap(), before.0);
+
+    // A store that cannot be edited leaves no key behind.
+    let missing = dir.path().join("missing.fd");
+    let lost = dir.path().join("lost.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(["secureboot", "enroll", p(&missing), "--generate-pk", "X"])
+        .args(["--pk-key-out", p(&lost)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!lost.exists() && !dir.path().join("lost.crt").exists());
+}

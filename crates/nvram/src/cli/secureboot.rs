@@ -65,8 +65,18 @@ struct EnrollArgs {
     /// The store.
     file: PathBuf,
     /// The platform key certificate.
-    #[arg(long, value_name = "CERT")]
-    pk: PathBuf,
+    #[arg(long, value_name = "CERT", required_unless_present = "generate_pk")]
+    pk: Option<PathBuf>,
+    /// Generate the platform key instead: RSA-2048 with a self-signed SHA-256 certificate,
+    /// subject CN=<CN>, valid for ten years. The private key (PKCS#8 PEM) and the certificate
+    /// (PEM) are written as new owner-only files FILE.pk.key and FILE.pk.crt, or see
+    /// --pk-key-out.
+    #[arg(long, value_name = "CN", conflicts_with = "pk")]
+    generate_pk: Option<String>,
+    /// Where --generate-pk writes the private key; the certificate goes next to it, the
+    /// extension replaced by .crt.
+    #[arg(long, value_name = "PATH", requires = "generate_pk")]
+    pk_key_out: Option<PathBuf>,
     /// A KEK certificate or list (repeatable).
     #[arg(long, value_name = "CERT")]
     kek: Vec<PathBuf>,
@@ -171,8 +181,112 @@ fn edit<T>(
     }
 }
 
+/// Where `--generate-pk` writes the private key and the certificate.
+fn generated_pk_paths(file: &Path, key_out: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    let key = match key_out {
+        Some(k) => k.to_path_buf(),
+        None => {
+            let mut k = file.as_os_str().to_owned();
+            k.push(".pk.key");
+            PathBuf::from(k)
+        }
+    };
+    let cert = key.with_extension("crt");
+    if cert == key || key.file_name().is_none() {
+        bail!(
+            "--pk-key-out {}: give the key file a name not ending in .crt (the certificate \
+             goes next to it as .crt)",
+            key.display()
+        );
+    }
+    Ok((key, cert))
+}
+
+/// Refuses a key or certificate path that is taken (by anything, even a dangling symlink).
+fn refuse_existing(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        bail!(
+            "{}: already exists; not overwriting a key or certificate (nothing was changed)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a generated PK's key and certificate as new owner-only files (never through a
+/// symlink, never over anything); nothing is left behind on error.
+fn write_generated_pk(generated: &sb::GeneratedPk, key: &Path, cert: &Path) -> Result<()> {
+    let create = |path: &Path, content: &[u8]| -> Result<()> {
+        match nvram::files::create_new(path, content) {
+            Ok(()) => Ok(()),
+            Err(nvram::files::FileError::Exists { .. }) => refuse_existing(path)
+                .and_then(|()| bail!("{}: appeared while writing", path.display())),
+            Err(e) => Err(anyhow!(e).context("nothing was changed")),
+        }
+    };
+    create(key, generated.key_pem.as_bytes())?;
+    if let Err(e) = create(cert, generated.cert_pem.as_bytes()) {
+        let _ = std::fs::remove_file(key);
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn enroll(args: EnrollArgs) -> Result<ExitCode> {
-    let mut plan = EnrollPlan::with_pk(read(&args.pk)?);
+    let mut generated_files = None;
+    let pk = match (&args.pk, &args.generate_pk) {
+        (Some(path), None) => read(path)?,
+        (None, Some(cn)) => {
+            let (key, cert) = generated_pk_paths(&args.file, args.pk_key_out.as_deref())?;
+            refuse_existing(&key)?;
+            refuse_existing(&cert)?;
+            let generated = sb::generate_pk(cn)?;
+            write_generated_pk(&generated, &key, &cert)?;
+            let der = generated.cert_der.clone();
+            generated_files = Some((key, cert, der.clone()));
+            SignatureInput::Certificates(vec![der])
+        }
+        _ => bail!("give exactly one of --pk and --generate-pk"),
+    };
+    let result = enroll_with_pk(&args, pk);
+    match (&result, &generated_files) {
+        // A key that was never enrolled is not left behind. (If the store was replaced and
+        // only the directory sync failed, the PK is in it: keep the key then.)
+        (Err(_), Some((key, cert, der))) if !store_has_pk(&args.file, der) => {
+            let _ = std::fs::remove_file(key);
+            let _ = std::fs::remove_file(cert);
+        }
+        (Ok(_), Some((key, cert, _))) => {
+            eprintln!("{}: PK private key: {}", args.file.display(), key.display());
+            eprintln!(
+                "{}: PK certificate: {}",
+                args.file.display(),
+                cert.display()
+            );
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Whether the store at `file` holds the certificate `der` in its PK.
+fn store_has_pk(file: &Path, der: &[u8]) -> bool {
+    let Ok(image) = nvram::files::read_image(file) else {
+        return false;
+    };
+    let Ok(store) = varstore::Varstore::parse(&image) else {
+        return false;
+    };
+    store.live_variables().iter().any(|v| {
+        v.guid == Database::Pk.guid()
+            && v.name() == Database::Pk.name()
+            && varstore::secureboot::SignatureDb::parse(v.data)
+                .is_some_and(|db| db.contains_x509(der))
+    })
+}
+
+fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
+    let mut plan = EnrollPlan::with_pk(pk);
     plan.kek = args.kek.iter().map(|p| read(p)).collect::<Result<_>>()?;
     plan.db = args.db.iter().map(|p| read(p)).collect::<Result<_>>()?;
     plan.dbx = args.dbx.as_deref().map(read).transpose()?;
