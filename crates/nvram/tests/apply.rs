@@ -3,6 +3,9 @@
 //! read-only directory). Each file gets its own result, the good ones are edited, the bad
 //! ones are left byte for byte, and a second run changes nothing.
 
+mod common;
+
+use common::path_str as p;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fs;
@@ -18,10 +21,6 @@ fn nvram(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run nvram")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn get_hex(path: &Path, name: &str) -> Option<String> {

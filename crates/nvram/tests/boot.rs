@@ -1,18 +1,13 @@
 //! `nvram boot` and `varstore::boot` without firmware: built load options parse back, match
 //! bytes the firmware wrote, and the CLI validates before it changes anything.
 
+mod common;
+
+use common::nvram;
 use std::path::Path;
-use std::process::Command;
 use varstore::boot::{self, LoadOptionSpec};
 use varstore::decode::{device_path_to_text, LoadOption};
 use varstore::{guid, Varstore};
-
-fn nvram(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = nvram(args);

@@ -5,28 +5,17 @@
 //! Two boots of Debian's OVMF_CODE_4M.fd under QEMU (a few seconds each): the first lets the
 //! firmware create its own entries in a fresh store, the second boots with ours added.
 
+mod common;
+
+use common::nvram_ok;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use testkit::{boot_ovmf, debian_firmware, OvmfBoot};
 use varstore::decode::LoadOption;
 use varstore::{boot, guid, Varstore};
 
-fn nvram(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram");
-    assert!(
-        out.status.success(),
-        "nvram {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn boot_list(vars: &Path) -> Value {
-    let out = nvram(&["boot", "list", vars.to_str().unwrap(), "--json"]);
+    let out = nvram_ok(&["boot", "list", vars.to_str().unwrap(), "--json"]);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -43,7 +32,7 @@ fn ovmf_tries_an_added_boot_next_entry_and_lists_it() {
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vm_VARS.fd");
     let v = vars.to_str().unwrap();
-    nvram(&["create", v]);
+    nvram_ok(&["create", v]);
 
     // A fresh store has no entries: the firmware creates its own (UiApp, the shell, the
     // disk) at the first boot.
@@ -60,7 +49,7 @@ fn ovmf_tries_an_added_boot_next_entry_and_lists_it() {
         "the firmware's shell entry is in BootOrder: {before:#}"
     );
 
-    let out = nvram(&[
+    let out = nvram_ok(&[
         "boot",
         "add",
         v,

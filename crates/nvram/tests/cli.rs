@@ -1,30 +1,14 @@
 //! The `nvram` command against Debian's real OVMF/AAVMF images and the real virt-fw-vars.
 
+mod common;
+
+use common::{debian, nvram, stderr, stdout};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn nvram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn debian(name: &str) -> PathBuf {
-    testkit::debian_firmware(name)
-}
+use std::path::Path;
+use std::process::Command;
 
 const FORMATTED_IMAGES: &[&str] = &[
     "OVMF_VARS.fd",

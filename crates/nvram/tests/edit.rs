@@ -1,21 +1,17 @@
 //! `nvram set`, `nvram delete` and `nvram import` as a user runs them: data options, JSON
 //! dialects, locks, and the rule that a refused edit leaves the file exactly as it was.
 
+mod common;
+
+use common::{nvram, path_str as p};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use varstore::{FirmwareVerdict, Varstore};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
-
-fn nvram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = nvram(args);
@@ -31,10 +27,6 @@ fn blank(dir: &Path) -> PathBuf {
     let path = dir.join("vars.fd");
     ok(&["create", path.to_str().unwrap()]);
     path
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn data_of(path: &Path, name: &str) -> Vec<u8> {

@@ -5,12 +5,15 @@
 //! Three boots of Debian's OVMF under QEMU (a few seconds each): append strategy, compact
 //! strategy, and an import of virt-fw-vars' JSON into a blank store.
 
+mod common;
+
+use common::{nvram_ok, path_str};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, OvmfBoot, ATTR_NV};
+use testkit::debian_firmware;
 use varstore::{FirmwareVerdict, Varstore};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
@@ -19,61 +22,19 @@ const SECURE_BOOT_ENABLE_GUID: &str = "f0a30bc7-af08-4556-99c4-001009c93a44";
 /// (name, guid) -> (attributes, data)
 type Variables = BTreeMap<(String, String), (u32, Vec<u8>)>;
 
-fn nvram(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram");
-    assert!(
-        out.status.success(),
-        "nvram {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Boots OVMF on `vars` and returns the non-volatile variables its `dmpstore` lists.
 fn boot_and_dump(vars: &Path) -> Variables {
-    let code = debian_firmware("OVMF_CODE_4M.fd");
-    let script = "dmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n";
-    let mut boot = OvmfBoot::new(&code, vars, script);
-    boot.timeout = std::time::Duration::from_secs(240);
-    let outcome = boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"));
-    let dump = outcome
-        .read_file("dump.txt")
-        .unwrap_or_else(|| panic!("the script wrote no dump; serial log:\n{}", outcome.serial));
-    parse_dmpstore(&String::from_utf8_lossy(&dump))
-        .expect("dmpstore output parses")
-        .into_iter()
-        .filter(|v| v.attributes & ATTR_NV != 0)
-        .map(|v| ((v.name, v.guid), (v.attributes, v.data)))
-        .collect()
+    by_key(common::boot_and_dump("OVMF_CODE_4M.fd", vars, ""))
 }
 
 /// The live variables as `nvram export` sees them.
 fn exported(vars: &Path) -> Variables {
-    let out = nvram(&["export", path_str(vars)]);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                (
-                    v["name"].as_str().unwrap().to_string(),
-                    v["guid"].as_str().unwrap().to_string(),
-                ),
-                (
-                    v["attr"].as_u64().unwrap() as u32,
-                    hex::decode(v["data"].as_str().unwrap()).unwrap(),
-                ),
-            )
-        })
+    by_key(common::exported(vars))
+}
+
+fn by_key(vars: Vec<common::Variable>) -> Variables {
+    vars.into_iter()
+        .map(|(name, guid, attr, data)| ((name, guid), (attr, data)))
         .collect()
 }
 
@@ -125,10 +86,7 @@ fn check_after_boot(vars: &Path, before: &[u8], firmware: &Variables) {
         0,
         "the firmware rewrote the records we wrote (a reclaim)"
     );
-    let check = Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(["check", path_str(vars)])
-        .output()
-        .unwrap();
+    let check = common::nvram(&["check", path_str(vars)]);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -150,7 +108,7 @@ fn edit_template_and_boot(strategy: &str) {
     let v = path_str(&vars);
     let s = ["--strategy", strategy];
     // Secure Boot off, or the firmware refuses the unsigned shell: an edit like any other.
-    nvram(
+    nvram_ok(
         &[
             &[
                 "set",
@@ -164,7 +122,7 @@ fn edit_template_and_boot(strategy: &str) {
         ]
         .concat(),
     );
-    nvram(
+    nvram_ok(
         &[
             &[
                 "set",
@@ -179,7 +137,7 @@ fn edit_template_and_boot(strategy: &str) {
         ]
         .concat(),
     );
-    nvram(
+    nvram_ok(
         &[
             &[
                 "set",
@@ -195,7 +153,7 @@ fn edit_template_and_boot(strategy: &str) {
         ]
         .concat(),
     );
-    nvram(
+    nvram_ok(
         &[
             &[
                 "set",
@@ -211,14 +169,14 @@ fn edit_template_and_boot(strategy: &str) {
         .concat(),
     );
     // Replaced twice, so the append strategy leaves replaced copies behind.
-    nvram(
+    nvram_ok(
         &[
             &["set", v, "NvramNumber", "--guid", TEST_GUID, "--u32", "7"][..],
             &s,
         ]
         .concat(),
     );
-    nvram(&[&["delete", v, "Attempt 8"][..], &s].concat());
+    nvram_ok(&[&["delete", v, "Attempt 8"][..], &s].concat());
     let before = fs::read(&vars).unwrap();
     let written = exported(&vars);
     assert!(!written.contains_key(&key("Attempt 8", "59324945-ec44-4c0d-b1cd-9db139df070c")));
@@ -285,8 +243,8 @@ fn ovmf_boots_a_blank_store_with_virt_fw_vars_json_imported() {
     fs::write(&json, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 
     let vars = dir.path().join("vm_VARS.fd");
-    nvram(&["create", path_str(&vars)]);
-    nvram(&["import", path_str(&vars), "--json", path_str(&json)]);
+    nvram_ok(&["create", path_str(&vars)]);
+    nvram_ok(&["import", path_str(&vars), "--json", path_str(&json)]);
     let before = fs::read(&vars).unwrap();
     let imported = exported(&vars);
     assert_eq!(imported.len(), 31, "every variable of the template");

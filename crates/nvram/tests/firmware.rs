@@ -2,67 +2,18 @@
 //! `nvram create` made, and `nvram` reads exactly what OVMF wrote (compared with the firmware's
 //! own `dmpstore -all`), including after a forced reclaim.
 
-use serde_json::Value;
+mod common;
+
+use common::{boot_and_dump, exported, nvram, Variable};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, setvar_command, OvmfBoot, ATTR_NV};
+use testkit::{debian_firmware, setvar_command};
 use varstore::{FirmwareVerdict, Varstore};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
 
-type VariableSet = BTreeSet<(String, String, u32, Vec<u8>)>;
-
-fn nvram(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
-
-/// Boots OVMF with `vars` in place, runs `commands`, dumps every variable with the firmware's
-/// own `dmpstore` and returns the non-volatile ones (the ones that live in the flash).
-fn boot_and_dump(code: &str, vars: &Path, commands: &str) -> VariableSet {
-    let code = debian_firmware(code);
-    let script = format!("{commands}\ndmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n");
-    let mut boot = OvmfBoot::new(&code, vars, &script);
-    boot.timeout = std::time::Duration::from_secs(240);
-    let outcome = boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"));
-    let dump = outcome
-        .read_file("dump.txt")
-        .unwrap_or_else(|| panic!("the script wrote no dump; serial log:\n{}", outcome.serial));
-    parse_dmpstore(&String::from_utf8_lossy(&dump))
-        .expect("dmpstore output parses")
-        .into_iter()
-        .filter(|v| v.attributes & ATTR_NV != 0)
-        .map(|v| (v.name, v.guid, v.attributes, v.data))
-        .collect()
-}
-
-/// The live variables as `nvram export` sees them.
-fn exported(vars: &Path) -> VariableSet {
-    let out = nvram(&["export", vars.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_string(),
-                v["guid"].as_str().unwrap().to_string(),
-                v["attr"].as_u64().unwrap() as u32,
-                hex::decode(v["data"].as_str().unwrap()).unwrap(),
-            )
-        })
-        .collect()
-}
+type VariableSet = BTreeSet<Variable>;
 
 fn assert_same(firmware: &VariableSet, ours: &VariableSet) {
     let missing: Vec<_> = firmware.difference(ours).map(|v| (&v.0, &v.1)).collect();
@@ -92,7 +43,7 @@ fn ovmf_boots_from_a_store_made_by_nvram_create_and_nvram_reads_what_it_wrote() 
     let vars = dir.path().join("vm_VARS.fd");
     let out = nvram(&["create", vars.to_str().unwrap()]);
     assert!(out.status.success());
-    let firmware = boot_and_dump("OVMF_CODE_4M.fd", &vars, &set_test_variables());
+    let firmware: VariableSet = boot_and_dump("OVMF_CODE_4M.fd", &vars, &set_test_variables());
     assert!(firmware
         .iter()
         .any(|v| v.0 == "NvramTest" && v.3 == b"hello from the firmware"));
@@ -139,7 +90,7 @@ fn boot_template(code: &str, template: &str) {
     let vars = dir.path().join(template);
     fs::copy(debian_firmware(template), &vars).unwrap();
     switch_secure_boot_off(&vars);
-    let firmware = boot_and_dump(code, &vars, &set_test_variables());
+    let firmware: VariableSet = boot_and_dump(code, &vars, &set_test_variables());
     assert!(firmware.iter().any(|v| v.0 == "NvramBytes" && v.2 == 0x3));
     assert_same(&firmware, &exported(&vars));
     let image = fs::read(&vars).unwrap();
@@ -195,7 +146,7 @@ fn reads_the_store_after_the_firmware_reclaimed_it() {
         "@echo -off\nfor %a run (1 80)\n  setvar NvramBig -guid {TEST_GUID} -nv -bs =H{payload} =S%a\nendfor\n{}",
         setvar_command("NvramAfter", TEST_GUID, 0x7, b"after reclaim")
     );
-    let firmware = boot_and_dump("OVMF_CODE.fd", &vars, &commands);
+    let firmware: VariableSet = boot_and_dump("OVMF_CODE.fd", &vars, &commands);
     let big = firmware
         .iter()
         .find(|v| v.0 == "NvramBig")

@@ -1,12 +1,15 @@
 //! `nvram flash replay`: a real OVMF boot replayed on the device model backed by the image
 //! file, and the crash-consistency of that file under `SIGKILL`.
 
+mod common;
+
+use common::{nvram, path_str as s, stderr, stdout};
 use pflash::trace::{parse_trace, read_trace_file, replay};
 use pflash::{Geometry, NoEvents, Pflash, Storage, StorageError};
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn shared_data(name: &str) -> PathBuf {
@@ -23,21 +26,6 @@ fn unxz(path: &Path) -> Vec<u8> {
     out
 }
 
-fn nvram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn boot_trace() -> PathBuf {
     shared_data("ovmf-boot-ops.txt.xz")
 }
@@ -47,10 +35,6 @@ fn before_image(dir: &Path) -> PathBuf {
     let path = dir.join("vars.fd");
     fs::write(&path, unxz(&shared_data("ovmf-boot-vars-before.fd.xz"))).unwrap();
     path
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]

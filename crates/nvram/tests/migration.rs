@@ -3,6 +3,9 @@
 //! destination's image must end exactly as an uninterrupted replay leaves it. Refused and
 //! killed migrations leave both images consistent.
 
+mod common;
+
+use common::path_str as s;
 use pflash::trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{Geometry, NoEvents, NoStorage, Pflash};
 use std::fmt::Write as _;
@@ -31,10 +34,6 @@ fn unxz(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
     lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).unwrap();
     out
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn nvram() -> Command {

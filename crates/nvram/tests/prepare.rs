@@ -2,11 +2,14 @@
 //! firmware descriptors, descriptor directories written by the tests, an nvram pflash device
 //! holding its file, and a real (paused) QEMU holding its locks.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{debian, path_str as s, stderr};
 use serde_json::Value;
 
 fn nvram(args: &[&str]) -> Output {
@@ -26,10 +29,6 @@ fn nvram_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run nvram")
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn ok_json(out: Output) -> Value {
     assert!(
         out.status.success(),
@@ -38,14 +37,6 @@ fn ok_json(out: Output) -> Value {
         stderr(&out)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn debian(name: &str) -> PathBuf {
-    testkit::debian_firmware(name)
 }
 
 fn mode(path: &Path) -> u32 {

@@ -1,6 +1,9 @@
 //! `nvram secureboot`: enrolment byte-identical to virt-fw-vars, additions that keep every
 //! entry and add no duplicate, the Microsoft 2023 rollout on Debian's `OVMF_VARS_4M.ms.fd`.
 
+mod common;
+
+use common::{nvram_ok, path_str as p};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,23 +15,6 @@ use varstore::Varstore;
 
 /// (name, guid) -> (attributes, data, timestamp)
 type Live = BTreeMap<(String, String), (u32, Vec<u8>, Option<[u8; 16]>)>;
-
-fn nvram(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram");
-    assert!(
-        out.status.success(),
-        "nvram {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn live(path: &Path) -> Live {
     let image = fs::read(path).unwrap();
@@ -69,7 +55,7 @@ fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
 }
 
 fn status(path: &Path) -> Value {
-    serde_json::from_slice(&nvram(&["secureboot", "status", p(path), "--json"]).stdout).unwrap()
+    serde_json::from_slice(&nvram_ok(&["secureboot", "status", p(path), "--json"]).stdout).unwrap()
 }
 
 fn microsoft_present(status: &Value, name: &str) -> bool {
@@ -127,7 +113,7 @@ fn enroll_matches_virt_fw_vars() {
     // Own certificates and the dummy dbx.
     let ours = dir.path().join("ours.fd");
     fs::copy(&blank, &ours).unwrap();
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         p(&ours),
@@ -155,7 +141,7 @@ fn enroll_matches_virt_fw_vars() {
     // One certificate as PK and KEK plus all of Microsoft's KEK and db certificates.
     let ours = dir.path().join("ours-ms.fd");
     fs::copy(&blank, &ours).unwrap();
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         p(&ours),
@@ -197,7 +183,7 @@ fn microsoft_2023_rollout_on_debian_ms_store() {
     fs::copy(debian_firmware("OVMF_VARS_4M.ms.fd"), &vars).unwrap();
     let before_vars = live(&vars);
     let before = status(&vars);
-    let text = String::from_utf8(nvram(&["secureboot", "status", p(&vars)]).stdout).unwrap();
+    let text = String::from_utf8(nvram_ok(&["secureboot", "status", p(&vars)]).stdout).unwrap();
     assert!(text.contains("Microsoft 2023 rollout"), "{text}");
     // Debian 12's store has Microsoft's 2011 certificates only.
     assert_eq!(before["microsoft_2023_ready"], false);
@@ -210,8 +196,8 @@ fn microsoft_2023_rollout_on_debian_ms_store() {
         "Microsoft Corporation KEK 2K CA 2023"
     ));
 
-    nvram(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
-    nvram(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
+    nvram_ok(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
+    nvram_ok(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
     let after = status(&vars);
     for name in [
         "Microsoft Corporation KEK 2K CA 2023",
@@ -249,8 +235,8 @@ fn microsoft_2023_rollout_on_debian_ms_store() {
     }
     // Again: nothing to add, so the file is not rewritten.
     let image = fs::read(&vars).unwrap();
-    nvram(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
-    nvram(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
+    nvram_ok(&["secureboot", "add-kek", p(&vars), "--microsoft", "2023"]);
+    nvram_ok(&["secureboot", "add-db", p(&vars), "--microsoft", "2023"]);
     assert_eq!(fs::read(&vars).unwrap(), image);
 }
 
@@ -261,7 +247,7 @@ fn add_keeps_entries_and_skips_duplicates() {
     let b = make_cert(dir.path(), "cert B");
     let vars = dir.path().join("vars.fd");
     fs::copy(debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         p(&vars),
@@ -270,9 +256,9 @@ fn add_keeps_entries_and_skips_duplicates() {
         "--db",
         p(&a),
     ]);
-    nvram(&["secureboot", "add-db", p(&vars), p(&b), p(&a)]);
+    nvram_ok(&["secureboot", "add-db", p(&vars), p(&b), p(&a)]);
     let image = fs::read(&vars).unwrap();
-    nvram(&["secureboot", "add-db", p(&vars), p(&b)]);
+    nvram_ok(&["secureboot", "add-db", p(&vars), p(&b)]);
     assert_eq!(
         fs::read(&vars).unwrap(),
         image,
@@ -305,7 +291,7 @@ fn add_keeps_entries_and_skips_duplicates() {
     auth.extend_from_slice(&list);
     let auth_path = dir.path().join("dbxupdate.auth");
     fs::write(&auth_path, &auth).unwrap();
-    nvram(&["secureboot", "add-dbx", p(&vars), p(&auth_path)]);
+    nvram_ok(&["secureboot", "add-dbx", p(&vars), p(&auth_path)]);
     let dbx = &live(&vars)[&(
         "dbx".to_string(),
         "d719b2cb-3d3a-4596-a3bc-dad00e67656f".to_string(),
@@ -352,9 +338,9 @@ fn enroll_generates_pk() {
 
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
-    nvram(&["create", p(&vars)]);
+    nvram_ok(&["create", p(&vars)]);
     let started = std::time::Instant::now();
-    let out = nvram(&["secureboot", "enroll", p(&vars), "--generate-pk", "Test PK"]);
+    let out = nvram_ok(&["secureboot", "enroll", p(&vars), "--generate-pk", "Test PK"]);
     eprintln!("enroll --generate-pk took {:?}", started.elapsed());
     let (key, cert) = (
         dir.path().join("vars.fd.pk.key"),
@@ -464,7 +450,7 @@ fn enroll_generates_pk() {
     }
     assert!(!target.exists());
     let own = dir.path().join("own.key");
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         p(&vars),

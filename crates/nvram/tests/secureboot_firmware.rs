@@ -11,6 +11,9 @@
 //! (`scripts/install-test-deps`). Nothing resets the VM, so each boot is stopped as soon
 //! as its serial log shows the outcome the test checks (or fails at the timeout).
 
+mod common;
+
+use common::{nvram_ok, path_str};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -19,18 +22,6 @@ use testkit::{boot_ovmf, debian_firmware, require_tool, BootError, OvmfBoot};
 
 const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
-
-fn nvram(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram");
-    assert!(
-        out.status.success(),
-        "nvram {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn run(program: &Path, args: &[&str]) {
     let out = Command::new(program).args(args).output().expect("run");
@@ -56,10 +47,6 @@ fn boot_with(vars: &Path, loader: Vec<u8>, seconds: u64, stop_when: fn(&str) -> 
         Err(e @ BootError::Setup(_)) => panic!("{e}"),
         Err(e) => e.serial().unwrap_or_default().to_string(),
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// systemd-boot without loader entries says so on the console.
@@ -124,7 +111,7 @@ fn firmware_enforces_enrolled_keys() {
     let vars = dir.path().join("enrolled.fd");
     fs::write(&vars, &blank).unwrap();
     let c = path_str(&cert);
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         path_str(&vars),
@@ -151,7 +138,7 @@ fn firmware_enforces_enrolled_keys() {
     // 3. Microsoft profile: Debian's Microsoft-signed shim starts.
     let vars = dir.path().join("microsoft.fd");
     fs::write(&vars, &blank).unwrap();
-    nvram(&[
+    nvram_ok(&[
         "secureboot",
         "enroll",
         path_str(&vars),

@@ -12,12 +12,15 @@
 //!
 //! Every QEMU is a `QemuVm`, killed when dropped, including on a failed assertion.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{nvram, path_str as s};
 use testkit::{
     boot_ovmf, debian_firmware, free_local_port, make_startup_disk, setvar_command, OvmfBoot,
     QemuVm, VmConfig,
@@ -26,13 +29,6 @@ use testkit::{
 const GUID: &str = "6b1e3a2c-5d4f-4e8a-9c7b-2f1d0e3c4b5a";
 const TEMPLATE: &str = "OVMF_VARS_4M.fd";
 const CODE: &str = "OVMF_CODE_4M.fd";
-
-fn nvram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
-        .args(args)
-        .output()
-        .expect("run nvram")
-}
 
 fn ok(out: Output) -> Output {
     assert!(
@@ -43,10 +39,6 @@ fn ok(out: Output) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// `nvram get` of the test variable, as hex.

@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests of the `nvram` binary.
+
+// Each test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, OvmfBoot, ATTR_NV};
+
+/// One variable: (name, guid, attributes, data).
+pub type Variable = (String, String, u32, Vec<u8>);
+
+/// Runs the `nvram` binary with `args`.
+pub fn nvram(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram")
+}
+
+/// Runs the `nvram` binary with `args` and asserts that it succeeded.
+pub fn nvram_ok(args: &[&str]) -> Output {
+    let out = nvram(args);
+    assert!(
+        out.status.success(),
+        "nvram {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+pub fn debian(name: &str) -> PathBuf {
+    debian_firmware(name)
+}
+
+/// Boots OVMF (`code` from Debian's firmware) with `vars` in place, runs `commands` (if any),
+/// dumps every variable with the firmware's own `dmpstore` and returns the non-volatile ones
+/// (the ones that live in the flash), collected in `dmpstore`'s order.
+pub fn boot_and_dump<C: FromIterator<Variable>>(code: &str, vars: &Path, commands: &str) -> C {
+    let code = debian_firmware(code);
+    let dump = "dmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n";
+    let script = if commands.is_empty() {
+        dump.to_string()
+    } else {
+        format!("{commands}\n{dump}")
+    };
+    let mut boot = OvmfBoot::new(&code, vars, &script);
+    boot.timeout = std::time::Duration::from_secs(240);
+    let outcome = boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"));
+    let dump = outcome
+        .read_file("dump.txt")
+        .unwrap_or_else(|| panic!("the script wrote no dump; serial log:\n{}", outcome.serial));
+    parse_dmpstore(&String::from_utf8_lossy(&dump))
+        .expect("dmpstore output parses")
+        .into_iter()
+        .filter(|v| v.attributes & ATTR_NV != 0)
+        .map(|v| (v.name, v.guid, v.attributes, v.data))
+        .collect()
+}
+
+/// The live variables as `nvram export` sees them, collected in its order.
+pub fn exported<C: FromIterator<Variable>>(vars: &Path) -> C {
+    let out = nvram_ok(&["export", path_str(vars)]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["guid"].as_str().unwrap().to_string(),
+                v["attr"].as_u64().unwrap() as u32,
+                hex::decode(v["data"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
