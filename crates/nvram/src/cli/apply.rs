@@ -117,35 +117,26 @@ impl EnrollArgs {
         let Some(pk) = &self.enroll_pk else {
             return Ok(None);
         };
-        let read = |flag: &str, path: &PathBuf| {
+        let read = |flag: &str, path: &Path| {
             read_input(path).with_context(|| format!("--enroll-{flag} {}", path.display()))
         };
-        let mut plan = EnrollPlan::with_pk(read("pk", pk)?);
-        plan.kek = self
-            .enroll_kek
-            .iter()
-            .map(|p| read("kek", p))
-            .collect::<Result<_>>()?;
-        plan.db = self
-            .enroll_db
-            .iter()
-            .map(|p| read("db", p))
-            .collect::<Result<_>>()?;
-        plan.dbx = self
-            .enroll_dbx
-            .as_ref()
-            .map(|p| read("dbx", p))
-            .transpose()?;
-        plan.microsoft = self.enroll_microsoft.as_deref().map(|m| match m {
-            "2011" => Microsoft::Y2011,
-            "2023" => Microsoft::Y2023,
-            _ => Microsoft::All,
-        });
-        plan.distro = self.enroll_distro.iter().map(|_| Distro::RedHat).collect();
-        if let Some(owner) = &self.enroll_owner {
-            plan.owner = parse_guid(owner).context("--enroll-owner")?;
-        }
-        plan.strategy = strategy;
+        let pk = read("pk", pk)?;
+        let inputs = super::secureboot::EnrollInputs {
+            kek: &self.enroll_kek,
+            db: &self.enroll_db,
+            dbx: self.enroll_dbx.as_deref(),
+            microsoft: self.enroll_microsoft.as_deref().map(|m| match m {
+                "2011" => Microsoft::Y2011,
+                "2023" => Microsoft::Y2023,
+                _ => Microsoft::All,
+            }),
+            distro: self.enroll_distro.iter().map(|_| Distro::RedHat).collect(),
+            owner: self.enroll_owner.as_deref(),
+            strategy,
+        };
+        let plan = inputs.plan(pk, read, |owner| {
+            parse_guid(owner).context("--enroll-owner")
+        })?;
         Ok(Some(plan))
     }
 }

@@ -285,21 +285,74 @@ fn store_has_pk(file: &Path, der: &[u8]) -> bool {
     })
 }
 
+/// An enrolment as a command line gives it, whatever its flags are called: `nvram secureboot
+/// enroll` and `nvram apply --enroll-pk …` both build their [`EnrollPlan`] with it.
+pub(super) struct EnrollInputs<'a> {
+    /// The KEK certificates or lists.
+    pub kek: &'a [PathBuf],
+    /// The db certificates or lists.
+    pub db: &'a [PathBuf],
+    /// dbx; `None` for the dummy entry.
+    pub dbx: Option<&'a Path>,
+    /// Microsoft's certificates.
+    pub microsoft: Option<Microsoft>,
+    /// Distribution certificates.
+    pub distro: Vec<Distro>,
+    /// The owner GUID as given; `None` for the default.
+    pub owner: Option<&'a str>,
+    /// How to write the variables.
+    pub strategy: Strategy,
+}
+
+impl EnrollInputs<'_> {
+    /// The plan with this PK. `read` reads a certificate input given with the flag for
+    /// "kek", "db" or "dbx"; `parse_owner` parses the owner GUID. The inputs are read in
+    /// order, the owner parsed last, each command adding its own error context.
+    pub(super) fn plan(
+        self,
+        pk: SignatureInput,
+        read: impl Fn(&str, &Path) -> Result<SignatureInput>,
+        parse_owner: impl FnOnce(&str) -> Result<Guid>,
+    ) -> Result<EnrollPlan> {
+        let mut plan = EnrollPlan::with_pk(pk);
+        plan.kek = self
+            .kek
+            .iter()
+            .map(|p| read("kek", p))
+            .collect::<Result<_>>()?;
+        plan.db = self
+            .db
+            .iter()
+            .map(|p| read("db", p))
+            .collect::<Result<_>>()?;
+        plan.dbx = self.dbx.map(|p| read("dbx", p)).transpose()?;
+        plan.microsoft = self.microsoft;
+        plan.distro = self.distro;
+        if let Some(owner) = self.owner {
+            plan.owner = parse_owner(owner)?;
+        }
+        plan.strategy = self.strategy;
+        Ok(plan)
+    }
+}
+
 fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
-    let mut plan = EnrollPlan::with_pk(pk);
-    plan.kek = args.kek.iter().map(|p| read(p)).collect::<Result<_>>()?;
-    plan.db = args.db.iter().map(|p| read(p)).collect::<Result<_>>()?;
-    plan.dbx = args.dbx.as_deref().map(read).transpose()?;
-    plan.microsoft = args.microsoft.map(Microsoft::from);
-    plan.distro = args
-        .distro
-        .iter()
-        .map(|d| match d {
-            DistroArg::Redhat => Distro::RedHat,
-        })
-        .collect();
-    plan.owner = owner(args.owner.as_deref())?;
-    plan.strategy = Strategy::from(args.strategy);
+    let inputs = EnrollInputs {
+        kek: &args.kek,
+        db: &args.db,
+        dbx: args.dbx.as_deref(),
+        microsoft: args.microsoft.map(Microsoft::from),
+        distro: args
+            .distro
+            .iter()
+            .map(|d| match d {
+                DistroArg::Redhat => Distro::RedHat,
+            })
+            .collect(),
+        owner: args.owner.as_deref(),
+        strategy: Strategy::from(args.strategy),
+    };
+    let plan = inputs.plan(pk, |_, p| read(p), |t| owner(Some(t)))?;
     let edited = edit(&args.file, |editor| sb::enroll(editor, &plan))?;
     for c in &edited.value {
         report(&args.file, c);
