@@ -75,6 +75,8 @@ pub struct Varstore<'a> {
     store: StoreInfo,
     layout: Option<&'static Layout>,
     records: Vec<VariableRecord<'a>>,
+    /// Indices into `records` of the live variables, in store order (spec §7).
+    live: Vec<usize>,
     free_offset: u64,
     store_end: u64,
     ftw: Option<FtwWorkingBlock>,
@@ -162,7 +164,8 @@ impl<'a> Varstore<'a> {
         if walk_complete {
             check_free_space(image, free_offset, store_end, &mut findings);
         }
-        check_live_view(&records, &mut findings);
+        let live = live_indices(&records);
+        check_live_view(&records, &live, &mut findings);
         let ftw = locate_ftw(image, &fv, store_end, layout, &mut findings);
 
         Ok(Self {
@@ -171,6 +174,7 @@ impl<'a> Varstore<'a> {
             store,
             layout,
             records,
+            live,
             free_offset: free_offset as u64,
             store_end: store_end as u64,
             ftw,
@@ -247,10 +251,7 @@ impl<'a> Varstore<'a> {
     /// The variables the firmware sees, in store order (spec §7): for each name and GUID the
     /// first record in state 0x3F, or, if there is none, the last one in state 0x3E.
     pub fn live_variables(&self) -> Vec<&VariableRecord<'a>> {
-        live_indices(&self.records)
-            .into_iter()
-            .map(|i| &self.records[i])
-            .collect()
+        self.live.iter().map(|&i| &self.records[i]).collect()
     }
 
     /// The live variable with this name, and GUID if given. Without a GUID, the first live
@@ -765,9 +766,9 @@ fn live_indices(records: &[VariableRecord<'_>]) -> Vec<usize> {
     out
 }
 
-fn check_live_view(records: &[VariableRecord<'_>], findings: &mut Findings) {
+fn check_live_view(records: &[VariableRecord<'_>], live: &[usize], findings: &mut Findings) {
     use std::collections::HashSet;
-    let live: HashSet<usize> = live_indices(records).into_iter().collect();
+    let live: HashSet<usize> = live.iter().copied().collect();
     let mut seen_added: HashSet<(&[u8], Guid)> = HashSet::new();
     for (i, r) in records.iter().enumerate() {
         if r.header_only {
