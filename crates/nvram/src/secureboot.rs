@@ -33,9 +33,9 @@ use varstore::decode::describe_signature;
 use varstore::edit::{Change, EditError, Editor, Strategy};
 use varstore::guid::{self, Guid};
 use varstore::secureboot::{
-    bundled, certificate_subject, dummy_dbx, initial_time, later, now, read_signature_input,
-    InputError, SignatureDb, SignatureInput, CUSTOM_MODE_GUID, OVMF_ENROLL_DEFAULT_KEYS,
-    SECURE_BOOT_ENABLE_GUID,
+    bundled, certificate_subject, distro_certs, dummy_dbx, initial_time, later, now,
+    read_signature_input, InputError, SignatureDb, SignatureInput, CUSTOM_MODE_GUID,
+    OVMF_ENROLL_DEFAULT_KEYS, SECURE_BOOT_ENABLE_GUID,
 };
 use varstore::{Attributes, EfiTime, Varstore};
 
@@ -172,18 +172,54 @@ impl Microsoft {
     }
 }
 
-/// A distribution whose db certificate is bundled.
+/// A distribution whose db certificate nvram carries. Each is owned by OVMF's
+/// EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Distro {
-    /// Red Hat Secure Boot CA (2024), owned by the OVMF/virt-firmware GUID.
+    /// Red Hat UEFI CA (2024); virt-firmware's `rh-uefi`.
     RedHat,
+    /// Debian Secure Boot CA (2016).
+    Debian,
+    /// Canonical Ltd. Master Certificate Authority (2012), for Ubuntu.
+    Ubuntu,
 }
 
 impl Distro {
+    /// Every distribution, in the order `--help` lists them.
+    pub const ALL: [Distro; 3] = [Self::Debian, Self::RedHat, Self::Ubuntu];
+
     /// The db certificate (DER).
     pub fn certificate(self) -> &'static [u8] {
         match self {
             Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
+            Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+            Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
+        }
+    }
+
+    /// The name on the command line (`debian`, `redhat`, `ubuntu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RedHat => "redhat",
+            Self::Debian => "debian",
+            Self::Ubuntu => "ubuntu",
+        }
+    }
+
+    /// The distribution called `name`, also by virt-firmware's name (`rh-uefi`).
+    ///
+    /// ```
+    /// use nvram::secureboot::Distro;
+    /// assert_eq!(Distro::from_name("rh-uefi"), Some(Distro::RedHat));
+    /// assert_eq!(Distro::from_name("Debian"), Some(Distro::Debian));
+    /// assert_eq!(Distro::from_name("slackware"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "redhat" | "rh-uefi" => Some(Self::RedHat),
+            "debian" => Some(Self::Debian),
+            "ubuntu" => Some(Self::Ubuntu),
+            _ => None,
         }
     }
 }
@@ -244,6 +280,9 @@ pub enum SecureBootError {
     /// Microsoft certificates requested for dbx.
     #[error("Microsoft certificates go into KEK or db, not dbx")]
     MicrosoftDbx,
+    /// Distribution certificates requested for a database other than db.
+    #[error("distribution CA certificates go into db, not {0}")]
+    DistroNotDb(&'static str),
     /// The editor refused a write.
     #[error(transparent)]
     Edit(#[from] EditError),
@@ -474,20 +513,24 @@ pub fn enroll(
     Ok(changes)
 }
 
-/// Adds certificates, lists (`.esl`/`.auth`) and Microsoft's certificates to KEK, db or dbx,
-/// keeping every entry there and skipping duplicates. Nothing is written if nothing is new.
-/// On error `editor` is unchanged.
+/// Adds certificates, lists (`.esl`/`.auth`), Microsoft's certificates and distributions' CA
+/// certificates (db only) to KEK, db or dbx, keeping every entry there and skipping
+/// duplicates. Nothing is written if nothing is new. On error `editor` is unchanged.
 pub fn add(
     editor: &mut Editor,
     database: Database,
     inputs: &[SignatureInput],
     microsoft: Option<Microsoft>,
+    distro: &[Distro],
     owner: Guid,
     strategy: Strategy,
 ) -> Result<VariableChange, SecureBootError> {
     match database {
         Database::Pk => return Err(SecureBootError::AddToPk),
         Database::Dbx if microsoft.is_some() => return Err(SecureBootError::MicrosoftDbx),
+        Database::Kek | Database::Dbx if !distro.is_empty() => {
+            return Err(SecureBootError::DistroNotDb(database.name()))
+        }
         _ => {}
     }
     let old = live_value(editor, database)?;
@@ -502,6 +545,9 @@ pub fn add(
         for cert in ms.certificates(database) {
             added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));
         }
+    }
+    for d in distro {
+        added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, d.certificate()));
     }
     let entries = db.lists.iter().map(|l| l.entries.len()).sum();
     if added == 0 {

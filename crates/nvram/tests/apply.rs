@@ -450,3 +450,91 @@ fn enroll_options_enrol_every_file_once() {
     let out = nvram(&["apply", "--enroll-microsoft", "all", p(files[0])]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The Microsoft 2023 rollout over a fleet of Debian's Microsoft-enrolled stores: KEK and db
+/// get the 2023 certificates, every other variable stays as it was, a store that has them
+/// already and a second run are unchanged, and a bad file fails alone.
+#[test]
+fn microsoft_2023_rollout_over_a_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = fs::read(testkit::debian_firmware("OVMF_VARS_4M.ms.fd")).unwrap();
+    let mut files: Vec<PathBuf> = (0..12)
+        .map(|i| {
+            let f = dir.path().join(format!("vm{i:02}.fd"));
+            fs::write(&f, &ms).unwrap();
+            f
+        })
+        .collect();
+    let done_already = files[3].clone();
+    let out = nvram(&[
+        "secureboot",
+        "add-kek",
+        p(&done_already),
+        "--microsoft",
+        "2023",
+    ]);
+    assert!(out.status.success());
+    let out = nvram(&[
+        "secureboot",
+        "add-db",
+        p(&done_already),
+        "--microsoft",
+        "2023",
+    ]);
+    assert!(out.status.success());
+    let truncated = dir.path().join("truncated.fd");
+    fs::write(&truncated, &ms[..4096]).unwrap();
+    files.push(truncated.clone());
+    let before: HashMap<PathBuf, Vec<u8>> = files
+        .iter()
+        .map(|f| (f.clone(), fs::read(f).unwrap()))
+        .collect();
+
+    let edit: Vec<String> = ["--add-microsoft", "2023", "--add-distro", "debian"]
+        .map(String::from)
+        .to_vec();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, results, stderr) = apply_json(&[], &refs, &edit);
+    assert_eq!(code, 1, "the truncated file fails the run: {stderr}");
+    let (result, _) = &results[&truncated];
+    assert_eq!(result, "failed");
+    assert_eq!(fs::read(&truncated).unwrap(), before[&truncated]);
+    for f in files.iter().filter(|f| **f != truncated) {
+        let (result, detail) = &results[f];
+        assert_eq!(result, "changed", "{}: {detail}", f.display());
+        let want = if *f == done_already {
+            "KEK: unchanged; db: replaced (+1)"
+        } else {
+            "KEK: replaced (+1); db: replaced (+4)"
+        };
+        assert_eq!(detail, want, "{}", f.display());
+        let image = fs::read(f).unwrap();
+        let store = varstore::Varstore::parse(&image).unwrap();
+        let state = nvram::secureboot::status(&store);
+        assert!(state.microsoft_2023_ready && state.secure_boot_at_next_boot);
+        assert!(state.microsoft.iter().all(|c| c.present), "{}", f.display());
+        let old_image = &before[f];
+        let old = varstore::Varstore::parse(old_image).unwrap();
+        let others = |store: &varstore::Varstore<'_>| -> Vec<(String, varstore::Guid, Vec<u8>)> {
+            store
+                .live_variables()
+                .iter()
+                .filter(|v| v.name() != "KEK" && v.name() != "db")
+                .map(|v| (v.name(), v.guid, v.data.to_vec()))
+                .collect()
+        };
+        let (old_vars, new_vars) = (others(&old), others(&store));
+        assert_eq!(
+            old_vars,
+            new_vars,
+            "{}: other variables changed",
+            f.display()
+        );
+    }
+    let good: Vec<&Path> = refs.iter().copied().filter(|f| *f != truncated).collect();
+    let (code, results, _) = apply_json(&[], &good, &edit);
+    assert_eq!(code, 0);
+    for (f, (result, detail)) in &results {
+        assert_eq!(result, "unchanged", "{}: {detail}", f.display());
+    }
+}

@@ -1,5 +1,6 @@
 //! `nvram secureboot`: enrolment byte-identical to virt-fw-vars, additions that keep every
-//! entry and add no duplicate, the Microsoft 2023 rollout on Debian's `OVMF_VARS_4M.ms.fd`.
+//! entry and add no duplicate, the Microsoft 2023 rollout on Debian's `OVMF_VARS_4M.ms.fd`,
+//! the distribution CA certificates nvram carries equal to the Debian packages' files.
 
 mod common;
 
@@ -9,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use testkit::{debian_firmware, require_tool, virt_fw_vars};
-use varstore::secureboot::{efi_time, CERT_TYPE_PKCS7};
+use testkit::{debian_firmware, require_tool, unpacked_debian_file, virt_fw_vars};
+use varstore::secureboot::{distro_certs, efi_time, CERT_TYPE_PKCS7};
 use varstore::Varstore;
 
 /// (name, guid) -> (attributes, data, timestamp)
@@ -174,6 +175,129 @@ fn enroll_matches_virt_fw_vars() {
     assert_eq!(s["setup_mode"], false);
     assert_eq!(s["secure_boot_at_next_boot"], true);
     assert_eq!(s["microsoft_2023_ready"], true);
+}
+
+/// The certificates behind `--distro debian|ubuntu` are the ones Debian ships: Debian's own
+/// CA as its shim is built with it, Canonical's as the refind package carries it.
+#[test]
+fn distro_certificates_equal_debian_packages() {
+    let debian = fs::read("/usr/share/shim/debian-uefi-ca.der").expect("shim-unsigned installed");
+    assert!(
+        debian == distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+        "crates/varstore/certs/debian-secure-boot-ca-2016.der differs from shim-unsigned's \
+         /usr/share/shim/debian-uefi-ca.der"
+    );
+    let canonical = fs::read(unpacked_debian_file(
+        "etc/refind.d/keys/canonical-uefi-ca.cer",
+    ))
+    .unwrap();
+    assert!(
+        canonical == distro_certs::CANONICAL_MASTER_CA_2012,
+        "crates/varstore/certs/canonical-master-ca-2012.der differs from refind's \
+         canonical-uefi-ca.cer"
+    );
+}
+
+/// `--distro` enrols what virt-fw-vars' `--distro-keys` enrols, byte for byte.
+#[test]
+fn enroll_distro_matches_virt_fw_vars() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = make_cert(dir.path(), "nvram test PK");
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    let owner = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d";
+    let ours = dir.path().join("ours.fd");
+    fs::copy(&blank, &ours).unwrap();
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        p(&ours),
+        "--pk",
+        p(&pk),
+        "--kek",
+        p(&pk),
+        "--distro",
+        "debian",
+        "--distro",
+        "ubuntu",
+        "--distro",
+        "rh-uefi",
+    ]);
+    let theirs = dir.path().join("theirs.fd");
+    let out = Command::new(virt_fw_vars())
+        .args(["-i", p(&blank), "-o", p(&theirs)])
+        .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&pk)])
+        .args(["--distro-keys", "debian", "--distro-keys", "ubuntu"])
+        .args(["--distro-keys", "rh-uefi", "--secure-boot"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_secure_boot_variables(&ours, &theirs);
+    let db: Vec<String> = status(&ours)["databases"][2]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["description"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        db,
+        [
+            "Debian Secure Boot CA",
+            "Canonical Ltd. Master Certificate Authority",
+            "Red Hat UEFI CA 2024"
+        ]
+    );
+}
+
+/// `add-db --distro` adds to Microsoft's db without touching anything else; only db takes it.
+#[test]
+fn add_db_distro_keeps_microsoft_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    fs::copy(debian_firmware("OVMF_VARS_4M.ms.fd"), &vars).unwrap();
+    let before = live(&vars);
+    let db_key = (
+        "db".to_string(),
+        "d719b2cb-3d3a-4596-a3bc-dad00e67656f".to_string(),
+    );
+    nvram_ok(&["secureboot", "add-db", p(&vars), "--distro", "debian"]);
+    let after = live(&vars);
+    for (key, value) in &before {
+        if *key != db_key {
+            assert_eq!(after.get(key), Some(value), "{key:?} changed");
+        }
+    }
+    let old_db = &before[&db_key].1;
+    let new_db = &after[&db_key].1;
+    assert_eq!(
+        &new_db[..old_db.len()],
+        &old_db[..],
+        "db entries were not kept"
+    );
+    let added = varstore::secureboot::SignatureDb::parse(&new_db[old_db.len()..]).unwrap();
+    assert!(added.contains_x509(distro_certs::DEBIAN_SECURE_BOOT_CA_2016));
+
+    let image = fs::read(&vars).unwrap();
+    nvram_ok(&["secureboot", "add-db", p(&vars), "--distro", "debian"]);
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        image,
+        "a second add rewrote the file"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(["secureboot", "add-kek", p(&vars), "--distro", "debian"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("add-db"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&vars).unwrap(), image);
 }
 
 #[test]

@@ -5,17 +5,19 @@
 //! 2. after enrolling a generated PK/KEK/db the unsigned binary is refused (`Security
 //!    Violation`), while the same binary signed with the db key (sbsign) starts;
 //! 3. with Microsoft's certificates enrolled, Debian's Microsoft-signed shim starts (and then
-//!    fails to find grub), and the firmware's unsigned internal shell is refused.
+//!    fails to find grub), and the firmware's unsigned internal shell is refused;
+//! 4. with only the Debian CA in db (`--distro debian`), Debian's signed grub starts and runs
+//!    its grub.cfg; with only the Canonical CA (`--distro ubuntu`) the same grub is refused.
 //!
-//! Needs `openssl`, `sbsign` (sbsigntool), systemd-boot-efi and shim-signed
-//! (`scripts/install-test-deps`). Nothing resets the VM, so each boot is stopped as soon
+//! Needs `openssl`, `sbsign` (sbsigntool), systemd-boot-efi, shim-signed and
+//! grub-efi-amd64-signed (`scripts/install-test-deps`). Nothing resets the VM, so each boot is stopped as soon
 //! as its serial log shows the outcome the test checks (or fails at the timeout).
 
 mod common;
 
 use common::{nvram_ok, path_str};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use testkit::{boot_ovmf, debian_firmware, require_tool, BootError, OvmfBoot};
@@ -31,6 +33,34 @@ fn run(program: &Path, args: &[&str]) {
         program.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A new RSA-2048 key and self-signed certificate `NAME.key`/`NAME.pem` in `dir`.
+fn self_signed(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    let subject = format!("/CN={cn}");
+    run(
+        &require_tool("openssl"),
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            &subject,
+            "-keyout",
+            path_str(&key),
+            "-out",
+            path_str(&cert),
+        ],
+    );
+    (key, cert)
 }
 
 /// Boots `loader` as \EFI\BOOT\BOOTX64.EFI and returns the serial log once `stop_when`
@@ -56,31 +86,9 @@ fn systemd_boot_started(serial: &str) -> bool {
 
 #[test]
 fn firmware_enforces_enrolled_keys() {
-    let openssl = require_tool("openssl");
     let sbsign = require_tool("sbsign");
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("db.key");
-    let cert = dir.path().join("db.pem");
-    run(
-        &openssl,
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=nvram test key",
-            "-keyout",
-            path_str(&key),
-            "-out",
-            path_str(&cert),
-        ],
-    );
+    let (key, cert) = self_signed(dir.path(), "db", "nvram test key");
     let signed = dir.path().join("signed.efi");
     run(
         &sbsign,
@@ -184,4 +192,75 @@ fn shim_started(serial: &str) -> bool {
     serial.contains("grubx64.efi")
         || serial.contains("Failed to open")
         || serial.contains("start_image")
+}
+
+/// Debian's grub, signed by "Debian Secure Boot Signer 2022 - grub2" (issued by the Debian CA).
+const DEBIAN_GRUB: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+/// Printed by the grub.cfg the test puts next to grub: grub started and ran its configuration.
+const GRUB_MARKER: &str = "nvram-grub-config-ran";
+
+/// grub ran its configuration, or the firmware refused the disk's loader and went on to its
+/// own shell (refused, too, in user mode).
+fn grub_ran_or_refused(serial: &str) -> bool {
+    serial.contains(GRUB_MARKER) || serial.contains("Security Violation")
+}
+
+/// With only the Debian CA in db (`--distro debian`), the firmware itself verifies Debian's
+/// signed grub and starts it (no shim involved); with only the Canonical CA (`--distro
+/// ubuntu`) it refuses the same binary.
+#[test]
+fn firmware_trusts_distro_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert) = self_signed(dir.path(), "pk", "nvram test PK");
+    let grub = fs::read(DEBIAN_GRUB).expect("grub-efi-amd64-signed installed");
+    let config = format!("echo {GRUB_MARKER}\n").into_bytes();
+    let blank = fs::read(debian_firmware("OVMF_VARS_4M.fd")).unwrap();
+    let c = path_str(&cert);
+    let boot_grub = |distro: &str| {
+        let vars = dir.path().join(format!("{distro}.fd"));
+        fs::write(&vars, &blank).unwrap();
+        nvram_ok(&[
+            "secureboot",
+            "enroll",
+            path_str(&vars),
+            "--pk",
+            c,
+            "--kek",
+            c,
+            "--distro",
+            distro,
+        ]);
+        let code = debian_firmware("OVMF_CODE_4M.secboot.fd");
+        let mut boot = OvmfBoot::new(&code, &vars, "reset -s\n");
+        boot.smm = true;
+        boot.stop_when = Some(grub_ran_or_refused);
+        // Debian's signed grub reads grub.cfg from the directory it was started from.
+        boot.files = vec![
+            ("EFI/BOOT/BOOTX64.EFI".to_string(), grub.clone()),
+            ("EFI/BOOT/grub.cfg".to_string(), config.clone()),
+        ];
+        boot.timeout = Duration::from_secs(60);
+        match boot_ovmf(&boot) {
+            Ok(outcome) => outcome.serial,
+            Err(e @ BootError::Setup(_)) => panic!("{e}"),
+            Err(e) => e.serial().unwrap_or_default().to_string(),
+        }
+    };
+
+    let serial = boot_grub("debian");
+    assert!(
+        serial.contains("Welcome to GRUB") && serial.contains(GRUB_MARKER),
+        "Debian's signed grub did not start with the Debian CA in db:\n{serial}"
+    );
+
+    let serial = boot_grub("ubuntu");
+    let disk_refused = serial.lines().any(|l| {
+        l.contains("failed to load")
+            && l.contains("Non-Block Boot Device")
+            && l.contains("Access Denied")
+    });
+    assert!(
+        disk_refused && !serial.contains("GRUB"),
+        "Debian's grub was not refused with only the Canonical CA in db:\n{serial}"
+    );
 }

@@ -154,6 +154,24 @@ pub fn virt_fw_vars() -> PathBuf {
     path
 }
 
+/// A file of a Debian package that `scripts/install-test-deps` unpacks (without installing it)
+/// into `target/peers/debian`, e.g. `etc/refind.d/keys/canonical-uefi-ca.cer`.
+///
+/// # Panics
+///
+/// If it is not there, naming the script that unpacks it.
+pub fn unpacked_debian_file(path: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/peers/debian")
+        .join(path);
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/install-test-deps (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

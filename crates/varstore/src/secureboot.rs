@@ -27,6 +27,29 @@ use uguid::{guid, Guid};
 /// 2023) and Red Hat's, as DER constants.
 pub use virtfw_libefi::sb::certs as bundled;
 
+/// Distribution CA certificates (DER) that virtfw-libefi does not bundle, taken unchanged from
+/// Debian packages (provenance and fingerprints: `crates/varstore/certs/README.md`).
+///
+/// ```
+/// use varstore::secureboot::{certificate_subject, distro_certs};
+///
+/// assert_eq!(
+///     certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
+///     Some("Debian Secure Boot CA")
+/// );
+/// ```
+pub mod distro_certs {
+    /// "Debian Secure Boot CA" (2016–2046): issues the certificates that sign Debian's grub,
+    /// shim helpers, fwupd and kernels. From Debian's `shim-unsigned`
+    /// (`/usr/share/shim/debian-uefi-ca.der`).
+    pub const DEBIAN_SECURE_BOOT_CA_2016: &[u8] =
+        include_bytes!("../certs/debian-secure-boot-ca-2016.der");
+    /// "Canonical Ltd. Master Certificate Authority" (2012–2042): signs Ubuntu's grub and
+    /// kernels. From Debian's `refind` (`/etc/refind.d/keys/canonical-uefi-ca.cer`).
+    pub const CANONICAL_MASTER_CA_2012: &[u8] =
+        include_bytes!("../certs/canonical-master-ca-2012.der");
+}
+
 /// Owner GUID that OVMF's EnrollDefaultKeys and virt-firmware use for their own entries
 /// (PK, KEK, distribution db certificates, the dummy dbx entry).
 pub const OVMF_ENROLL_DEFAULT_KEYS: Guid = guid!("a0baa8a3-041d-48a8-bc87-c36d121b5e3d");
@@ -456,6 +479,18 @@ mod tests {
         assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
         assert_eq!(base64_decode("aGVs\nbG8h").unwrap(), b"hello!");
         assert!(base64_decode("a*b").is_none());
+    }
+
+    #[test]
+    fn distro_certificates_parse() {
+        assert_eq!(
+            certificate_subject(distro_certs::CANONICAL_MASTER_CA_2012).as_deref(),
+            Some("Canonical Ltd. Master Certificate Authority")
+        );
+        assert_eq!(
+            certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
+            Some("Debian Secure Boot CA")
+        );
     }
 
     #[test]

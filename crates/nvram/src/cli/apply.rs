@@ -14,8 +14,9 @@ use varstore::edit::Strategy;
 /// Apply the same edit to many stores in parallel (a fleet of VMs).
 ///
 /// Edits, applied to each file in this order, all or nothing per file: the Secure Boot
-/// enrolment (--enroll-pk …), every --import (in the order given), then every --set, then every
-/// --delete. At least one is required.
+/// enrolment (--enroll-pk …), the Secure Boot additions (--add-kek/--add-db/--add-dbx/
+/// --add-microsoft/--add-distro), every --import (in the order given), then every --set, then
+/// every --delete. At least one is required.
 ///
 ///   --set NAME[@GUID][:ATTRS]=KIND:VALUE   e.g. Timeout=u16:5, PlatformLang=ascii:en,
 ///       MyVar@4a67b082-0a4c-41cf-b6c7-440b29bb8c4f:nv,bs=hex:0102. KIND is what
@@ -24,8 +25,13 @@ use varstore::edit::Strategy;
 ///   --delete NAME[@GUID]   a variable that is not there counts as done (unchanged).
 ///   --import FILE.json     as `nvram import`; with --replace-all as `nvram import --replace-all`.
 ///   --enroll-pk CERT [--enroll-kek CERT]… [--enroll-db CERT]… [--enroll-dbx FILE]
-///       [--enroll-microsoft 2011|2023|all] [--enroll-distro redhat] [--enroll-owner GUID]
+///       [--enroll-microsoft 2011|2023|all] [--enroll-distro debian|redhat|ubuntu] [--enroll-owner GUID]
 ///                          as `nvram secureboot enroll --pk CERT --kek CERT …`.
+///   --add-kek CERT… --add-db CERT… --add-dbx FILE… --add-microsoft 2011|2023|all
+///       --add-distro debian|redhat|ubuntu [--add-owner GUID]
+///                          as `nvram secureboot add-kek/add-db/add-dbx`: adds what is
+///                          missing, keeps every entry. The Microsoft 2023 rollout of a
+///                          fleet is `nvram apply --add-microsoft 2023 --dir DIR`.
 ///
 /// Files: the FILE arguments, the lines of --files-from LIST (- for stdin) and the *.fd files
 /// of --dir DIR, in that order, each once. Each file is locked, edited on a copy and replaced
@@ -80,6 +86,87 @@ pub struct Args {
     files: Vec<PathBuf>,
     #[command(flatten)]
     enroll: EnrollArgs,
+    #[command(flatten)]
+    add: AddArgs,
+}
+
+/// The options of `nvram secureboot add-kek/add-db/add-dbx` with an `add-` prefix.
+#[derive(Debug, clap::Args)]
+#[command(
+    next_help_heading = "Secure Boot additions (as `nvram secureboot add-kek/add-db/add-dbx`)"
+)]
+struct AddArgs {
+    /// Add a KEK certificate or list, keeping the entries there (repeatable).
+    #[arg(long, value_name = "CERT", group = "edits")]
+    add_kek: Vec<PathBuf>,
+    /// Add a db certificate or list, keeping the entries there (repeatable).
+    #[arg(long, value_name = "CERT", group = "edits")]
+    add_db: Vec<PathBuf>,
+    /// Add dbx entries from a signature list or .auth file (repeatable).
+    #[arg(long, value_name = "FILE", group = "edits")]
+    add_dbx: Vec<PathBuf>,
+    /// Add Microsoft's missing KEK and db certificates (2011, 2023 or all): the 2023 rollout
+    /// is --add-microsoft 2023.
+    #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
+    add_microsoft: Option<String>,
+    /// Add a distribution's CA certificate to db (repeatable).
+    #[arg(long, value_name = "DISTRO", group = "edits", value_enum)]
+    add_distro: Vec<super::secureboot::DistroArg>,
+    /// Owner GUID of the certificates given with --add-kek/--add-db/--add-dbx (default:
+    /// a0baa8a3-…).
+    #[arg(long, value_name = "GUID")]
+    add_owner: Option<String>,
+}
+
+impl AddArgs {
+    /// One step per database that gets something (KEK, then db, then dbx); the files are
+    /// read once, here, for all stores.
+    fn steps(&self) -> Result<Vec<Step>> {
+        use nvram::secureboot::{read_input, Database, Distro};
+        let microsoft = self.add_microsoft.as_deref().map(microsoft_of);
+        let owner = match &self.add_owner {
+            Some(o) => parse_guid(o).context("--add-owner")?,
+            None => varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS,
+        };
+        let read = |flag: &str, paths: &[PathBuf]| -> Result<Vec<_>> {
+            paths
+                .iter()
+                .map(|p| read_input(p).with_context(|| format!("--add-{flag} {}", p.display())))
+                .collect()
+        };
+        let distro: Vec<Distro> = self.add_distro.iter().copied().map(Distro::from).collect();
+        let mut steps = Vec::new();
+        for (database, inputs, microsoft, distro) in [
+            (
+                Database::Kek,
+                read("kek", &self.add_kek)?,
+                microsoft,
+                Vec::new(),
+            ),
+            (Database::Db, read("db", &self.add_db)?, microsoft, distro),
+            (Database::Dbx, read("dbx", &self.add_dbx)?, None, Vec::new()),
+        ] {
+            if !inputs.is_empty() || microsoft.is_some() || !distro.is_empty() {
+                steps.push(Step::AddSignatures {
+                    database,
+                    inputs,
+                    microsoft,
+                    distro,
+                    owner,
+                });
+            }
+        }
+        Ok(steps)
+    }
+}
+
+fn microsoft_of(which: &str) -> nvram::secureboot::Microsoft {
+    use nvram::secureboot::Microsoft;
+    match which {
+        "2011" => Microsoft::Y2011,
+        "2023" => Microsoft::Y2023,
+        _ => Microsoft::All,
+    }
 }
 
 /// The options of `nvram secureboot enroll` with an `enroll-` prefix.
@@ -103,8 +190,8 @@ struct EnrollArgs {
     #[arg(long, value_name = "WHICH", requires = "enroll_pk", value_parser = ["2011", "2023", "all"])]
     enroll_microsoft: Option<String>,
     /// With --enroll-pk: also enrol a distribution's db certificate (repeatable).
-    #[arg(long, value_name = "DISTRO", requires = "enroll_pk", value_parser = ["redhat"])]
-    enroll_distro: Vec<String>,
+    #[arg(long, value_name = "DISTRO", requires = "enroll_pk", value_enum)]
+    enroll_distro: Vec<super::secureboot::DistroArg>,
     /// With --enroll-pk: owner GUID of the certificates given (default: a0baa8a3-…).
     #[arg(long, value_name = "GUID", requires = "enroll_pk")]
     enroll_owner: Option<String>,
@@ -113,7 +200,7 @@ struct EnrollArgs {
 impl EnrollArgs {
     /// The enrolment, if asked for; certificates are read once, here, for all files.
     fn plan(&self, strategy: Strategy) -> Result<Option<EnrollPlan>> {
-        use nvram::secureboot::{read_input, Distro, Microsoft};
+        use nvram::secureboot::{read_input, Distro};
         let Some(pk) = &self.enroll_pk else {
             return Ok(None);
         };
@@ -125,12 +212,13 @@ impl EnrollArgs {
             kek: &self.enroll_kek,
             db: &self.enroll_db,
             dbx: self.enroll_dbx.as_deref(),
-            microsoft: self.enroll_microsoft.as_deref().map(|m| match m {
-                "2011" => Microsoft::Y2011,
-                "2023" => Microsoft::Y2023,
-                _ => Microsoft::All,
-            }),
-            distro: self.enroll_distro.iter().map(|_| Distro::RedHat).collect(),
+            microsoft: self.enroll_microsoft.as_deref().map(microsoft_of),
+            distro: self
+                .enroll_distro
+                .iter()
+                .copied()
+                .map(Distro::from)
+                .collect(),
             owner: self.enroll_owner.as_deref(),
             strategy,
         };
@@ -202,6 +290,7 @@ fn plan_of(args: &Args) -> Result<Plan> {
     if let Some(enrolment) = args.enroll.plan(strategy)? {
         steps.push(Step::Enroll(Box::new(enrolment)));
     }
+    steps.extend(args.add.steps()?);
     for path in &args.import {
         let text =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -49,9 +49,24 @@ impl From<MicrosoftArg> for Microsoft {
 
 /// Distribution db certificates that nvram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DistroArg {
-    /// Red Hat Secure Boot CA (2024).
+pub(super) enum DistroArg {
+    /// Debian Secure Boot CA (2016): Debian's grub, shim helpers and kernels.
+    Debian,
+    /// Red Hat UEFI CA (2024), virt-firmware's rh-uefi.
+    #[value(alias = "rh-uefi")]
     Redhat,
+    /// Canonical Ltd. Master Certificate Authority (2012): Ubuntu's grub and kernels.
+    Ubuntu,
+}
+
+impl From<DistroArg> for Distro {
+    fn from(d: DistroArg) -> Self {
+        match d {
+            DistroArg::Debian => Distro::Debian,
+            DistroArg::Redhat => Distro::RedHat,
+            DistroArg::Ubuntu => Distro::Ubuntu,
+        }
+    }
 }
 
 /// Enrol PK, KEK, db and dbx, and turn Secure Boot on (SecureBootEnable=1, CustomMode=0).
@@ -122,6 +137,9 @@ struct AddArgs {
     /// Add Microsoft's certificates for this database that are missing.
     #[arg(long, value_enum)]
     microsoft: Option<MicrosoftArg>,
+    /// Add a distribution's CA certificate (add-db only; repeatable).
+    #[arg(long, value_enum)]
+    distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given (default: a0baa8a3-…).
     #[arg(long)]
     owner: Option<String>,
@@ -342,13 +360,7 @@ fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
         db: &args.db,
         dbx: args.dbx.as_deref(),
         microsoft: args.microsoft.map(Microsoft::from),
-        distro: args
-            .distro
-            .iter()
-            .map(|d| match d {
-                DistroArg::Redhat => Distro::RedHat,
-            })
-            .collect(),
+        distro: args.distro.iter().copied().map(Distro::from).collect(),
         owner: args.owner.as_deref(),
         strategy: Strategy::from(args.strategy),
     };
@@ -382,15 +394,21 @@ fn report(file: &Path, c: &sb::VariableChange) {
 }
 
 fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
-    if args.inputs.is_empty() && args.microsoft.is_none() {
-        bail!("nothing to add: give certificate/list files or --microsoft");
+    if args.inputs.is_empty() && args.microsoft.is_none() && args.distro.is_empty() {
+        bail!("nothing to add: give certificate/list files, --microsoft or --distro");
+    }
+    if !args.distro.is_empty() && database != Database::Db {
+        bail!("--distro adds a distribution's CA certificate to db: use add-db");
     }
     let inputs: Vec<SignatureInput> = args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?;
     let owner = owner(args.owner.as_deref())?;
     let microsoft = args.microsoft.map(Microsoft::from);
+    let distro: Vec<Distro> = args.distro.iter().copied().map(Distro::from).collect();
     let strategy = Strategy::from(args.strategy);
     let edited = edit(&args.file, |editor| {
-        sb::add(editor, database, &inputs, microsoft, owner, strategy)
+        sb::add(
+            editor, database, &inputs, microsoft, &distro, owner, strategy,
+        )
     })?;
     report(&args.file, &edited.value);
     super::set::note_free_space(&edited);
