@@ -298,7 +298,7 @@ pub fn import(
         };
         if v.digest.is_some() {
             report.notes.push(format!(
-                "{}: QEMU's certificate digest cannot be stored in an edk2 varstore (edk2 keeps its own in the certdb variable); it was dropped",
+                "{}: QEMU's certificate digest was dropped: edk2 keeps its own in the certdb variable, computed from different input (the signer's CN and the top-level certificate's tbsCertificate, where QEMU hashes that certificate's SHA-256 fingerprint), so it cannot be converted; without a certdb entry the firmware refuses later signed updates of this variable",
                 v.name
             ));
         }

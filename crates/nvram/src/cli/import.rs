@@ -9,7 +9,8 @@ use varstore::edit::Strategy;
 ///
 /// Each variable is set as with `nvram set`, in list order, all or nothing: one refused
 /// variable leaves the file unchanged. QEMU's `digest` fields cannot be stored in an edk2
-/// varstore; they are reported and dropped.
+/// varstore (edk2's certdb digest hashes different input, so it cannot be derived from
+/// QEMU's); they are reported and dropped.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The store.
