@@ -4,7 +4,10 @@
 //! of data; then once more, when nothing is left to do), and the real enrolment
 //! (`--enroll-pk … --enroll-microsoft all --enroll-distro redhat`). Against it, on a sample in
 //! the same run: virt-fw-vars doing the same import (`--set-json`) and its own
-//! `--enroll-redhat`, one process per file as it is used.
+//! `--enroll-redhat`, one process per file as it is used. Then the Microsoft 2023 rollout
+//! over stores enrolled with the 2011 certificates (Debian's OVMF_VARS_4M.ms.fd):
+//! `--add-microsoft 2023` against virt-fw-vars adding the same four certificates with
+//! `--add-kek`/`--add-db`.
 //!
 //! Run with `cargo bench -p nvram --bench fleet` after `scripts/install-test-deps` (or point
 //! `NVRAM_VIRT_FW_VARS` at a virt-fw-vars). `NVRAM_FLEET_FILES` sets the fleet size
@@ -111,13 +114,14 @@ fn main() {
     let fleet_files: Vec<PathBuf> = (0..files)
         .map(|i| fleet.join(format!("vm{i:05}.fd")))
         .collect();
-    let reset = || {
+    let reset_to = |template: &[u8]| {
         for f in &fleet_files {
-            std::fs::write(f, &blank).unwrap();
+            std::fs::write(f, template).unwrap();
         }
         // Written back before timing, so the edits' fsyncs do not pay for the set-up's writes.
         run(&mut Command::new("sync"));
     };
+    let reset = || reset_to(&blank);
     let pk = work.path().join("pk.der");
     std::fs::write(&pk, varstore::secureboot::bundled::MICROSOFT_PK_2023).unwrap();
 
@@ -160,7 +164,51 @@ fn main() {
         &enroll,
     );
 
+    let ms_template = std::fs::read(testkit::debian_firmware("OVMF_VARS_4M.ms.fd")).unwrap();
+    reset_to(&ms_template);
+    let rollout = apply(
+        "--add-microsoft 2023 (over OVMF_VARS_4M.ms.fd stores)",
+        &[
+            std::ffi::OsStr::new("--add-microsoft"),
+            std::ffi::OsStr::new("2023"),
+        ],
+    );
+
     let peer = testkit::virt_fw_vars();
+    // The four 2023 certificates, as files for virt-fw-vars.
+    let microsoft = "77fa9abd-0359-4d32-bd60-28f4e78f784b";
+    let mut peer_rollout_args: Vec<std::ffi::OsString> = Vec::new();
+    for (flag, name, der) in [
+        (
+            "--add-kek",
+            "kek2023.der",
+            varstore::secureboot::bundled::MICROSOFT_KEK_2023,
+        ),
+        (
+            "--add-db",
+            "win2023.der",
+            varstore::secureboot::bundled::MICROSOFT_DB_WINDOWS_2023,
+        ),
+        (
+            "--add-db",
+            "uefi2023.der",
+            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_2023,
+        ),
+        (
+            "--add-db",
+            "rom2023.der",
+            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_ROM_2023,
+        ),
+    ] {
+        let path = work.path().join(name);
+        std::fs::write(&path, der).unwrap();
+        peer_rollout_args.extend([flag.into(), microsoft.into(), path.into_os_string()]);
+    }
+    let peer_rollout = per_file(work.path(), &ms_template, sample, |f| {
+        let mut c = Command::new(&peer);
+        c.arg("--inplace").arg(f).args(&peer_rollout_args);
+        c
+    });
     let peer_same = per_file(work.path(), &blank, sample, |f| {
         let mut c = Command::new(&peer);
         c.arg("--inplace").arg(f).arg("--set-json").arg(&json);
@@ -180,9 +228,18 @@ fn main() {
         "virt-fw-vars --inplace f --enroll-redhat ({sample} files, one after another): {:.1} ms/file",
         peer_enroll.as_secs_f64() * 1e3
     );
+    println!(
+        "virt-fw-vars --inplace f --add-kek … --add-db … (the 2023 rollout, {sample} files, one after another): {:.1} ms/file",
+        peer_rollout.as_secs_f64() * 1e3
+    );
     for (what, ours, theirs) in [
         ("--import vs --set-json", first, peer_same),
         ("--enroll-pk vs --enroll-redhat", enrolled, peer_enroll),
+        (
+            "--add-microsoft 2023 vs --add-kek/--add-db",
+            rollout,
+            peer_rollout,
+        ),
     ] {
         let ours = ours.as_secs_f64() / files as f64;
         let theirs = theirs.as_secs_f64();

@@ -908,3 +908,351 @@ fn the_users_config_directory_overrides_the_system_descriptors() {
         s(&home.path().join(".config/qemu/firmware"))
     );
 }
+
+// ---- machine-type aliases, resolved by the real QEMU ----
+
+/// What `binary -machine help` says `alias` stands for, read here independently of nvram's
+/// parser (QEMU prints `q35   Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)`).
+fn qemu_alias(binary: &str, alias: &str) -> String {
+    let out = Command::new(binary)
+        .args(["-machine", "help"])
+        .output()
+        .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+    assert!(
+        out.status.success(),
+        "{binary} -machine help: {}",
+        stderr(&out)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(alias))
+        .unwrap_or_else(|| panic!("{binary} lists no {alias}:\n{text}"));
+    let target = line
+        .rsplit_once("(alias of ")
+        .and_then(|(_, t)| t.trim_end().strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{alias} is no alias: {line}"));
+    assert_ne!(target, alias);
+    target.to_string()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn firmware_list_resolves_machine_aliases_with_qemu() {
+    for (binary, arch, alias, prefix, expected) in [
+        (
+            "qemu-system-x86_64",
+            "x86_64",
+            "q35",
+            "pc-q35-",
+            "40-edk2-x86_64-secure-enrolled.json",
+        ),
+        (
+            "qemu-system-x86_64",
+            "x86_64",
+            "pc",
+            "pc-i440fx-",
+            "60-edk2-x86_64.json",
+        ),
+        (
+            "qemu-system-aarch64",
+            "aarch64",
+            "virt",
+            "virt-",
+            "40-edk2-aarch64-secure-enrolled.json",
+        ),
+    ] {
+        let versioned = qemu_alias(binary, alias);
+        assert!(versioned.starts_with(prefix), "{alias} is {versioned}");
+        let list = |machine: &str| {
+            nvram(&[
+                "firmware",
+                "list",
+                "--json",
+                "--arch",
+                arch,
+                "--machine",
+                machine,
+            ])
+        };
+        let out = list(alias);
+        let note = stderr(&out);
+        assert!(
+            note.contains(&format!("machine {alias} is {versioned} ({binary})")),
+            "{note}"
+        );
+        let by_alias = ok_json(out);
+        let out = list(&versioned);
+        assert!(!stderr(&out).contains("note"), "{}", stderr(&out));
+        let by_version = ok_json(out);
+        assert!(!names(&by_version).is_empty(), "{by_version}");
+        assert!(
+            names(&by_version).iter().any(|n| n == expected),
+            "{expected} not for {versioned}: {by_version}"
+        );
+        assert_eq!(
+            names(&by_alias),
+            names(&by_version),
+            "{alias} = {versioned}"
+        );
+        assert_eq!(by_alias["criteria"], by_version["criteria"]);
+        let criteria = by_alias["criteria"].as_str().unwrap();
+        assert!(
+            criteria.contains(&format!("machine {versioned}")),
+            "{criteria}"
+        );
+        // The human listing too.
+        let text = |machine: &str| {
+            let out = nvram(&["firmware", "list", "--arch", arch, "--machine", machine]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            out.stdout
+        };
+        assert_eq!(text(alias), text(&versioned));
+    }
+    // i440fx has only the plain build, q35 all three: the aliases are not mixed up.
+    let pc = ok_json(nvram(&[
+        "firmware",
+        "list",
+        "--json",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc",
+    ]));
+    assert_eq!(names(&pc), ["60-edk2-x86_64.json"]);
+}
+
+#[test]
+fn prepare_with_a_machine_alias_picks_the_same_template() {
+    let q35 = qemu_alias("qemu-system-x86_64", "q35");
+    let virt = qemu_alias("qemu-system-aarch64", "virt");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    let mut pick = |args: &[&str]| -> Value {
+        n += 1;
+        let vars = dir.path().join(format!("vm{n}.fd"));
+        let mut all = vec![
+            "prepare",
+            "--nvram",
+            s(&vars),
+            "--firmware",
+            "auto",
+            "--json",
+        ];
+        all.extend_from_slice(args);
+        let report = ok_json(nvram(&all));
+        assert_eq!(report["outcome"], "created");
+        let template = report["template"].as_str().unwrap();
+        assert_eq!(fs::read(&vars).unwrap(), fs::read(template).unwrap());
+        report
+    };
+    for (arch, alias, versioned, extra) in [
+        ("x86_64", "q35", &q35, &[][..]),
+        (
+            "x86_64",
+            "q35",
+            &q35,
+            &["--no-feature", "enrolled-keys"][..],
+        ),
+        ("x86_64", "q35", &q35, &["--no-feature", "requires-smm"][..]),
+        (
+            "aarch64",
+            "virt",
+            &virt,
+            &["--no-feature", "secure-boot"][..],
+        ),
+        (
+            "aarch64",
+            "virt",
+            &virt,
+            &["--feature", "enrolled-keys"][..],
+        ),
+    ] {
+        let mut args = vec!["--arch", arch, "--machine", alias];
+        args.extend_from_slice(extra);
+        let by_alias = pick(&args);
+        args[3] = versioned;
+        let by_version = pick(&args);
+        assert_eq!(by_alias["firmware"], by_version["firmware"], "{args:?}");
+        assert_eq!(by_alias["template"], by_version["template"], "{args:?}");
+        // The report says which machine type the firmware was selected for.
+        assert_eq!(by_alias["machine"], versioned.as_str());
+        assert_eq!(by_version["machine"], versioned.as_str());
+    }
+    // The human report has the note on stderr and the usual lines.
+    let vars = dir.path().join("human.fd");
+    let out = nvram(&[
+        "prepare",
+        "--nvram",
+        s(&vars),
+        "--firmware",
+        "auto",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "q35",
+        "--no-feature",
+        "requires-smm",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "nvram: note: machine q35 is {q35} (qemu-system-x86_64)"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("firmware: 60-edk2-x86_64.json"),
+        "{message}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_unknown_machine_type_fails_clearly_and_touches_nothing() {
+    let q35 = qemu_alias("qemu-system-x86_64", "q35");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm.fd");
+    for json in [false, true] {
+        let mut args = vec![
+            "prepare",
+            "--nvram",
+            s(&vars),
+            "--firmware",
+            "auto",
+            "--arch",
+            "x86_64",
+            "--machine",
+            "nosuch",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = nvram(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        let message = stderr(&out);
+        for needle in [
+            "qemu-system-x86_64 has no machine type \"nosuch\"",
+            &format!("q35 = {q35}"),
+        ] {
+            assert!(message.contains(needle), "{needle:?} missing: {message}");
+        }
+    }
+    let out = nvram(&[
+        "firmware",
+        "list",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "nosuch",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("has no machine type \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
+    // An aarch64 alias is no x86_64 machine type.
+    let out = nvram(&["firmware", "list", "--arch", "x86_64", "--machine", "virt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn the_qemu_binary_can_be_given_and_is_needed_only_for_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm.fd");
+    let missing = dir.path().join("no-qemu");
+    let prepare_with = |machine: &str, qemu: &Path| {
+        nvram(&[
+            "prepare",
+            "--nvram",
+            s(&vars),
+            "--firmware",
+            "auto",
+            "--arch",
+            "x86_64",
+            "--machine",
+            machine,
+            "--qemu",
+            s(qemu),
+            "--json",
+        ])
+    };
+    // No QEMU to ask: the error names the binary and the versioned form to use instead.
+    let out = prepare_with("q35", &missing);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    for needle in [
+        "cannot resolve machine type \"q35\"",
+        s(&missing),
+        "give the versioned machine type",
+        "pc-q35-",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing: {message}");
+    }
+    assert!(!vars.exists());
+    // A versioned name is used as it is: QEMU is not run.
+    let report = ok_json(prepare_with("pc-q35-7.2", &missing));
+    assert_eq!(report["machine"], "pc-q35-7.2");
+    fs::remove_file(&vars).unwrap();
+
+    // --qemu is the binary asked: a stand-in that knows q35 as pc-q35-2.4 and has no virt.
+    let fake = dir.path().join("fake-qemu");
+    fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1 $2\" = \"-machine help\" ] || exit 1\ncat <<'END'\n\
+         Supported machines are:\n\
+         q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-2.4)\n\
+         pc-q35-2.4           Standard PC (Q35 + ICH9, 2009)\n\
+         END\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = prepare_with("q35", &fake);
+    assert!(
+        stderr(&out).contains(&format!("machine q35 is pc-q35-2.4 ({})", s(&fake))),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ok_json(out)["machine"], "pc-q35-2.4");
+    let out = nvram(&[
+        "firmware",
+        "list",
+        "--json",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "virt",
+        "--qemu",
+        s(&fake),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{} has no machine type \"virt\"", s(&fake))),
+        "{}",
+        stderr(&out)
+    );
+    // --template takes no firmware criteria.
+    let out = nvram(&[
+        "prepare",
+        "--nvram",
+        s(&dir.path().join("other.fd")),
+        "--template",
+        TEMPLATE_4M,
+        "--qemu",
+        s(&fake),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

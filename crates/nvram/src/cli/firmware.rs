@@ -54,10 +54,16 @@ pub struct Needs {
     /// QEMU target architecture [default: this host's, e.g. x86_64].
     #[arg(long)]
     arch: Option<String>,
-    /// Versioned machine type as `qemu-system-ARCH -machine help` lists it, e.g. pc-q35-7.2
-    /// (matched against the descriptors' globs such as pc-q35-*).
+    /// Machine type, e.g. pc-q35-7.2, matched against the descriptors' globs such as
+    /// pc-q35-*. An alias such as q35, pc or virt is first resolved to the versioned type it
+    /// stands for (pc-q35-7.2) by asking QEMU (`qemu-system-ARCH -machine help`), as libvirt
+    /// does; versioned names are used as they are.
     #[arg(long)]
     machine: Option<String>,
+    /// The QEMU binary that resolves a --machine alias [default: qemu-system-ARCH from
+    /// $PATH].
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
     /// A feature the firmware must have: secure-boot, enrolled-keys, requires-smm, acpi-s3,
     /// amd-sev, … (repeatable).
     #[arg(long = "feature", value_name = "FEATURE")]
@@ -69,18 +75,40 @@ pub struct Needs {
 }
 
 impl Needs {
-    fn criteria(&self, base: Criteria) -> Criteria {
-        Criteria {
-            architecture: self
-                .arch
-                .clone()
-                .or(base.architecture)
-                .or_else(|| Some(host_arch().to_string())),
-            machine: self.machine.clone(),
+    fn criteria(&self, base: Criteria) -> Result<Criteria> {
+        let architecture = self
+            .arch
+            .clone()
+            .or(base.architecture)
+            .unwrap_or_else(|| host_arch().to_string());
+        Ok(Criteria {
+            machine: self.machine(&architecture)?,
+            architecture: Some(architecture),
             features: self.features.clone(),
             without_features: self.without_features.clone(),
             ..base
+        })
+    }
+
+    /// The versioned machine type for --machine: an alias is resolved by asking QEMU for
+    /// `architecture` (or --qemu), with a note on stderr saying what it stands for.
+    fn machine(&self, architecture: &str) -> Result<Option<String>> {
+        let Some(machine) = &self.machine else {
+            return Ok(None);
+        };
+        let resolved =
+            firmware::resolve_machine_alias(architecture, machine, self.qemu.as_deref())?;
+        if &resolved != machine {
+            let binary = self
+                .qemu
+                .clone()
+                .unwrap_or_else(|| firmware::qemu_binary(architecture));
+            eprintln!(
+                "nvram: note: machine {machine} is {resolved} ({})",
+                binary.display()
+            );
         }
+        Ok(Some(resolved))
     }
 }
 
@@ -96,7 +124,7 @@ fn host_arch() -> &'static str {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TemplateSource {
     /// The varstore template to instantiate, e.g. /usr/share/OVMF/OVMF_VARS_4M.fd.
-    #[arg(long, value_name = "FILE", required_unless_present = "firmware", conflicts_with_all = ["firmware", "arch", "machine", "features", "without_features", "dirs"])]
+    #[arg(long, value_name = "FILE", required_unless_present = "firmware", conflicts_with_all = ["firmware", "arch", "machine", "qemu", "features", "without_features", "dirs"])]
     template: Option<PathBuf>,
     /// Take the template from a QEMU firmware descriptor: `auto` selects the first one that
     /// fits --arch, --machine and --feature (UEFI, split flash, raw), or give a descriptor's
@@ -113,6 +141,8 @@ pub struct TemplateSource {
 pub struct Chosen {
     pub template: PathBuf,
     pub firmware: Option<Firmware>,
+    /// The versioned machine type the descriptor was selected for (--machine, resolved).
+    pub machine: Option<String>,
 }
 
 impl TemplateSource {
@@ -122,13 +152,17 @@ impl TemplateSource {
             return Ok(Chosen {
                 template,
                 firmware: None,
+                machine: None,
             });
         };
-        let catalog = self.dirs.catalog();
+        let mut machine = None;
         let firmware = if name == "auto" {
-            let criteria = self.needs.criteria(Criteria::uefi_varstore(host_arch()));
-            catalog.select(&criteria)?.clone()
+            // Resolve the machine type first: an unknown one fails before anything is read.
+            let criteria = self.needs.criteria(Criteria::uefi_varstore(host_arch()))?;
+            machine.clone_from(&criteria.machine);
+            self.dirs.catalog().select(&criteria)?.clone()
         } else {
+            let catalog = self.dirs.catalog();
             catalog
                 .by_name(name)
                 .ok_or_else(|| firmware::FirmwareError::NotFound {
@@ -141,6 +175,7 @@ impl TemplateSource {
         Ok(Chosen {
             template,
             firmware: Some(firmware),
+            machine,
         })
     }
 }
@@ -198,8 +233,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn list(args: ListArgs) -> Result<ExitCode> {
-    let catalog = args.dirs.catalog();
     let n = &args.needs;
+    // Without --arch, an alias is resolved by the host's QEMU.
+    let machine = n.machine(n.arch.as_deref().unwrap_or(host_arch()))?;
+    let catalog = args.dirs.catalog();
     let filtered = n.arch.is_some()
         || n.machine.is_some()
         || !n.features.is_empty()
@@ -211,7 +248,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
         Criteria {
             interface: Some(args.interface.clone().unwrap_or_else(|| "uefi".into())),
             architecture: n.arch.clone(),
-            machine: n.machine.clone(),
+            machine,
             mode: args.mode.clone(),
             format: args.format.clone(),
             features: n.features.clone(),

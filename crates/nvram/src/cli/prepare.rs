@@ -39,6 +39,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 doc["ok"] = true.into();
                 doc["incoming"] = args.incoming.into();
                 doc["firmware"] = firmware.unwrap_or_default();
+                doc["machine"] = chosen.machine.clone().into();
                 super::emit(
                     None,
                     false,
@@ -74,6 +75,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     "incoming": args.incoming,
                     "error": e.to_string(),
                     "firmware": firmware,
+                    "machine": chosen.machine,
                 });
                 super::emit(
                     None,
