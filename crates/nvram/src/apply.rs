@@ -85,18 +85,7 @@ pub enum Step {
     /// Add certificates or hashes to KEK, db or dbx, keeping every entry there, as
     /// [`crate::secureboot::add`] does (e.g. Microsoft's 2023 certificates across a fleet).
     /// A file that has them all already is left unchanged.
-    AddSignatures {
-        /// KEK, db or dbx.
-        database: crate::secureboot::Database,
-        /// Certificates, lists or `.auth` contents.
-        inputs: Vec<varstore::secureboot::SignatureInput>,
-        /// Microsoft's certificates for this database.
-        microsoft: Option<crate::secureboot::Microsoft>,
-        /// Distribution CA certificates (db only).
-        distro: Vec<crate::secureboot::Distro>,
-        /// Owner of the certificates in `inputs`.
-        owner: Guid,
-    },
+    AddSignatures(Box<crate::secureboot::Addition>),
 }
 
 /// Why a step refused to run on one file.
@@ -176,20 +165,12 @@ impl Step {
                     .collect();
                 Ok(what.join("; "))
             }
-            Self::AddSignatures {
-                database,
-                inputs,
-                microsoft,
-                distro,
-                owner,
-            } => {
-                let change = crate::secureboot::add(
-                    editor, *database, inputs, *microsoft, distro, *owner, strategy,
-                )
-                .map_err(|e| match e {
-                    crate::secureboot::SecureBootError::Edit(e) => StepError::Edit(e),
-                    other => StepError::Other(other.to_string()),
-                })?;
+            Self::AddSignatures(addition) => {
+                let change =
+                    crate::secureboot::add(editor, addition, strategy).map_err(|e| match e {
+                        crate::secureboot::SecureBootError::Edit(e) => StepError::Edit(e),
+                        other => StepError::Other(other.to_string()),
+                    })?;
                 Ok(match change.added {
                     0 => format!("{}: unchanged", change.name),
                     n => format!("{}: {} (+{n})", change.name, change.change),

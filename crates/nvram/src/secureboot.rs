@@ -155,7 +155,45 @@ pub const MICROSOFT_CERTIFICATES: [KnownCertificate; 7] = [
     },
 ];
 
+/// The CPU architecture a dbx update is for: Microsoft publishes one revocation list per
+/// architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbxArch {
+    /// x86_64 (OVMF).
+    X64,
+    /// aarch64 (AAVMF / ArmVirtQemu).
+    Aa64,
+}
+
+impl DbxArch {
+    /// The architecture of the firmware a built-in layout belongs to (`aavmf` is aarch64,
+    /// the OVMF layouts x86_64).
+    pub fn of_layout(layout: &varstore::Layout) -> Self {
+        if layout.name == "aavmf" {
+            Self::Aa64
+        } else {
+            Self::X64
+        }
+    }
+}
+
 impl Microsoft {
+    /// Microsoft's signed dbx updates (`EFI_VARIABLE_AUTHENTICATION_2` + signature lists) for
+    /// `arch`, from virtfw-libefi's bundle: the one signed with the 2011 KEK, the one signed
+    /// with the 2023 KEK, or both.
+    pub fn dbx_updates(self, arch: DbxArch) -> Vec<&'static [u8]> {
+        use varstore::secureboot::microsoft_dbx as dbx;
+        let (y2011, y2023) = match arch {
+            DbxArch::X64 => (dbx::DBX_2011_X86_64, dbx::DBX_2023_X86_64),
+            DbxArch::Aa64 => (dbx::DBX_2011_AARCH64, dbx::DBX_2023_AARCH64),
+        };
+        match self {
+            Self::Y2011 => vec![y2011],
+            Self::Y2023 => vec![y2023],
+            Self::All => vec![y2011, y2023],
+        }
+    }
+
     /// Its certificates for `database`.
     pub fn certificates(
         self,
@@ -277,9 +315,15 @@ pub enum SecureBootError {
     /// Adding to the PK (replace it with `enroll`).
     #[error("the PK holds one certificate; enrol a new one instead of adding")]
     AddToPk,
-    /// Microsoft certificates requested for dbx.
-    #[error("Microsoft certificates go into KEK or db, not dbx")]
-    MicrosoftDbx,
+    /// Microsoft's dbx updates requested for a store whose architecture is unknown.
+    #[error(
+        "cannot tell whether the store is for x86_64 or aarch64 (it matches no built-in \
+         layout), so not which of Microsoft's dbx updates applies; give the update file instead"
+    )]
+    UnknownArchitecture,
+    /// A bundled file did not parse (a build problem, not an input one).
+    #[error("the bundled Microsoft {0} update does not parse")]
+    BadBundle(&'static str),
     /// Distribution certificates requested for a database other than db.
     #[error("distribution CA certificates go into db, not {0}")]
     DistroNotDb(&'static str),
@@ -513,25 +557,71 @@ pub fn enroll(
     Ok(changes)
 }
 
-/// Adds certificates, lists (`.esl`/`.auth`), Microsoft's certificates and distributions' CA
-/// certificates (db only) to KEK, db or dbx, keeping every entry there and skipping
-/// duplicates. Nothing is written if nothing is new. On error `editor` is unchanged.
+/// What [`add`] merges into one database.
+#[derive(Debug, Clone)]
+pub struct Addition {
+    /// KEK, db or dbx.
+    pub database: Database,
+    /// Certificates, signature lists or `.auth` contents, owned by [`owner`](Self::owner)
+    /// where they are certificates.
+    pub inputs: Vec<SignatureInput>,
+    /// Microsoft's certificates (KEK, db) or Microsoft's dbx updates (dbx, for the store's
+    /// architecture) of these years.
+    pub microsoft: Option<Microsoft>,
+    /// Distribution CA certificates (db only).
+    pub distro: Vec<Distro>,
+    /// Owner of the certificates in `inputs` (default: OVMF's a0baa8a3-…).
+    pub owner: Guid,
+}
+
+impl Addition {
+    /// Nothing yet, for `database`.
+    pub fn to(database: Database) -> Self {
+        Self {
+            database,
+            inputs: Vec::new(),
+            microsoft: None,
+            distro: Vec::new(),
+            owner: OVMF_ENROLL_DEFAULT_KEYS,
+        }
+    }
+
+    /// Whether there is anything to add.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.microsoft.is_none() && self.distro.is_empty()
+    }
+}
+
+/// Adds certificates, lists (`.esl`/`.auth`), Microsoft's certificates or dbx updates and
+/// distributions' CA certificates (db only) to KEK, db or dbx, keeping every entry there and
+/// skipping duplicates. Nothing is written if nothing is new. On error `editor` is unchanged.
+///
+/// Microsoft's dbx updates are chosen by the store's layout (x86_64 for OVMF, aarch64 for
+/// AAVMF); a store of no built-in layout is refused for them.
 pub fn add(
     editor: &mut Editor,
-    database: Database,
-    inputs: &[SignatureInput],
-    microsoft: Option<Microsoft>,
-    distro: &[Distro],
-    owner: Guid,
+    addition: &Addition,
     strategy: Strategy,
 ) -> Result<VariableChange, SecureBootError> {
+    let database = addition.database;
+    let microsoft = addition.microsoft;
     match database {
         Database::Pk => return Err(SecureBootError::AddToPk),
-        Database::Dbx if microsoft.is_some() => return Err(SecureBootError::MicrosoftDbx),
-        Database::Kek | Database::Dbx if !distro.is_empty() => {
+        Database::Kek | Database::Dbx if !addition.distro.is_empty() => {
             return Err(SecureBootError::DistroNotDb(database.name()))
         }
         _ => {}
+    }
+    let mut inputs = addition.inputs.clone();
+    if let (Database::Dbx, Some(ms)) = (database, microsoft) {
+        let layout = editor
+            .store()?
+            .layout()
+            .ok_or(SecureBootError::UnknownArchitecture)?;
+        for update in ms.dbx_updates(DbxArch::of_layout(layout)) {
+            inputs
+                .push(read_signature_input(update).map_err(|_| SecureBootError::BadBundle("dbx"))?);
+        }
     }
     let old = live_value(editor, database)?;
     let mut db = match &old {
@@ -540,13 +630,13 @@ pub fn add(
         }
         None => SignatureDb::default(),
     };
-    let (mut added, auth, hashes) = add_inputs(&mut db, inputs, owner);
+    let (mut added, auth, hashes) = add_inputs(&mut db, &inputs, addition.owner);
     if let Some(ms) = microsoft {
         for cert in ms.certificates(database) {
             added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));
         }
     }
-    for d in distro {
+    for d in &addition.distro {
         added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, d.certificate()));
     }
     let entries = db.lists.iter().map(|l| l.entries.len()).sum();

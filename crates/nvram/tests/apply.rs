@@ -452,7 +452,8 @@ fn enroll_options_enrol_every_file_once() {
 }
 
 /// The Microsoft 2023 rollout over a fleet of Debian's Microsoft-enrolled stores: KEK and db
-/// get the 2023 certificates, every other variable stays as it was, a store that has them
+/// get the 2023 certificates (and the Debian CA), dbx the revocation list signed with the 2023
+/// KEK, every other variable stays as it was, a store that has them
 /// already and a second run are unchanged, and a bad file fails alone.
 #[test]
 fn microsoft_2023_rollout_over_a_fleet() {
@@ -490,9 +491,16 @@ fn microsoft_2023_rollout_over_a_fleet() {
         .map(|f| (f.clone(), fs::read(f).unwrap()))
         .collect();
 
-    let edit: Vec<String> = ["--add-microsoft", "2023", "--add-distro", "debian"]
-        .map(String::from)
-        .to_vec();
+    let edit: Vec<String> = [
+        "--add-microsoft",
+        "2023",
+        "--add-distro",
+        "debian",
+        "--add-microsoft-dbx",
+        "2023",
+    ]
+    .map(String::from)
+    .to_vec();
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let (code, results, stderr) = apply_json(&[], &refs, &edit);
     assert_eq!(code, 1, "the truncated file fails the run: {stderr}");
@@ -503,11 +511,11 @@ fn microsoft_2023_rollout_over_a_fleet() {
         let (result, detail) = &results[f];
         assert_eq!(result, "changed", "{}: {detail}", f.display());
         let want = if *f == done_already {
-            "KEK: unchanged; db: replaced (+1)"
+            "KEK: unchanged; db: replaced (+1); dbx: replaced (+"
         } else {
-            "KEK: replaced (+1); db: replaced (+4)"
+            "KEK: replaced (+1); db: replaced (+4); dbx: replaced (+"
         };
-        assert_eq!(detail, want, "{}", f.display());
+        assert!(detail.starts_with(want), "{}: {detail}", f.display());
         let image = fs::read(f).unwrap();
         let store = varstore::Varstore::parse(&image).unwrap();
         let state = nvram::secureboot::status(&store);
@@ -519,7 +527,7 @@ fn microsoft_2023_rollout_over_a_fleet() {
             store
                 .live_variables()
                 .iter()
-                .filter(|v| v.name() != "KEK" && v.name() != "db")
+                .filter(|v| !["KEK", "db", "dbx"].contains(&v.name().as_str()))
                 .map(|v| (v.name(), v.guid, v.data.to_vec()))
                 .collect()
         };

@@ -603,3 +603,59 @@ fn enroll_generates_pk() {
     assert!(!out.status.success());
     assert!(!lost.exists() && !dir.path().join("lost.crt").exists());
 }
+
+/// `add-dbx --microsoft` adds Microsoft's revocation list for the store's architecture, as
+/// virt-fw-vars' `--add-dbx` does with the same update file: byte-identical dbx (data,
+/// attributes, timestamp), nothing else touched, a second run unchanged.
+#[test]
+fn add_dbx_microsoft_matches_virt_fw_vars_per_architecture() {
+    use varstore::secureboot::microsoft_dbx;
+    let dir = tempfile::tempdir().unwrap();
+    let dbx_key = (
+        "dbx".to_string(),
+        "d719b2cb-3d3a-4596-a3bc-dad00e67656f".to_string(),
+    );
+    for (template, update) in [
+        ("OVMF_VARS_4M.ms.fd", microsoft_dbx::DBX_2023_X86_64),
+        ("AAVMF_VARS.ms.fd", microsoft_dbx::DBX_2023_AARCH64),
+    ] {
+        let source = debian_firmware(template);
+        let ours = dir.path().join(format!("ours-{template}"));
+        fs::copy(&source, &ours).unwrap();
+        nvram_ok(&["secureboot", "add-dbx", p(&ours), "--microsoft", "2023"]);
+        let auth = dir.path().join("dbxupdate.auth");
+        fs::write(&auth, update).unwrap();
+        let theirs = dir.path().join(format!("theirs-{template}"));
+        let out = Command::new(virt_fw_vars())
+            .args(["-i", p(&source), "-o", p(&theirs), "--add-dbx", p(&auth)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (a, b, before) = (live(&ours), live(&theirs), live(&source));
+        let (x, y) = (&a[&dbx_key], &b[&dbx_key]);
+        assert_eq!(x.0, y.0, "{template}: dbx attributes");
+        assert_eq!(x.2, y.2, "{template}: dbx timestamp");
+        assert_eq!(hex::encode(&x.1), hex::encode(&y.1), "{template}: dbx data");
+        assert!(
+            x.1.len() > before[&dbx_key].1.len() + 1000,
+            "{template}: the revocation list was not added"
+        );
+        for (key, value) in &before {
+            if *key != dbx_key {
+                assert_eq!(a.get(key), Some(value), "{template}: {key:?} changed");
+            }
+        }
+        let image = fs::read(&ours).unwrap();
+        nvram_ok(&["secureboot", "add-dbx", p(&ours), "--microsoft", "2023"]);
+        assert_eq!(fs::read(&ours).unwrap(), image, "{template}: second add");
+    }
+    // The other architecture's list is not the same: the layout chose.
+    assert_ne!(
+        microsoft_dbx::DBX_2023_X86_64,
+        microsoft_dbx::DBX_2023_AARCH64
+    );
+}

@@ -4,8 +4,10 @@
 //! 1. a blank store is in setup mode: an unsigned EFI binary (systemd-boot) starts;
 //! 2. after enrolling a generated PK/KEK/db the unsigned binary is refused (`Security
 //!    Violation`), while the same binary signed with the db key (sbsign) starts;
+//!    Once its certificate is added to dbx, the signed binary is refused too;
 //! 3. with Microsoft's certificates enrolled, Debian's Microsoft-signed shim starts (and then
-//!    fails to find grub), and the firmware's unsigned internal shell is refused;
+//!    fails to find grub), and the firmware's unsigned internal shell is refused; it still
+//!    starts with Microsoft's whole dbx (`add-dbx --microsoft all`) added;
 //! 4. with only the Debian CA in db (`--distro debian`), Debian's signed grub starts and runs
 //!    its grub.cfg; with only the Canonical CA (`--distro ubuntu`) the same grub is refused.
 //!
@@ -137,10 +139,18 @@ fn firmware_enforces_enrolled_keys() {
         "the unsigned binary was not refused:\n{serial}"
     );
     fs::write(&vars, &enrolled).unwrap();
-    let serial = boot_with(&vars, signed, 60, refused_or_started);
+    let serial = boot_with(&vars, signed.clone(), 60, refused_or_started);
     assert!(
         systemd_boot_started(&serial) && !serial.contains("Security Violation"),
         "the signed binary did not start:\n{serial}"
+    );
+    // Revoked: the signing certificate in dbx (`add-dbx CERT`) overrides db.
+    fs::write(&vars, &enrolled).unwrap();
+    nvram_ok(&["secureboot", "add-dbx", path_str(&vars), c]);
+    let serial = boot_with(&vars, signed, 60, refused_or_started);
+    assert!(
+        serial.contains("Security Violation") && !systemd_boot_started(&serial),
+        "the binary signed by a revoked certificate was not refused:\n{serial}"
     );
 
     // 3. Microsoft profile: Debian's Microsoft-signed shim starts.
@@ -170,6 +180,37 @@ fn firmware_enforces_enrolled_keys() {
     assert!(
         internal_shell_refused(&serial),
         "the internal shell was not refused:\n{serial}"
+    );
+
+    // With Microsoft's whole revocation list (both dbx updates, ~2,400 entries) the firmware
+    // still parses dbx and still accepts Debian's current shim, which it does not revoke.
+    fs::write(&vars, &blank).unwrap();
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        path_str(&vars),
+        "--pk",
+        c,
+        "--kek",
+        c,
+        "--microsoft",
+        "all",
+    ]);
+    nvram_ok(&[
+        "secureboot",
+        "add-dbx",
+        path_str(&vars),
+        "--microsoft",
+        "all",
+    ]);
+    let shim = fs::read(SHIM).unwrap();
+    let serial = boot_with(&vars, shim, 60, internal_shell_refused);
+    let refused_disk = serial
+        .lines()
+        .any(|l| l.contains("Non-Block Boot Device") && l.contains("Security Violation"));
+    assert!(
+        shim_started(&serial) && !refused_disk,
+        "shim did not start with Microsoft's dbx:\n{serial}"
     );
 }
 

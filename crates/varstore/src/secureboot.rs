@@ -27,6 +27,15 @@ use uguid::{guid, Guid};
 /// 2023) and Red Hat's, as DER constants.
 pub use virtfw_libefi::sb::certs as bundled;
 
+/// Microsoft's signed dbx updates (`EFI_VARIABLE_AUTHENTICATION_2` followed by signature
+/// lists) as virtfw-libefi bundles them: for x86_64 and aarch64, signed with the 2011 and
+/// with the 2023 KEK.
+pub mod microsoft_dbx {
+    pub use virtfw_libefi::sb::dbx::{
+        DBX_2011_AARCH64, DBX_2011_X86_64, DBX_2023_AARCH64, DBX_2023_X86_64,
+    };
+}
+
 /// Distribution CA certificates (DER) that virtfw-libefi does not bundle, taken unchanged from
 /// Debian packages (provenance and fingerprints: `crates/varstore/certs/README.md`).
 ///

@@ -15,7 +15,7 @@ use varstore::edit::Strategy;
 ///
 /// Edits, applied to each file in this order, all or nothing per file: the Secure Boot
 /// enrolment (--enroll-pk …), the Secure Boot additions (--add-kek/--add-db/--add-dbx/
-/// --add-microsoft/--add-distro), every --import (in the order given), then every --set, then
+/// --add-microsoft/--add-microsoft-dbx/--add-distro), every --import (in the order given), then every --set, then
 /// every --delete. At least one is required.
 ///
 ///   --set NAME[@GUID][:ATTRS]=KIND:VALUE   e.g. Timeout=u16:5, PlatformLang=ascii:en,
@@ -28,7 +28,7 @@ use varstore::edit::Strategy;
 ///       [--enroll-microsoft 2011|2023|all] [--enroll-distro debian|redhat|ubuntu] [--enroll-owner GUID]
 ///                          as `nvram secureboot enroll --pk CERT --kek CERT …`.
 ///   --add-kek CERT… --add-db CERT… --add-dbx FILE… --add-microsoft 2011|2023|all
-///       --add-distro debian|redhat|ubuntu [--add-owner GUID]
+///       --add-microsoft-dbx 2011|2023|all --add-distro debian|redhat|ubuntu [--add-owner GUID]
 ///                          as `nvram secureboot add-kek/add-db/add-dbx`: adds what is
 ///                          missing, keeps every entry. The Microsoft 2023 rollout of a
 ///                          fleet is `nvram apply --add-microsoft 2023 --dir DIR`.
@@ -109,6 +109,10 @@ struct AddArgs {
     /// is --add-microsoft 2023.
     #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
     add_microsoft: Option<String>,
+    /// Add Microsoft's dbx updates (signed with the 2011 KEK, the 2023 KEK, or all) for each
+    /// store's architecture.
+    #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
+    add_microsoft_dbx: Option<String>,
     /// Add a distribution's CA certificate to db (repeatable).
     #[arg(long, value_name = "DISTRO", group = "edits", value_enum)]
     add_distro: Vec<super::secureboot::DistroArg>,
@@ -122,7 +126,7 @@ impl AddArgs {
     /// One step per database that gets something (KEK, then db, then dbx); the files are
     /// read once, here, for all stores.
     fn steps(&self) -> Result<Vec<Step>> {
-        use nvram::secureboot::{read_input, Database, Distro};
+        use nvram::secureboot::{read_input, Addition, Database, Distro};
         let microsoft = self.add_microsoft.as_deref().map(microsoft_of);
         let owner = match &self.add_owner {
             Some(o) => parse_guid(o).context("--add-owner")?,
@@ -135,6 +139,7 @@ impl AddArgs {
                 .collect()
         };
         let distro: Vec<Distro> = self.add_distro.iter().copied().map(Distro::from).collect();
+        let microsoft_dbx = self.add_microsoft_dbx.as_deref().map(microsoft_of);
         let mut steps = Vec::new();
         for (database, inputs, microsoft, distro) in [
             (
@@ -144,16 +149,22 @@ impl AddArgs {
                 Vec::new(),
             ),
             (Database::Db, read("db", &self.add_db)?, microsoft, distro),
-            (Database::Dbx, read("dbx", &self.add_dbx)?, None, Vec::new()),
+            (
+                Database::Dbx,
+                read("dbx", &self.add_dbx)?,
+                microsoft_dbx,
+                Vec::new(),
+            ),
         ] {
-            if !inputs.is_empty() || microsoft.is_some() || !distro.is_empty() {
-                steps.push(Step::AddSignatures {
-                    database,
-                    inputs,
-                    microsoft,
-                    distro,
-                    owner,
-                });
+            let addition = Addition {
+                inputs,
+                microsoft,
+                distro,
+                owner,
+                ..Addition::to(database)
+            };
+            if !addition.is_empty() {
+                steps.push(Step::AddSignatures(Box::new(addition)));
             }
         }
         Ok(steps)

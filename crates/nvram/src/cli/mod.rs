@@ -45,7 +45,8 @@ enum Command {
     Delete(delete::Args),
     Import(import::Args),
     Secureboot(secureboot::Args),
-    Apply(apply::Args),
+    // Boxed: its many flags make it far larger than the other commands.
+    Apply(Box<apply::Args>),
     Boot(boot::Args),
 }
 
@@ -65,7 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
         Command::Secureboot(args) => secureboot::run(args),
-        Command::Apply(args) => apply::run(args),
+        Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
     }
 }

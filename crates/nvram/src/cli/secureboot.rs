@@ -134,7 +134,9 @@ struct AddArgs {
     file: PathBuf,
     /// Certificates (PEM/DER), signature lists or .auth files.
     inputs: Vec<PathBuf>,
-    /// Add Microsoft's certificates for this database that are missing.
+    /// Add Microsoft's certificates for this database that are missing; for dbx, Microsoft's
+    /// dbx updates signed with that year's KEK (for the store's architecture: x86_64 for
+    /// OVMF, aarch64 for AAVMF).
     #[arg(long, value_enum)]
     microsoft: Option<MicrosoftArg>,
     /// Add a distribution's CA certificate (add-db only; repeatable).
@@ -400,16 +402,15 @@ fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
     if !args.distro.is_empty() && database != Database::Db {
         bail!("--distro adds a distribution's CA certificate to db: use add-db");
     }
-    let inputs: Vec<SignatureInput> = args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?;
-    let owner = owner(args.owner.as_deref())?;
-    let microsoft = args.microsoft.map(Microsoft::from);
-    let distro: Vec<Distro> = args.distro.iter().copied().map(Distro::from).collect();
+    let addition = sb::Addition {
+        inputs: args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?,
+        microsoft: args.microsoft.map(Microsoft::from),
+        distro: args.distro.iter().copied().map(Distro::from).collect(),
+        owner: owner(args.owner.as_deref())?,
+        ..sb::Addition::to(database)
+    };
     let strategy = Strategy::from(args.strategy);
-    let edited = edit(&args.file, |editor| {
-        sb::add(
-            editor, database, &inputs, microsoft, &distro, owner, strategy,
-        )
-    })?;
+    let edited = edit(&args.file, |editor| sb::add(editor, &addition, strategy))?;
     report(&args.file, &edited.value);
     super::set::note_free_space(&edited);
     Ok(ExitCode::SUCCESS)
