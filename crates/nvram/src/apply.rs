@@ -33,7 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::edit::{edit_file, import, EditFileError, ImportList};
+use crate::edit::{edit_file_with, import, EditFileError, ImportList};
 use serde::Serialize;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -199,6 +199,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// How each step is written.
     pub strategy: Strategy,
+    /// Only find out what would change: every file is locked, read and edited in memory,
+    /// none is written ([`Status::WouldChange`] instead of [`Status::Changed`]).
+    pub dry_run: bool,
 }
 
 impl Plan {
@@ -207,6 +210,7 @@ impl Plan {
         Self {
             steps,
             strategy: Strategy::Append,
+            dry_run: false,
         }
     }
 }
@@ -217,6 +221,9 @@ impl Plan {
 pub enum Status {
     /// The file was edited and replaced.
     Changed,
+    /// Dry run: the plan would change the file (it was not written).
+    #[serde(rename = "would-change")]
+    WouldChange,
     /// The plan was already in effect; the file was not written.
     Unchanged,
     /// Locked by another process (a running VM?); not touched.
@@ -230,6 +237,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Changed => "changed",
+            Self::WouldChange => "would-change",
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
             Self::Failed => "failed",
@@ -260,6 +268,8 @@ pub struct FileResult {
 pub struct Summary {
     /// Files changed.
     pub changed: usize,
+    /// Files a dry run would change.
+    pub would_change: usize,
     /// Files already as planned.
     pub unchanged: usize,
     /// Files skipped because they were locked.
@@ -282,6 +292,7 @@ impl Summary {
     pub fn add(&mut self, status: Status) {
         match status {
             Status::Changed => self.changed += 1,
+            Status::WouldChange => self.would_change += 1,
             Status::Unchanged => self.unchanged += 1,
             Status::Skipped => self.skipped += 1,
             Status::Failed => self.failed += 1,
@@ -290,7 +301,7 @@ impl Summary {
 
     /// All files counted.
     pub fn total(&self) -> usize {
-        self.changed + self.unchanged + self.skipped + self.failed
+        self.changed + self.would_change + self.unchanged + self.skipped + self.failed
     }
 }
 
@@ -301,7 +312,7 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
     // kept here and the closure aborts with a stand-in `EditError` (which is then ignored):
     // either way nothing is written.
     let mut refused: Option<StepError> = None;
-    let result = edit_file(path, |editor| {
+    let result = edit_file_with(path, !plan.dry_run, |editor| {
         let mut done = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             match step.run(editor, plan.strategy) {
@@ -321,6 +332,7 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
     let (status, detail) = match result {
         // `written` is what counts: a step may report a change that leaves the bytes as they
         // were (e.g. replacing a variable with itself after a compaction).
+        Ok(edited) if edited.written && plan.dry_run => (Status::WouldChange, edited.value),
         Ok(edited) if edited.written => (Status::Changed, edited.value),
         Ok(edited) => (Status::Unchanged, edited.value),
         // The holder text says "locked: …" when /proc/locks names the holder.

@@ -115,6 +115,25 @@ pub fn edit_file<T, E: Into<Failure>>(
     path: &Path,
     edit: impl FnOnce(&mut Editor) -> Result<T, E>,
 ) -> Result<Edited<T>, EditFileError> {
+    edit_file_with(path, true, edit)
+}
+
+/// As [`edit_file`], but writes nothing: [`Edited::written`] says whether the edit *would*
+/// change the file. The file is locked while it is read, so a locked file is reported as
+/// such, as an edit would find it.
+pub fn try_edit_file<T, E: Into<Failure>>(
+    path: &Path,
+    edit: impl FnOnce(&mut Editor) -> Result<T, E>,
+) -> Result<Edited<T>, EditFileError> {
+    edit_file_with(path, false, edit)
+}
+
+/// [`edit_file`] when `write`, [`try_edit_file`] when not.
+pub fn edit_file_with<T, E: Into<Failure>>(
+    path: &Path,
+    write: bool,
+    edit: impl FnOnce(&mut Editor) -> Result<T, E>,
+) -> Result<Edited<T>, EditFileError> {
     let mut locked = LockedFile::open(path).map_err(|e| match e {
         FileError::Locked { path, holder } => EditFileError::Locked { path, holder },
         other => EditFileError::File(other),
@@ -136,7 +155,7 @@ pub fn edit_file<T, E: Into<Failure>>(
     let reclaim_at_boot = free_space < editor.limits().largest() as usize;
     let edited = editor.finish();
     let written = edited != image;
-    if written {
+    if written && write {
         locked.replace(&edited).map_err(EditFileError::File)?;
     }
     Ok(Edited {

@@ -502,6 +502,28 @@ fn microsoft_2023_rollout_over_a_fleet() {
     .map(String::from)
     .to_vec();
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+
+    // A dry run first: what would change, nothing written.
+    let (code, dry, stderr) = apply_json(&["--dry-run".to_string()], &refs, &edit);
+    assert_eq!(
+        code, 1,
+        "the truncated file fails the dry run too: {stderr}"
+    );
+    assert!(stderr.contains("12 would change (dry run"), "{stderr}");
+    for f in &files {
+        let want = if *f == truncated {
+            "failed"
+        } else {
+            "would-change"
+        };
+        assert_eq!(dry[f].0, want, "{}: {}", f.display(), dry[f].1);
+        assert!(
+            fs::read(f).unwrap() == before[f],
+            "{}: written by a dry run",
+            f.display()
+        );
+    }
+
     let (code, results, stderr) = apply_json(&[], &refs, &edit);
     assert_eq!(code, 1, "the truncated file fails the run: {stderr}");
     let (result, _) = &results[&truncated];
@@ -516,6 +538,7 @@ fn microsoft_2023_rollout_over_a_fleet() {
             "KEK: replaced (+1); db: replaced (+4); dbx: replaced (+"
         };
         assert!(detail.starts_with(want), "{}: {detail}", f.display());
+        assert_eq!(&dry[f].1, detail, "the dry run told what the run did");
         let image = fs::read(f).unwrap();
         let store = varstore::Varstore::parse(&image).unwrap();
         let state = nvram::secureboot::status(&store);

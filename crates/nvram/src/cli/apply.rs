@@ -39,7 +39,8 @@ use varstore::edit::Strategy;
 ///
 /// Output: one line per file on stdout, `RESULT FILE: DETAIL`, RESULT being changed,
 /// unchanged (the edit was already in effect; not written), skipped (locked by a running VM
-/// or another tool; not touched) or failed (not touched); a summary on stderr. With --json,
+/// or another tool; not touched) or failed (not touched); with --dry-run, would-change
+/// instead of changed, and no file is written; a summary on stderr. With --json,
 /// stdout is a JSON array of {"file", "result", "detail"}. A progress bar is drawn on stderr
 /// when it is a terminal.
 ///
@@ -79,6 +80,10 @@ pub struct Args {
     /// Read file names from LIST, one per line (- for stdin; empty lines are ignored).
     #[arg(long, value_name = "LIST")]
     files_from: Vec<PathBuf>,
+    /// Write nothing: report for each file whether the edit would change it (would-change),
+    /// is already in effect (unchanged), or cannot be done (skipped, failed).
+    #[arg(long, short = 'n')]
+    dry_run: bool,
     /// Edit every *.fd file in DIR (not recursive).
     #[arg(long, value_name = "DIR")]
     dir: Vec<PathBuf>,
@@ -278,10 +283,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     out.flush()?;
     let summary = Summary::of(&results);
+    let (changed, verb) = if args.dry_run {
+        (
+            summary.would_change,
+            "would change (dry run, nothing written)",
+        )
+    } else {
+        (summary.changed, "changed")
+    };
     eprintln!(
-        "nvram: {} files: {} changed, {} unchanged, {} skipped (locked), {} failed",
+        "nvram: {} files: {changed} {verb}, {} unchanged, {} skipped (locked), {} failed",
         summary.total(),
-        summary.changed,
         summary.unchanged,
         summary.skipped,
         summary.failed
@@ -320,7 +332,11 @@ fn plan_of(args: &Args) -> Result<Plan> {
         let (name, guid) = name_and_guid(spec).with_context(|| format!("--delete {spec:?}"))?;
         steps.push(Step::Delete { name, guid });
     }
-    Ok(Plan { steps, strategy })
+    Ok(Plan {
+        steps,
+        strategy,
+        dry_run: args.dry_run,
+    })
 }
 
 /// `NAME[@GUID][:ATTRS]=KIND:VALUE`.
