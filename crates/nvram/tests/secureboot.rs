@@ -55,6 +55,16 @@ fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
     cert
 }
 
+/// Runs virt-fw-vars and asserts it succeeded.
+fn virt_fw_vars_ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "virt-fw-vars: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn status(path: &Path) -> Value {
     serde_json::from_slice(&nvram_ok(&["secureboot", "status", p(path), "--json"]).stdout).unwrap()
 }
@@ -126,16 +136,11 @@ fn enroll_matches_virt_fw_vars() {
         p(&db),
     ]);
     let theirs = dir.path().join("theirs.fd");
-    let out = Command::new(virt_fw_vars())
-        .args(["-i", p(&blank), "-o", p(&theirs)])
-        .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&kek)])
-        .args(["--add-db", owner, p(&db), "--secure-boot"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    virt_fw_vars_ok(
+        Command::new(virt_fw_vars())
+            .args(["-i", p(&blank), "-o", p(&theirs)])
+            .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&kek)])
+            .args(["--add-db", owner, p(&db), "--secure-boot"]),
     );
     assert_same_secure_boot_variables(&ours, &theirs);
 
@@ -154,21 +159,16 @@ fn enroll_matches_virt_fw_vars() {
         "all",
     ]);
     let theirs = dir.path().join("theirs-ms.fd");
-    let out = Command::new(virt_fw_vars())
-        .args(["-i", p(&blank), "-o", p(&theirs), "--enroll-cert", p(&pk)])
-        .args([
-            "--microsoft-kek",
-            "all",
-            "--microsoft-db",
-            "all",
-            "--secure-boot",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    virt_fw_vars_ok(
+        Command::new(virt_fw_vars())
+            .args(["-i", p(&blank), "-o", p(&theirs), "--enroll-cert", p(&pk)])
+            .args([
+                "--microsoft-kek",
+                "all",
+                "--microsoft-db",
+                "all",
+                "--secure-boot",
+            ]),
     );
     assert_same_secure_boot_variables(&ours, &theirs);
     let s = status(&ours);
@@ -223,17 +223,12 @@ fn enroll_distro_matches_virt_fw_vars() {
         "rh-uefi",
     ]);
     let theirs = dir.path().join("theirs.fd");
-    let out = Command::new(virt_fw_vars())
-        .args(["-i", p(&blank), "-o", p(&theirs)])
-        .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&pk)])
-        .args(["--distro-keys", "debian", "--distro-keys", "ubuntu"])
-        .args(["--distro-keys", "rh-uefi", "--secure-boot"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    virt_fw_vars_ok(
+        Command::new(virt_fw_vars())
+            .args(["-i", p(&blank), "-o", p(&theirs)])
+            .args(["--set-pk", owner, p(&pk), "--add-kek", owner, p(&pk)])
+            .args(["--distro-keys", "debian", "--distro-keys", "ubuntu"])
+            .args(["--distro-keys", "rh-uefi", "--secure-boot"]),
     );
     assert_same_secure_boot_variables(&ours, &theirs);
     let db: Vec<String> = status(&ours)["databases"][2]["entries"]
@@ -626,15 +621,14 @@ fn add_dbx_microsoft_matches_virt_fw_vars_per_architecture() {
         let auth = dir.path().join("dbxupdate.auth");
         fs::write(&auth, update).unwrap();
         let theirs = dir.path().join(format!("theirs-{template}"));
-        let out = Command::new(virt_fw_vars())
-            .args(["-i", p(&source), "-o", p(&theirs), "--add-dbx", p(&auth)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        virt_fw_vars_ok(Command::new(virt_fw_vars()).args([
+            "-i",
+            p(&source),
+            "-o",
+            p(&theirs),
+            "--add-dbx",
+            p(&auth),
+        ]));
         let (a, b, before) = (live(&ours), live(&theirs), live(&source));
         let (x, y) = (&a[&dbx_key], &b[&dbx_key]);
         assert_eq!(x.0, y.0, "{template}: dbx attributes");

@@ -155,27 +155,8 @@ fn firmware_enforces_enrolled_keys() {
 
     // 3. Microsoft profile: Debian's Microsoft-signed shim starts.
     let vars = dir.path().join("microsoft.fd");
-    fs::write(&vars, &blank).unwrap();
-    nvram_ok(&[
-        "secureboot",
-        "enroll",
-        path_str(&vars),
-        "--pk",
-        c,
-        "--kek",
-        c,
-        "--microsoft",
-        "all",
-    ]);
-    let shim = fs::read(SHIM).expect("shim-signed installed");
-    let serial = boot_with(&vars, shim, 60, internal_shell_refused);
-    let refused_disk = serial
-        .lines()
-        .any(|l| l.contains("Non-Block Boot Device") && l.contains("Security Violation"));
-    assert!(
-        shim_started(&serial) && !refused_disk,
-        "shim did not start:\n{serial}"
-    );
+    enroll_microsoft(&vars, &blank, c);
+    let serial = assert_shim_starts(&vars, "Microsoft's certificates");
     // The firmware's own (unsigned) shell is refused now, too.
     assert!(
         internal_shell_refused(&serial),
@@ -184,18 +165,7 @@ fn firmware_enforces_enrolled_keys() {
 
     // With Microsoft's whole revocation list (both dbx updates, ~2,400 entries) the firmware
     // still parses dbx and still accepts Debian's current shim, which it does not revoke.
-    fs::write(&vars, &blank).unwrap();
-    nvram_ok(&[
-        "secureboot",
-        "enroll",
-        path_str(&vars),
-        "--pk",
-        c,
-        "--kek",
-        c,
-        "--microsoft",
-        "all",
-    ]);
+    enroll_microsoft(&vars, &blank, c);
     nvram_ok(&[
         "secureboot",
         "add-dbx",
@@ -203,15 +173,38 @@ fn firmware_enforces_enrolled_keys() {
         "--microsoft",
         "all",
     ]);
-    let shim = fs::read(SHIM).unwrap();
-    let serial = boot_with(&vars, shim, 60, internal_shell_refused);
+    assert_shim_starts(&vars, "Microsoft's certificates and dbx");
+}
+
+/// `vars` as `blank` with `cert` as PK and KEK and all of Microsoft's KEK and db certificates.
+fn enroll_microsoft(vars: &Path, blank: &[u8], cert: &str) {
+    fs::write(vars, blank).unwrap();
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        path_str(vars),
+        "--pk",
+        cert,
+        "--kek",
+        cert,
+        "--microsoft",
+        "all",
+    ]);
+}
+
+/// Boots Debian's Microsoft-signed shim from `vars` and asserts that it started; returns the
+/// serial log.
+fn assert_shim_starts(vars: &Path, enrolled: &str) -> String {
+    let shim = fs::read(SHIM).expect("shim-signed installed");
+    let serial = boot_with(vars, shim, 60, internal_shell_refused);
     let refused_disk = serial
         .lines()
         .any(|l| l.contains("Non-Block Boot Device") && l.contains("Security Violation"));
     assert!(
         shim_started(&serial) && !refused_disk,
-        "shim did not start with Microsoft's dbx:\n{serial}"
+        "shim did not start with {enrolled}:\n{serial}"
     );
+    serial
 }
 
 /// The loader either started or the firmware refused it (it reports the violation before it
