@@ -1,9 +1,9 @@
 //! OVMF uses the boot entries `nvram boot add` writes: with `--next` it tries the new entry
 //! at the next boot (BdsDxe says so on the serial console), then falls back to BootOrder and
-//! the shell, whose `bcfg boot dump` lists the entry as we wrote it.
+//! the shell, whose `bcfg boot dump` lists the entry as we wrote it; an entry naming a GPT
+//! partition by GUID (`--partition`) boots the program from that partition of another disk.
 //!
-//! Two boots of Debian's OVMF_CODE_4M.fd under QEMU (a few seconds each): the first lets the
-//! firmware create its own entries in a fresh store, the second boots with ours added.
+//! Boots of Debian's OVMF_CODE_4M.fd under QEMU (a few seconds each).
 
 mod common;
 
@@ -122,4 +122,77 @@ fn ovmf_tries_an_added_boot_next_entry_and_lists_it() {
         LoadOption::parse(by_shell.data).unwrap().device_path
     );
     eprintln!("boots took {:?} (second)", outcome.elapsed);
+}
+
+/// An EFI program that says on the console that it started (systemd-boot without entries).
+const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// The short-form `HD(…)/File(…)` entry `boot add --file … --partition GUID/N` writes is what
+/// edk2's BDS expands by partition GUID: OVMF finds the program on the second disk's ESP and
+/// starts it; an entry naming a partition GUID that no disk has fails with Not Found first.
+#[test]
+fn ovmf_boots_a_partition_entry_by_its_guid() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = "6a1f2c3d-4b5e-4f60-8172-839405a6b7c8";
+    let disk = dir.path().join("esp.img");
+    let program = std::fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
+    testkit::gpt_esp_disk(&disk, partition, &[("EFI/NVRAM/APP.EFI".into(), program)]).unwrap();
+
+    let vars = dir.path().join("vm_VARS.fd");
+    let v = vars.to_str().unwrap();
+    nvram_ok(&["create", v]);
+    let add = |description: &str, guid: &str| {
+        let out = nvram_ok(&[
+            "boot",
+            "add",
+            v,
+            "--first",
+            "--description",
+            description,
+            "--file",
+            r"\EFI\NVRAM\APP.EFI",
+            "--partition",
+            &format!("{guid}/1"),
+        ]);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let good = add("On the ESP", partition);
+    let bogus = add("Nowhere", "0f0e0d0c-0b0a-4908-8706-050403020100");
+
+    let code = debian_firmware("OVMF_CODE_4M.fd");
+    let mut boot = OvmfBoot::new(&code, &vars, "reset -s\n");
+    boot.extra_args = vec![
+        "-drive".into(),
+        format!("if=none,id=esp,format=raw,file={}", disk.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=esp".into(),
+    ];
+    boot.timeout = std::time::Duration::from_secs(120);
+    boot.stop_when = Some(|serial| serial.contains("systemd-boot") || serial.contains("Boot in"));
+    let serial = match boot_ovmf(&boot) {
+        Ok(outcome) => outcome.serial,
+        Err(e) => e.serial().unwrap_or_default().to_string(),
+    };
+    let line = |needle: &str, what: &str| {
+        serial
+            .lines()
+            .find(|l| l.contains("BdsDxe") && l.contains(needle) && l.contains(what))
+            .map(str::to_string)
+    };
+    let failed = line(&format!("{bogus} \"Nowhere\""), "failed to load");
+    assert!(
+        failed.as_deref().is_some_and(|l| l.contains("Not Found")),
+        "the entry for a missing partition did not fail first:\n{serial}"
+    );
+    let started = line(&format!("{good} \"On the ESP\""), "starting");
+    assert!(
+        started
+            .as_deref()
+            .is_some_and(|l| l.to_ascii_lowercase().contains(partition)),
+        "BdsDxe did not start {good} from the partition:\n{serial}"
+    );
+    assert!(
+        serial.contains("systemd-boot") || serial.contains("Boot in"),
+        "the program on the ESP did not run:\n{serial}"
+    );
 }

@@ -422,6 +422,17 @@ pub(crate) fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<
     let script = boot.script.replace("\r\n", "\n").replace('\n', "\r\n");
     let files = std::iter::once(("startup.nsh", script.as_bytes()))
         .chain(boot.files.iter().map(|(p, d)| (p.as_str(), d.as_slice())));
+    fill_fat(&disk.display().to_string(), dir, files)
+}
+
+/// Copies `files` (path on the file system, content) into the FAT file system `image` (an
+/// mtools image spec: a path, or `path@@offset` for one inside a partitioned disk), making
+/// parent directories as needed and staging contents in `dir`.
+fn fill_fat<'a>(
+    image: &str,
+    dir: &Path,
+    files: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<(), String> {
     let mut made_dirs = BTreeSet::new();
     for (index, (path, data)) in files.enumerate() {
         let target = fat_path(path);
@@ -436,7 +447,7 @@ pub(crate) fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<
         for depth in 1..parts.len() {
             let parent = format!("::/{}", parts[..depth].join("/"));
             if made_dirs.insert(parent.clone()) {
-                run(mtools("mmd").arg("-i").arg(disk).arg(&parent))?;
+                run(mtools("mmd").arg("-i").arg(image).arg(&parent))?;
             }
         }
         let staged = dir.join(format!("staged-{index}"));
@@ -444,12 +455,70 @@ pub(crate) fn make_fat_disk(dir: &Path, disk: &Path, boot: &OvmfBoot) -> Result<
         run(mtools("mcopy")
             .arg("-o")
             .arg("-i")
-            .arg(disk)
+            .arg(image)
             .arg(&staged)
             .arg(&target))?;
         fs::remove_file(&staged).map_err(|e| format!("removing {}: {e}", staged.display()))?;
     }
     Ok(())
+}
+
+/// Makes `disk` a 64 MiB GPT disk with one EFI system partition (unique partition GUID
+/// `partition`, from 1 MiB) holding `files`, with sfdisk, mkfs.vfat and mtools as an
+/// installer would: a disk for boot entries that name their partition (`HD(…)`), attached
+/// with [`OvmfBoot::extra_args`].
+///
+/// # Errors
+///
+/// A tool is missing (sfdisk is in Debian's fdisk package) or failed.
+pub fn gpt_esp_disk(
+    disk: &Path,
+    partition: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), String> {
+    const SECTORS: u64 = 64 * 2048;
+    const FIRST: u64 = 2048;
+    File::create(disk)
+        .and_then(|f| f.set_len(SECTORS * 512))
+        .map_err(|e| format!("creating {}: {e}", disk.display()))?;
+    // The last 33 sectors hold the backup GPT.
+    let size = SECTORS - FIRST - 2048;
+    let layout = format!(
+        "label: gpt\nstart={FIRST}, size={size}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={partition}\n"
+    );
+    let mut child = Command::new(require_tool("sfdisk"))
+        .arg("--quiet")
+        .arg(disk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running sfdisk: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(layout.as_bytes())
+        .map_err(|e| format!("writing to sfdisk: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("running sfdisk: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "sfdisk failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    run(Command::new(require_tool("mkfs.vfat"))
+        .args(["--offset", &FIRST.to_string()])
+        .arg(disk)
+        .arg((size / 2).to_string()))?;
+    let dir = disk.parent().unwrap_or(Path::new("."));
+    fill_fat(
+        &format!("{}@@{}", disk.display(), FIRST * 512),
+        dir,
+        files.iter().map(|(p, d)| (p.as_str(), d.as_slice())),
+    )
 }
 
 #[cfg(test)]

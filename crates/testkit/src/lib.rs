@@ -40,7 +40,7 @@ mod setvar;
 
 use std::path::{Path, PathBuf};
 
-pub use boot::{boot_ovmf, BootError, BootOutcome, OvmfBoot};
+pub use boot::{boot_ovmf, gpt_esp_disk, BootError, BootOutcome, OvmfBoot};
 pub use dmpstore::{parse_dmpstore, DumpedVariable};
 pub use qmp::{free_local_port, make_startup_disk, QemuVm, Qmp, QmpError, VmConfig};
 pub use qtest::{QtestFlash, QtestOp};
@@ -129,6 +129,7 @@ fn debian_package_for(program: &str) -> String {
         "qemu-system-aarch64" => "Debian's qemu-system-arm package".into(),
         "mkfs.vfat" | "mkfs.fat" => "Debian's dosfstools package".into(),
         "mcopy" | "mmd" | "mdir" | "mtype" | "mdel" => "Debian's mtools package".into(),
+        "sfdisk" => "Debian's fdisk package".into(),
         _ => "the Debian package that provides it".into(),
     }
 }
