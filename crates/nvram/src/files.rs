@@ -5,12 +5,11 @@
 //!   is it renamed into place and the directory fsync'ed, so a reader (or a crash) sees the old
 //!   file or the new one, never a half-written one.
 
-use rustix::fs::{renameat_with, RenameFlags, CWD};
+use safefile::SafeFileError;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Largest image we read: a 64 MiB AAVMF store is the biggest real one.
 pub const MAX_IMAGE_LEN: u64 = 256 << 20;
@@ -55,6 +54,9 @@ pub enum FileError {
         /// Who holds the lock, as far as can be told.
         holder: String,
     },
+    /// A replacement would not have the replaced file's owner.
+    #[error(transparent)]
+    Owner(SafeFileError),
     /// An I/O error.
     #[error("{path}: {action}: {source}")]
     Io {
@@ -113,54 +115,16 @@ impl BlockDeviceLike for fs::FileType {
 /// Writes `content` to a new file at `path`: exclusively (fails if anything, even a dangling
 /// symlink, is there), owner-only, atomically (nothing appears at `path` until it is complete).
 pub fn create_new(path: &Path, content: &[u8]) -> Result<(), FileError> {
-    if fs::symlink_metadata(path).is_ok() {
-        return Err(FileError::Exists {
-            path: path.to_path_buf(),
-        });
-    }
-    let temp = write_temp(path, content, 0o600)?;
-    // RENAME_NOREPLACE keeps creation exclusive even if someone raced us to the name.
-    renameat_with(CWD, &temp, CWD, path, RenameFlags::NOREPLACE).map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        if e == rustix::io::Errno::EXIST {
-            FileError::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            FileError::Io {
-                path: path.to_path_buf(),
-                action: "cannot rename the temporary file into place",
-                source: e.into(),
-            }
-        }
-    })?;
-    sync_parent(path)
+    safefile::create_new(path, content)?;
+    Ok(())
 }
 
 /// Replaces the regular file at `path` (or creates it) with `content`, atomically. Refuses a
-/// symlink. An existing file keeps its permission bits; a new one is owner-only.
+/// symlink. An existing file keeps its permission bits and owner (a replacement whose owner
+/// cannot be kept is refused); a new one is owner-only.
 pub fn replace(path: &Path, content: &[u8]) -> Result<(), FileError> {
-    let mode = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(FileError::Symlink {
-                path: path.to_path_buf(),
-            })
-        }
-        Ok(meta) if !meta.is_file() => {
-            return Err(FileError::NotRegular {
-                path: path.to_path_buf(),
-            })
-        }
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0o600,
-        Err(e) => return Err(io_error(path, "cannot stat")(e)),
-    };
-    let temp = write_temp(path, content, mode)?;
-    fs::rename(&temp, path).map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        io_error(path, "cannot rename the temporary file into place")(e)
-    })?;
-    sync_parent(path)
+    safefile::replace(path, content)?;
+    Ok(())
 }
 
 /// Writes `content` to `path` as a new file, or replaces an existing one when `force` is set.
@@ -172,47 +136,24 @@ pub fn write_output(path: &Path, content: &[u8], force: bool) -> Result<(), File
     }
 }
 
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+impl From<SafeFileError> for FileError {
+    fn from(e: SafeFileError) -> Self {
+        match e {
+            SafeFileError::Exists { path } => FileError::Exists { path },
+            SafeFileError::Symlink { path } => FileError::Symlink { path },
+            SafeFileError::NotRegular { path } => FileError::NotRegular { path },
+            SafeFileError::Io {
+                path,
+                action,
+                source,
+            } => FileError::Io {
+                path,
+                action,
+                source,
+            },
+            owner @ SafeFileError::Owner { .. } => FileError::Owner(owner),
+        }
     }
-}
-
-fn write_temp(path: &Path, content: &[u8], mode: u32) -> Result<PathBuf, FileError> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let name = path.file_name().ok_or_else(|| FileError::NotRegular {
-        path: path.to_path_buf(),
-    })?;
-    let temp = parent_of(path).join(format!(
-        ".{}.nvram-{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&temp)
-        .map_err(io_error(path, "cannot create a temporary file next to it"))?;
-    let result = file
-        .write_all(content)
-        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|()| file.sync_all());
-    if let Err(e) = result {
-        let _ = fs::remove_file(&temp);
-        return Err(io_error(path, "cannot write the temporary file")(e));
-    }
-    Ok(temp)
-}
-
-fn sync_parent(path: &Path) -> Result<(), FileError> {
-    let dir = parent_of(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir, "cannot fsync the directory"))
 }
 
 /// A lock on a file as `/proc/locks` shows it.
@@ -438,6 +379,7 @@ impl LockedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn create_new_is_exclusive_owner_only_and_refuses_symlinks() {

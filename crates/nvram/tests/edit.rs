@@ -356,3 +356,31 @@ fn import_of_virt_fw_vars_json_reproduces_the_store_and_replace_all_prunes() {
     let store = Varstore::parse(&store_image).unwrap();
     assert_eq!(store.records().len(), 31, "compact: live records only");
 }
+
+/// A VM's varstore belongs to the VMM's user (libvirt-qemu, 0600). Root editing it replaces
+/// the file; the replacement must keep owner and mode, or the VM could not open its own
+/// varstore at the next start.
+#[test]
+fn an_edit_by_root_keeps_the_owner_and_mode_of_the_vms_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = blank(dir.path());
+    if fs::metadata(&vars).unwrap().uid() != 0 {
+        eprintln!("SKIPPED: needs root to own files as another user");
+        return;
+    }
+    // Debian's libvirt-qemu user and kvm group ids, as they would be on a host.
+    std::os::unix::fs::chown(&vars, Some(64055), Some(108)).unwrap();
+    fs::set_permissions(&vars, fs::Permissions::from_mode(0o600)).unwrap();
+    let inode = fs::metadata(&vars).unwrap().ino();
+    ok(&["set", p(&vars), "Timeout", "--u16", "3"]);
+    let meta = fs::metadata(&vars).unwrap();
+    assert_ne!(meta.ino(), inode, "the file was replaced");
+    assert_eq!((meta.uid(), meta.gid()), (64055, 108), "owner after set");
+    assert_eq!(meta.mode() & 0o7777, 0o600, "mode after set");
+    nvram(&["apply", "--set", "Lang=ascii:eng", p(&vars)]);
+    let meta = fs::metadata(&vars).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (64055, 108), "owner after apply");
+    assert_eq!(meta.mode() & 0o7777, 0o600, "mode after apply");
+    assert_eq!(data_of(&vars, "Lang"), b"eng\0");
+}

@@ -75,7 +75,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::ops::Range;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1417,10 +1417,12 @@ pub fn commit<E: PflashEvents>(
 /// Writes `content` to the flash backing file `path` and returns the open, locked
 /// [`FileStorage`] for it.
 ///
-/// - A regular file (or a missing one) is replaced atomically: the content goes to a new
-///   file in the same directory, locked, with the old file's permissions (and owner, where
-///   allowed), which is fsync'ed, renamed over `path`, and the directory fsync'ed. A crash
-///   leaves either the old file or the new one, never a mix.
+/// - A regular file (or a missing one) is replaced atomically with [`safefile::replace_with`]:
+///   the content goes to a new file in the same directory, locked, with the old file's
+///   permissions and owner, which is fsync'ed, renamed over `path`, and the directory
+///   fsync'ed. A crash leaves either the old file or the new one, never a mix. A symlink is
+///   refused, and so is a replacement whose owner cannot be kept (the VMM runs as another
+///   user than the file's and not as root).
 /// - A block device is written in place, then fsync'ed (it cannot be renamed).
 ///
 /// Refuses while another process holds the file's lock (the migration source has not
@@ -1476,55 +1478,36 @@ pub fn commit_file(
             Err(e) => return Err(error("cannot lock")(e.into())),
         }
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.incoming-{}", std::process::id()));
-    let mode = old
-        .as_ref()
-        .map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    let result = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)
-            .map_err(error("cannot create the commit file"))?;
-        // The umask may have narrowed the mode.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(error("cannot set the commit file's permissions"))?;
-        if let Some(meta) = &old {
-            // Only root may give a file away; an unprivileged VMM keeps its own ownership,
-            // which is the old file's in the usual setup.
-            let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
-        }
-        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| error("cannot lock the commit file")(e.into()))?;
-        let mut writer = &file;
-        writer
-            .write_all(content)
-            .map_err(error("cannot write the commit file"))?;
-        file.sync_all()
-            .map_err(error("cannot fsync the commit file"))?;
-        std::fs::rename(&temp, path).map_err(error("cannot rename the commit file over it"))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(error("cannot fsync its directory"))?;
-        Ok(file)
-    })();
-    let file = match result {
-        Ok(file) => file,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-    };
+    // The new file is locked before it takes the name, so it is never visible unlocked.
+    let file = safefile::replace_with(path, content, |file| {
+        rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive).map_err(io::Error::from)
+    })
+    .map_err(|e| match e {
+        safefile::SafeFileError::Io {
+            path,
+            action,
+            source,
+        } => StorageError {
+            context: format!("{}: {action}", path.display()),
+            source,
+        },
+        safefile::SafeFileError::Owner {
+            path,
+            uid,
+            gid,
+            source,
+        } => StorageError {
+            context: format!(
+                "{}: cannot keep its owner {uid}:{gid} for the committed file",
+                path.display()
+            ),
+            source,
+        },
+        other => StorageError {
+            context: format!("{}: cannot commit", path.display()),
+            source: io::Error::new(ErrorKind::InvalidInput, other.to_string()),
+        },
+    })?;
     // The new file is already locked through this same open file, so taking the lock
     // again cannot fail on a third party.
     let storage = FileStorage::from_file(file, path, content.len(), false, durability)?;
