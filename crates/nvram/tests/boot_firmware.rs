@@ -1,7 +1,8 @@
 //! OVMF uses the boot entries `nvram boot add` writes: with `--next` it tries the new entry
 //! at the next boot (BdsDxe says so on the serial console), then falls back to BootOrder and
 //! the shell, whose `bcfg boot dump` lists the entry as we wrote it; an entry naming a GPT
-//! partition by GUID (`--partition`) boots the program from that partition of another disk.
+//! partition by GUID (`--partition`) boots the program from that partition of another disk;
+//! a `--uri` entry is downloaded by OVMF's HTTP boot from a server in the test and started.
 //!
 //! Boots of Debian's OVMF_CODE_4M.fd under QEMU (a few seconds each).
 
@@ -195,4 +196,116 @@ fn ovmf_boots_a_partition_entry_by_its_guid() {
         serial.contains("systemd-boot") || serial.contains("Boot in"),
         "the program on the ESP did not run:\n{serial}"
     );
+}
+
+/// What systemd-boot prints (its own string, `Unable to open root directory: %r`) when the
+/// device it was loaded from has no file system, as with an image downloaded by HTTP boot.
+const SYSTEMD_BOOT_NO_ROOT: &str = "Unable to open root directory";
+
+/// Whether the boot of [`ovmf_boots_a_uri_entry_over_http`] is decided: systemd-boot ran, or
+/// it did not and the test fails with the log. HTTP boot over IPv4 (the server's address) has
+/// failed once the firmware moves on to IPv6, which then waits a minute for DHCPv6 that QEMU's
+/// user network does not offer.
+fn uri_boot_decided(serial: &str) -> bool {
+    serial.contains(SYSTEMD_BOOT_NO_ROOT)
+        || serial.contains("Boot in")
+        || serial.contains("Start HTTP Boot over IPv6")
+        || serial
+            .lines()
+            .any(|l| l.starts_with("BdsDxe: failed") && l.contains("\"Net\""))
+}
+
+/// The bare `Uri(…)` entry `boot add --uri URL --next` writes is what edk2's BDS hands to the
+/// HTTP boot driver (`BmExpandUriDevicePath`): OVMF gets an address from QEMU's user network
+/// by DHCP, downloads the program from our server on the host (10.0.2.2 to the guest) and
+/// starts it, before the other entry in BootOrder. The program is systemd-boot, which stops
+/// at once with its own message because a downloaded image has no file system behind it.
+#[test]
+fn ovmf_boots_a_uri_entry_over_http() {
+    let program = std::fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
+    // The message the test waits for is systemd-boot's, not the firmware's.
+    let no_root_utf16: Vec<u8> = SYSTEMD_BOOT_NO_ROOT
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert!(
+        program
+            .windows(no_root_utf16.len())
+            .any(|w| w == no_root_utf16),
+        "{SYSTEMD_BOOT} does not contain {SYSTEMD_BOOT_NO_ROOT:?}"
+    );
+    let server = testkit::HttpFileServer::start(vec![testkit::HttpFile::new(
+        "/app.efi",
+        "application/efi",
+        program,
+    )])
+    .unwrap();
+    let url = format!("http://10.0.2.2:{}/app.efi", server.port());
+
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm_VARS.fd");
+    let v = vars.to_str().unwrap();
+    nvram_ok(&["create", v]);
+    // First in BootOrder: without BootNext the firmware would try (and fail) this one first.
+    let add = |args: &[&str]| {
+        let out = nvram_ok(&[&["boot", "add", v][..], args].concat());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let decoy = add(&["--description", "Decoy", "--file", r"\EFI\NONE\NONE.EFI"]);
+    let name = add(&["--next", "--description", "Net", "--uri", &url]);
+    let number = name.strip_prefix("Boot").unwrap().to_string();
+    let added = boot_list(&vars);
+    assert_eq!(added["boot_next"], number.as_str(), "{added:#}");
+    assert_eq!(
+        added["boot_order"],
+        serde_json::json!([decoy.strip_prefix("Boot").unwrap(), number]),
+        "{added:#}"
+    );
+
+    let code = debian_firmware("OVMF_CODE_4M.fd");
+    let mut boot = OvmfBoot::new(&code, &vars, "reset -s\n");
+    // `romfile=` keeps QEMU's iPXE ROM out, so OVMF's own virtio-net and HTTP boot drivers run.
+    boot.extra_args = ["-netdev", "user,id=n0", "-device"]
+        .into_iter()
+        .map(String::from)
+        .chain([String::from("virtio-net-pci,netdev=n0,romfile=")])
+        .collect();
+    boot.timeout = std::time::Duration::from_secs(60);
+    boot.stop_when = Some(uri_boot_decided);
+    let serial = match boot_ovmf(&boot) {
+        Ok(outcome) => {
+            eprintln!("HTTP boot decided after {:?}", outcome.elapsed);
+            outcome.serial
+        }
+        Err(e) => panic!("boot failed: {e}\nHTTP requests: {:?}", server.requests()),
+    };
+    let requests: Vec<String> = server.requests().iter().map(|r| r.line()).collect();
+
+    let bds: Vec<&str> = serial
+        .lines()
+        .filter_map(|l| l.find("BdsDxe: ").map(|i| &l[i..]))
+        .collect();
+    let from = format!("{name} \"Net\" from Uri({url})");
+    assert_eq!(
+        bds.first().copied(),
+        Some(format!("BdsDxe: loading {from}").as_str()),
+        "BdsDxe did not load {name} (BootNext) first:\n{serial}\nHTTP requests: {requests:?}"
+    );
+    let started = format!("BdsDxe: starting {from}");
+    let after_start = serial
+        .find(&started)
+        .map(|i| &serial[i + started.len()..])
+        .unwrap_or_else(|| {
+            panic!("BdsDxe did not start {name}:\n{serial}\nHTTP requests: {requests:?}")
+        });
+    assert!(
+        requests.iter().any(|r| r == "GET /app.efi"),
+        "the firmware did not fetch /app.efi from us: {requests:?}\n{serial}"
+    );
+    assert!(
+        after_start.contains(SYSTEMD_BOOT_NO_ROOT) || after_start.contains("Boot in"),
+        "systemd-boot did not run after BdsDxe started it:\n{serial}"
+    );
+    // BdsDxe deletes BootNext before it boots the entry.
+    assert_eq!(boot_list(&vars)["boot_next"], Value::Null);
 }

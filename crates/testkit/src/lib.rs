@@ -34,6 +34,7 @@
 
 mod boot;
 mod dmpstore;
+mod http;
 mod qmp;
 mod qtest;
 mod setvar;
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use boot::{boot_ovmf, gpt_esp_disk, BootError, BootOutcome, OvmfBoot};
 pub use dmpstore::{parse_dmpstore, DumpedVariable};
+pub use http::{HttpFile, HttpFileServer, HttpRequest};
 pub use qmp::{free_local_port, make_startup_disk, QemuVm, Qmp, QmpError, VmConfig};
 pub use qtest::{QtestFlash, QtestOp};
 pub use setvar::setvar_command;
