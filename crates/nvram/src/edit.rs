@@ -118,17 +118,9 @@ pub fn edit_file<T, E: Into<Failure>>(
     edit_file_with(path, true, edit)
 }
 
-/// As [`edit_file`], but writes nothing: [`Edited::written`] says whether the edit *would*
-/// change the file. The file is locked while it is read, so a locked file is reported as
-/// such, as an edit would find it.
-pub fn try_edit_file<T, E: Into<Failure>>(
-    path: &Path,
-    edit: impl FnOnce(&mut Editor) -> Result<T, E>,
-) -> Result<Edited<T>, EditFileError> {
-    edit_file_with(path, false, edit)
-}
-
-/// [`edit_file`] when `write`, [`try_edit_file`] when not.
+/// [`edit_file`] when `write`; otherwise the same without writing anything:
+/// [`Edited::written`] then says whether the edit *would* change the file. The file is locked
+/// while it is read either way, so a locked file is reported as an edit would find it.
 pub fn edit_file_with<T, E: Into<Failure>>(
     path: &Path,
     write: bool,

@@ -223,24 +223,12 @@ pub enum Distro {
 }
 
 impl Distro {
-    /// Every distribution, in the order `--help` lists them.
-    pub const ALL: [Distro; 3] = [Self::Debian, Self::RedHat, Self::Ubuntu];
-
     /// The db certificate (DER).
     pub fn certificate(self) -> &'static [u8] {
         match self {
             Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
             Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
             Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
-        }
-    }
-
-    /// The name on the command line (`debian`, `redhat`, `ubuntu`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RedHat => "redhat",
-            Self::Debian => "debian",
-            Self::Ubuntu => "ubuntu",
         }
     }
 
