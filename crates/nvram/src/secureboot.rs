@@ -359,9 +359,9 @@ pub struct ReadInputError {
 
 /// The signatures of some inputs added to `db`; returns (entries added, newest `.auth` time,
 /// whether non-certificate signatures from plain lists were added).
-fn add_inputs(
+fn add_inputs<'a>(
     db: &mut SignatureDb,
-    inputs: &[SignatureInput],
+    inputs: impl IntoIterator<Item = &'a SignatureInput>,
     owner: Guid,
 ) -> (usize, Option<EfiTime>, bool) {
     let mut added = 0;
@@ -461,7 +461,7 @@ pub fn enroll(
         let mut db = SignatureDb::default();
         let (auth, hashes) = match database {
             Database::Pk => {
-                let (_, auth, _) = add_inputs(&mut db, std::slice::from_ref(&plan.pk), plan.owner);
+                let (_, auth, _) = add_inputs(&mut db, [&plan.pk], plan.owner);
                 let count: usize = db.lists.iter().map(|l| l.entries.len()).sum();
                 if count != 1 || db.certificates().count() != 1 {
                     return Err(SecureBootError::BadPk(format!("{count} signatures")));
@@ -489,8 +489,7 @@ pub fn enroll(
             }
             Database::Dbx => match &plan.dbx {
                 Some(input) => {
-                    let (_, auth, hashes) =
-                        add_inputs(&mut db, std::slice::from_ref(input), plan.owner);
+                    let (_, auth, hashes) = add_inputs(&mut db, [input], plan.owner);
                     (auth, hashes)
                 }
                 None => {
@@ -600,14 +599,15 @@ pub fn add(
         }
         _ => {}
     }
-    let mut inputs = addition.inputs.clone();
+    // Microsoft's dbx updates, next to the caller's inputs (which are not copied per store).
+    let mut updates = Vec::new();
     if let (Database::Dbx, Some(ms)) = (database, microsoft) {
         let layout = editor
             .store()?
             .layout()
             .ok_or(SecureBootError::UnknownArchitecture)?;
         for update in ms.dbx_updates(DbxArch::of_layout(layout)) {
-            inputs
+            updates
                 .push(read_signature_input(update).map_err(|_| SecureBootError::BadBundle("dbx"))?);
         }
     }
@@ -618,7 +618,11 @@ pub fn add(
         }
         None => SignatureDb::default(),
     };
-    let (mut added, auth, hashes) = add_inputs(&mut db, &inputs, addition.owner);
+    let (mut added, auth, hashes) = add_inputs(
+        &mut db,
+        addition.inputs.iter().chain(&updates),
+        addition.owner,
+    );
     if let Some(ms) = microsoft {
         for cert in ms.certificates(database) {
             added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));

@@ -12,28 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn shared_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(name)
-}
-
-fn unxz(path: &Path) -> Vec<u8> {
-    let raw = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    out
-}
-
 fn boot_trace() -> PathBuf {
-    shared_data("ovmf-boot-ops.txt.xz")
+    testkit::trace_data("ovmf-boot-ops.txt.xz")
 }
 
 /// A copy of the image before the boot, in `dir`.
 fn before_image(dir: &Path) -> PathBuf {
     let path = dir.join("vars.fd");
-    fs::write(&path, unxz(&shared_data("ovmf-boot-vars-before.fd.xz"))).unwrap();
+    fs::write(
+        &path,
+        testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz")),
+    )
+    .unwrap();
     path
 }
 
@@ -52,7 +42,8 @@ fn replaying_the_boot_ends_byte_identical_to_qemu_with_far_fewer_writes() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        fs::read(&image).unwrap() == unxz(&shared_data("ovmf-boot-vars-after.fd.xz")),
+        fs::read(&image).unwrap()
+            == testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz")),
         "the image differs from the one QEMU left"
     );
     let text = stdout(&out);
@@ -398,7 +389,7 @@ fn kill_replays(initial: &[u8], trace: &Path, plan: &[(&str, usize)], seed: u64)
 #[test]
 fn sigkill_leaves_the_image_at_a_prefix_of_the_operations() {
     let started = Instant::now();
-    let initial = unxz(&shared_data("ovmf-boot-vars-before.fd.xz"));
+    let initial = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let plan = [("flush-points", 24), ("none", 12), ("every-op", 4)];
     let boot = kill_replays(&initial, &boot_trace(), &plan, 1);
 

@@ -12,29 +12,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
-
-fn data(name: &str) -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(name);
-    if shared.exists() {
-        shared
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../pflash/tests/data")
-            .join(name)
-    }
-}
-
-fn unxz(name: &str) -> Vec<u8> {
-    let raw = fs::read(data(name)).unwrap();
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).unwrap();
-    out
-}
 
 fn nvram() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nvram"))
@@ -155,10 +135,10 @@ fn migrate_once(
 #[test]
 fn the_boot_migrated_between_processes_at_many_lines_ends_as_qemu_left_it() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = data("ovmf-boot-ops.txt.xz");
+    let trace = testkit::trace_data("ovmf-boot-ops.txt.xz");
     let lines = read_trace_file(&trace).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
-    let after = unxz("ovmf-boot-vars-after.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
     assert!(replayed(&before, &lines) == after);
     // The probe (1..5), inside a program sequence, spread over the boot, the last line.
     let points = [
@@ -182,10 +162,10 @@ fn the_boot_migrated_between_processes_at_many_lines_ends_as_qemu_left_it() {
 #[test]
 fn the_reclaim_trace_migrated_at_erases_ends_as_qemu_left_it() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = data("ovmf-2m-reclaim-ops.txt.xz");
+    let trace = testkit::trace_data("ovmf-2m-reclaim-ops.txt.xz");
     let lines = read_trace_file(&trace).unwrap();
-    let before = unxz("ovmf-2m-reclaim-before.fd.xz");
-    let after = unxz("ovmf-2m-reclaim-after.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-2m-reclaim-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-2m-reclaim-after.fd.xz"));
     assert!(replayed(&before, &lines) == after);
     let erase = lines
         .iter()
@@ -260,7 +240,7 @@ fn modes_trace(initial: &[u8]) -> (String, Vec<usize>) {
 #[test]
 fn migrating_in_the_middle_of_command_sequences_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let (text, points) = modes_trace(&before);
     let trace = dir.path().join("modes.txt");
     fs::write(&trace, &text).unwrap();
@@ -283,9 +263,9 @@ fn migrating_in_the_middle_of_command_sequences_is_exact() {
 #[test]
 fn a_size_mismatch_fails_on_both_sides_leaving_both_images_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = data("ovmf-boot-ops.txt.xz");
+    let trace = testkit::trace_data("ovmf-boot-ops.txt.xz");
     let lines = read_trace_file(&trace).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let src = dir.path().join("src.fd");
     let at = 5000;
     for (len, hex) in [(131_072usize, "0x20000"), (540_672 + 4096, "0x85000")] {
@@ -336,9 +316,9 @@ enum Victim {
 /// consistent (the source's at line `at`, the destination's untouched).
 fn kill_mid_stream(victim: Victim, keep: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let trace = data("ovmf-boot-ops.txt.xz");
+    let trace = testkit::trace_data("ovmf-boot-ops.txt.xz");
     let lines = read_trace_file(&trace).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let (src, dst) = (dir.path().join("src.fd"), dir.path().join("dst.fd"));
     fs::write(&src, &before).unwrap();
     fs::write(&dst, vec![0u8; before.len()]).unwrap();
@@ -422,9 +402,9 @@ fn killing_the_destination_mid_stream_fails_the_source_cleanly() {
 #[test]
 fn a_source_that_cannot_connect_keeps_its_image() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = data("ovmf-boot-ops.txt.xz");
+    let trace = testkit::trace_data("ovmf-boot-ops.txt.xz");
     let lines = read_trace_file(&trace).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let src = dir.path().join("src.fd");
     fs::write(&src, &before).unwrap();
     // A unix socket nobody listens on: refused until the connect timeout.

@@ -64,17 +64,7 @@ fn prepare(vars: &Path, template: &Path, incoming: bool) -> Output {
 /// The image QEMU's device left after a real OVMF boot: a store with live, deleted and
 /// replaced records.
 fn firmware_written_store() -> Vec<u8> {
-    let xz = fs::read("/work/shared/data/ovmf-boot-vars-after.fd.xz")
-        .or_else(|_| {
-            fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../pflash/tests/data/ovmf-boot-vars-after.fd.xz"),
-            )
-        })
-        .expect("ovmf-boot-vars-after.fd.xz");
-    let mut image = Vec::new();
-    lzma_rs::xz_decompress(&mut &xz[..], &mut image).unwrap();
-    image
+    testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"))
 }
 
 #[test]

@@ -7,26 +7,13 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pflash::trace::{read_trace_file, replay, TraceLine};
 use pflash::{Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash};
-use std::io::Read;
-use std::path::Path;
-
-fn shared(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(name)
-}
 
 fn before_image() -> Vec<u8> {
-    let file = std::fs::File::open(shared("ovmf-boot-vars-before.fd.xz")).expect("shared data");
-    let mut xz = Vec::new();
-    std::io::BufReader::new(file).read_to_end(&mut xz).unwrap();
-    let mut image = Vec::new();
-    lzma_rs::xz_decompress(&mut xz.as_slice(), &mut image).unwrap();
-    image
+    testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"))
 }
 
 fn boot_trace() -> Vec<TraceLine> {
-    read_trace_file(&shared("ovmf-boot-ops.txt.xz")).expect("boot trace")
+    read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).expect("boot trace")
 }
 
 fn report_persistence(image: &[u8], trace: &[TraceLine]) {

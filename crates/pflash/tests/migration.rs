@@ -23,26 +23,6 @@ type Dev = Pflash<DirtyTracking<NoStorage>, NoEvents>;
 
 const VARS: u64 = 540_672;
 
-fn data(name: &str) -> PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    if local.exists() {
-        local
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/data")
-            .join(name)
-    }
-}
-
-fn unxz(name: &str) -> Vec<u8> {
-    let raw = fs::read(data(name)).unwrap();
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).unwrap();
-    out
-}
-
 fn device(geometry: Geometry, content: Vec<u8>) -> Dev {
     let storage = DirtyTracking::new(NoStorage, &geometry);
     Pflash::new(geometry, content, storage, NoEvents).unwrap()
@@ -125,9 +105,9 @@ fn spread(len: usize, n: usize) -> Vec<usize> {
 
 #[test]
 fn the_boot_trace_migrated_at_many_lines_ends_as_qemu_left_it() {
-    let trace = read_trace_file(&data("ovmf-boot-ops.txt.xz")).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
-    let after = unxz("ovmf-boot-vars-after.fd.xz");
+    let trace = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
     let g = Geometry::q35(before.len() as u64).unwrap();
     // Every line of the probe and the first programs, then spread over the boot.
     let mut points: Vec<usize> = (1..=40).collect();
@@ -139,9 +119,9 @@ fn the_boot_trace_migrated_at_many_lines_ends_as_qemu_left_it() {
 
 #[test]
 fn the_reclaim_trace_migrated_at_many_lines_ends_as_qemu_left_it() {
-    let trace = read_trace_file(&data("ovmf-2m-reclaim-ops.txt.xz")).unwrap();
-    let before = unxz("ovmf-2m-reclaim-before.fd.xz");
-    let after = unxz("ovmf-2m-reclaim-after.fd.xz");
+    let trace = read_trace_file(&testkit::trace_data("ovmf-2m-reclaim-ops.txt.xz")).unwrap();
+    let before = testkit::unxz(&testkit::trace_data("ovmf-2m-reclaim-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-2m-reclaim-after.fd.xz"));
     let g = Geometry::q35(before.len() as u64).unwrap();
     // Around every erase: at the 0x20 line (erased, confirm pending) and at the confirm.
     let mut points = spread(trace.len(), 30);
@@ -314,9 +294,9 @@ fn migrating_after_every_line_of_a_trace_through_every_mode_is_exact() {
 
 #[test]
 fn offline_snapshots_restore_anywhere_in_the_boot() {
-    let trace = read_trace_file(&data("ovmf-boot-ops.txt.xz")).unwrap();
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
-    let after = unxz("ovmf-boot-vars-after.fd.xz");
+    let trace = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
     let g = Geometry::q35(before.len() as u64).unwrap();
     for at in spread(trace.len(), 12) {
         let mut dev = q35(before.clone());
@@ -361,7 +341,7 @@ fn an_arm_virt_bank_migrates_mid_buffered_write() {
 
 #[test]
 fn precopy_resends_only_the_blocks_the_guest_dirtied() {
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let g = Geometry::q35(before.len() as u64).unwrap();
     let mut dev = q35(before);
     let (a, b) = UnixStream::pair().unwrap();
@@ -408,7 +388,7 @@ fn precopy_resends_only_the_blocks_the_guest_dirtied() {
 
 #[test]
 fn migration_works_over_tcp_loopback() {
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let g = Geometry::q35(before.len() as u64).unwrap();
     let mut dev = q35(before);
     dev.write(0x100, &[0x70]);
@@ -434,7 +414,7 @@ fn migration_works_over_tcp_loopback() {
 
 /// A source device in the middle of a buffered write, with its state and content.
 fn busy_source() -> (Dev, PflashState, Vec<u8>) {
-    let before = unxz("ovmf-boot-vars-before.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let mut dev = q35(before);
     dev.write(0x3000, &[0xe8]);
     dev.write(0x3000, &[0x3]);

@@ -2,23 +2,9 @@
 //! must match and the final content must equal what QEMU's device left.
 
 use std::ops::Range;
-use std::path::PathBuf;
 
 use pflash::trace::{read_trace_file, replay, TraceOp};
 use pflash::{Geometry, NoEvents, Pflash, PflashEvents, Storage, StorageError};
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(name)
-}
-
-fn read_xz(name: &str) -> Vec<u8> {
-    let raw = std::fs::read(data(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).unwrap();
-    out
-}
 
 /// Counts storage calls and checks each change against the content it is given.
 #[derive(Debug, Default)]
@@ -59,10 +45,10 @@ impl PflashEvents for Transitions {
 
 #[test]
 fn ovmf_boot_replays_byte_identical() {
-    let before = read_xz("ovmf-boot-vars-before.fd.xz");
-    let after = read_xz("ovmf-boot-vars-after.fd.xz");
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
     assert_eq!(before.len(), after.len());
-    let lines = read_trace_file(&data("ovmf-boot-ops.txt.xz")).unwrap();
+    let lines = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
     let ops = lines.iter().filter(|l| l.op.is_some()).count();
     assert!(ops > 30_000, "{ops} operations");
 
@@ -112,8 +98,8 @@ fn ovmf_boot_replays_byte_identical() {
 #[test]
 fn replay_without_hooks() {
     // The default type parameters: no storage, no events.
-    let before = read_xz("ovmf-boot-vars-before.fd.xz");
-    let lines = read_trace_file(&data("ovmf-boot-ops.txt.xz")).unwrap();
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let lines = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
     let mut dev: Pflash = Pflash::new(
         Geometry::q35(before.len() as u64).unwrap(),
         before,
@@ -122,5 +108,8 @@ fn replay_without_hooks() {
     )
     .unwrap();
     replay(&mut dev, &lines).unwrap();
-    assert_eq!(dev.memory(), &read_xz("ovmf-boot-vars-after.fd.xz")[..]);
+    assert_eq!(
+        dev.memory(),
+        &testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"))[..]
+    );
 }

@@ -23,22 +23,12 @@ fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// Contents of the xz file `dir/name`.
-fn unxz_at(dir: &Path, name: &str) -> Vec<u8> {
-    let path = dir.join(name);
-    let raw = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
-        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
-    out
-}
-
 /// Replays `{name}-ops.txt.xz` in `dir` from `{name}-before.fd.xz` on a
 /// q35-shaped device, which checks every recorded read, and checks the final
 /// memory against `{name}-after.fd.xz`. Returns the trace.
 fn replay_recording(dir: &Path, name: &str) -> Vec<TraceLine> {
-    let before = unxz_at(dir, &format!("{name}-before.fd.xz"));
-    let after = unxz_at(dir, &format!("{name}-after.fd.xz"));
+    let before = testkit::unxz(&dir.join(format!("{name}-before.fd.xz")));
+    let after = testkit::unxz(&dir.join(format!("{name}-after.fd.xz")));
     let lines = read_trace_file(&dir.join(format!("{name}-ops.txt.xz")))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(before.len(), after.len());
@@ -107,8 +97,8 @@ fn shared_ovmf_boot_trace_replays_exactly() {
         "{} missing: shared/ should be beside the project",
         shared.display()
     );
-    let before = unxz_at(&shared, "ovmf-boot-vars-before.fd.xz");
-    let after = unxz_at(&shared, "ovmf-boot-vars-after.fd.xz");
+    let before = testkit::unxz(&shared.join("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&shared.join("ovmf-boot-vars-after.fd.xz"));
     let lines = read_trace_file(&shared.join("ovmf-boot-ops.txt.xz")).unwrap();
     let geometry = Geometry::q35(before.len() as u64).unwrap();
     let mut dev = Pflash::new(geometry, before, NoStorage, NoEvents).unwrap();

@@ -157,6 +157,32 @@ pub fn virt_fw_vars() -> PathBuf {
     path
 }
 
+/// A recorded trace or image: from `shared/data` beside the checkout (the boot trace the spec's
+/// authors recorded, `ovmf-boot-*`), else from the workspace's own recordings in
+/// `crates/pflash/tests/data` (`ovmf-4m-setvar-*`, `ovmf-2m-reclaim-*`).
+pub fn trace_data(name: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shared = workspace.join("../shared/data").join(name);
+    if shared.exists() {
+        shared
+    } else {
+        workspace.join("crates/pflash/tests/data").join(name)
+    }
+}
+
+/// The decompressed contents of the xz file `path`.
+///
+/// # Panics
+///
+/// If it cannot be read or is not xz, naming the file.
+pub fn unxz(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    out
+}
+
 /// A file of a Debian package that `scripts/install-test-deps` unpacks (without installing it)
 /// into `target/peers/debian`, e.g. `etc/refind.d/keys/canonical-uefi-ca.cer`.
 ///
