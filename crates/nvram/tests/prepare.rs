@@ -11,16 +11,19 @@ use std::process::{Command, Output};
 
 use common::{debian, path_str as s, stderr};
 use serde_json::Value;
+use testkit::Stack;
 
 fn nvram(args: &[&str]) -> Output {
     nvram_env(args, &[])
 }
 
 /// Runs nvram with extra environment; `NVRAM_FIRMWARE_DIRS` is cleared unless given, so the
-/// tests do not depend on the caller's environment.
+/// tests do not depend on the caller's environment. QEMU 7.2 is first on `PATH`, as an installed
+/// QEMU would be, for the machine aliases nvram resolves by asking `qemu-system-ARCH`.
 fn nvram_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvram"));
     cmd.args(args)
+        .env("PATH", path_with_qemu())
         .env_remove("NVRAM_FIRMWARE_DIRS")
         .env_remove("XDG_CONFIG_HOME");
     for (key, value) in env {
@@ -903,8 +906,16 @@ fn the_users_config_directory_overrides_the_system_descriptors() {
 
 /// What `binary -machine help` says `alias` stands for, read here independently of nvram's
 /// parser (QEMU prints `q35   Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)`).
+/// `PATH` with the Debian 12 stack's `qemu-system-*` first.
+fn path_with_qemu() -> std::ffi::OsString {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs =
+        std::iter::once(Stack::Debian12.qemu_bin_dir()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs).expect("PATH entries without ':'")
+}
+
 fn qemu_alias(binary: &str, alias: &str) -> String {
-    let out = Command::new(binary)
+    let out = Command::new(Stack::Debian12.qemu_bin_dir().join(binary))
         .args(["-machine", "help"])
         .output()
         .unwrap_or_else(|e| panic!("run {binary}: {e}"));

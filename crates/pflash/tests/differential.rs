@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use pflash::{Geometry, NoEvents, NoStorage, Pflash};
-use testkit::{debian_firmware, QtestFlash, QtestOp};
+use testkit::{debian_firmware, QtestFlash, QtestOp, Stack};
 
 /// Operations per configuration in the default run (together ≥ 100,000).
 const Q35_OPS: usize = 60_000;
@@ -86,7 +86,7 @@ impl fmt::Display for Op {
 struct Config {
     name: &'static str,
     geometry: Geometry,
-    start: fn(&Path) -> Result<QtestFlash, String>,
+    start: fn(Stack, &Path) -> Result<QtestFlash, String>,
     /// Bytes per bank access; commands are replicated per chip when the bank
     /// is made of several (`device_width` < `bank_width`).
     bank_width: u8,
@@ -513,7 +513,8 @@ fn run_config(config: &Config, template: &Path, seed: u64, ops_total: usize) -> 
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
     let content = sparse_copy(template, &vars, config.len());
-    let mut qemu = (config.start)(&vars).unwrap_or_else(|e| panic!("{}: {e}", config.name));
+    let mut qemu =
+        (config.start)(Stack::Debian12, &vars).unwrap_or_else(|e| panic!("{}: {e}", config.name));
     let mut dev = Pflash::new(config.geometry.clone(), content, NoStorage, NoEvents).unwrap();
 
     let mut generator = Generator {

@@ -87,19 +87,13 @@ fn ovmf_2m_reclaim_with_block_erases_replays_exactly() {
     assert!(erases.contains(&0) && erases.contains(&0x1f000));
 }
 
-/// The shared boot trace (`shared/data`, recorded by the spec's authors),
-/// which is laid beside the project for every run.
+/// The first recorded boot (`ovmf-boot-*`: QEMU 7.2, OVMF 2022.11, one `setvar`), the trace
+/// the device model was first built against (`docs/pflash-cfi01.md`).
 #[test]
-fn shared_ovmf_boot_trace_replays_exactly() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        shared.join("ovmf-boot-ops.txt.xz").is_file(),
-        "{} missing: shared/ should be beside the project",
-        shared.display()
-    );
-    let before = testkit::unxz(&shared.join("ovmf-boot-vars-before.fd.xz"));
-    let after = testkit::unxz(&shared.join("ovmf-boot-vars-after.fd.xz"));
-    let lines = read_trace_file(&shared.join("ovmf-boot-ops.txt.xz")).unwrap();
+fn first_recorded_ovmf_boot_replays_exactly() {
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
+    let lines = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
     let geometry = Geometry::q35(before.len() as u64).unwrap();
     let mut dev = Pflash::new(geometry, before, NoStorage, NoEvents).unwrap();
     replay(&mut dev, &lines).unwrap_or_else(|e| panic!("{e}"));
@@ -231,7 +225,7 @@ fn record(name: &str, code: &str, vars_template: &str, script: &str, about: &str
 }
 
 fn qemu_version() -> String {
-    let output = Command::new(require_tool("qemu-system-x86_64"))
+    let output = Command::new(testkit::Stack::Debian12.qemu("x86_64"))
         .arg("--version")
         .output()
         .unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::require_tool;
+use crate::{require_tool, Stack};
 
 /// What the UEFI shell prints (on the serial console) while it counts down
 /// before running `startup.nsh`; any key but ESC ends the wait at once.
@@ -54,6 +54,9 @@ pub struct OvmfBoot<'a> {
     /// reach `reset -s` (a loader under test, Secure Boot refusals), so that a test waits for
     /// what it checks rather than for the timeout.
     pub stop_when: Option<fn(&str) -> bool>,
+    /// The QEMU that runs the boot ([`Stack::Debian12`] unless set; the firmware is whatever
+    /// `code` and `vars` are).
+    pub stack: Stack,
 }
 
 impl<'a> OvmfBoot<'a> {
@@ -69,6 +72,7 @@ impl<'a> OvmfBoot<'a> {
             timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
             stop_when: None,
+            stack: Stack::Debian12,
         }
     }
 }
@@ -191,10 +195,10 @@ impl std::error::Error for BootError {}
 ///
 /// # Panics
 ///
-/// If `qemu-system-x86_64`, `mkfs.vfat` or mtools are not installed (see
-/// [`require_tool`]).
+/// If the stack's `qemu-system-x86_64`, `mkfs.vfat` or mtools are not installed (see
+/// [`Stack::qemu`] and [`require_tool`]).
 pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
-    let qemu = require_tool("qemu-system-x86_64");
+    let qemu = boot.stack.qemu("x86_64");
     let dir = tempfile::Builder::new()
         .prefix("testkit-ovmf-")
         .tempdir()

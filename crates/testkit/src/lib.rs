@@ -38,6 +38,7 @@ mod http;
 mod qmp;
 mod qtest;
 mod setvar;
+mod stack;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,7 @@ pub use http::{HttpFile, HttpFileServer, HttpRequest};
 pub use qmp::{free_local_port, make_startup_disk, QemuVm, Qmp, QmpError, VmConfig};
 pub use qtest::{QtestFlash, QtestOp};
 pub use setvar::setvar_command;
+pub use stack::{peers, Stack};
 
 /// `EFI_VARIABLE_NON_VOLATILE`.
 pub const ATTR_NV: u32 = 0x01;
@@ -61,33 +63,16 @@ pub const ATTR_AW: u32 = 0x10;
 /// `EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS`.
 pub const ATTR_AT: u32 = 0x20;
 
-/// Directories Debian installs firmware images into, searched in this order.
-const FIRMWARE_DIRS: [&str; 2] = ["/usr/share/OVMF", "/usr/share/AAVMF"];
-
-/// Path of a firmware image shipped by Debian, e.g. `"OVMF_CODE_4M.fd"`.
-///
-/// Looks in `/usr/share/OVMF` and then `/usr/share/AAVMF`.
+/// Path of a firmware image of Debian 12 (edk2 2022.11), e.g. `"OVMF_CODE_4M.fd"`: the
+/// [`Stack::Debian12`] firmware, in `/usr/share/OVMF` or `/usr/share/AAVMF`.
 ///
 /// # Panics
 ///
-/// If the file is in neither directory. Panicking (rather than returning an
-/// error or skipping) is deliberate: a CI machine without the firmware must
-/// make the tests fail loudly, not pass vacuously.
+/// If the file is not there. Panicking (rather than returning an error or skipping) is
+/// deliberate: a CI machine without the firmware must make the tests fail loudly, not pass
+/// vacuously.
 pub fn debian_firmware(file_name: &str) -> PathBuf {
-    find_firmware(file_name).unwrap_or_else(|| {
-        panic!(
-            "firmware {file_name} not found in {}: install Debian's ovmf package \
-             (scripts/test does)",
-            FIRMWARE_DIRS.join(" or ")
-        )
-    })
-}
-
-fn find_firmware(file_name: &str) -> Option<PathBuf> {
-    FIRMWARE_DIRS
-        .iter()
-        .map(|dir| Path::new(dir).join(file_name))
-        .find(|path| path.is_file())
+    Stack::Debian12.firmware(file_name)
 }
 
 /// Full path of the program `name`, searched on `PATH`.
@@ -127,8 +112,6 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 /// The Debian package that ships `program`, for error messages.
 fn debian_package_for(program: &str) -> String {
     match program {
-        "qemu-system-x86_64" => "Debian's qemu-system-x86 package".into(),
-        "qemu-system-aarch64" => "Debian's qemu-system-arm package".into(),
         "mkfs.vfat" | "mkfs.fat" => "Debian's dosfstools package".into(),
         "mcopy" | "mmd" | "mdir" | "mtype" | "mdel" => "Debian's mtools package".into(),
         "sfdisk" => "Debian's fdisk package".into(),
@@ -146,9 +129,7 @@ fn debian_package_for(program: &str) -> String {
 pub fn virt_fw_vars() -> PathBuf {
     let path = std::env::var_os("NVRAM_VIRT_FW_VARS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/venv/bin/virt-fw-vars")
-        });
+        .unwrap_or_else(|| peers().join("venv/bin/virt-fw-vars"));
     assert!(
         path.exists(),
         "virt-fw-vars not found at {}: run scripts/install-test-deps (scripts/test does)",
@@ -157,17 +138,12 @@ pub fn virt_fw_vars() -> PathBuf {
     path
 }
 
-/// A recorded trace or image: from `shared/data` beside the checkout (the boot trace the spec's
-/// authors recorded, `ovmf-boot-*`), else from the workspace's own recordings in
-/// `crates/pflash/tests/data` (`ovmf-4m-setvar-*`, `ovmf-2m-reclaim-*`).
+/// A recorded trace or image in `crates/pflash/tests/data` (its README says how each was
+/// made): `ovmf-boot-*`, `ovmf-4m-setvar-*`, `ovmf-2m-reclaim-*`.
 pub fn trace_data(name: &str) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shared = workspace.join("../shared/data").join(name);
-    if shared.exists() {
-        shared
-    } else {
-        workspace.join("crates/pflash/tests/data").join(name)
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/pflash/tests/data")
+        .join(name)
 }
 
 /// The decompressed contents of the xz file `path`.
@@ -190,9 +166,7 @@ pub fn unxz(path: &Path) -> Vec<u8> {
 ///
 /// If it is not there, naming the script that unpacks it.
 pub fn unpacked_debian_file(path: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/peers/debian")
-        .join(path);
+    let path = peers().join("debian").join(path);
     assert!(
         path.exists(),
         "{} not found: run scripts/install-test-deps (scripts/test does)",
@@ -226,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "install Debian's ovmf package")]
+    #[should_panic(expected = "firmware NO_SUCH_FIRMWARE.fd of stack debian12 not found")]
     fn missing_firmware_panics_clearly() {
         debian_firmware("NO_SUCH_FIRMWARE.fd");
     }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::boot::{drive_arg, make_fat_disk, read_serial, strip_ansi};
-use crate::{require_tool, OvmfBoot};
+use crate::{OvmfBoot, Stack};
 
 /// A QMP failure.
 #[derive(Debug)]
@@ -256,6 +256,8 @@ pub struct VmConfig<'a> {
     pub memory_mib: u32,
     /// More QEMU arguments.
     pub extra_args: Vec<String>,
+    /// The QEMU that runs the VM ([`Stack::Debian12`] unless set).
+    pub stack: Stack,
 }
 
 impl<'a> VmConfig<'a> {
@@ -269,6 +271,7 @@ impl<'a> VmConfig<'a> {
             paused: false,
             memory_mib: 256,
             extra_args: Vec::new(),
+            stack: Stack::Debian12,
         }
     }
 }
@@ -290,9 +293,9 @@ impl QemuVm {
     ///
     /// # Panics
     ///
-    /// If `qemu-system-x86_64` is not installed (see [`require_tool`]).
+    /// If the stack's `qemu-system-x86_64` is not installed (see [`Stack::qemu`]).
     pub fn start(config: &VmConfig) -> Result<Self, String> {
-        let qemu = require_tool("qemu-system-x86_64");
+        let qemu = config.stack.qemu("x86_64");
         let dir = tempfile::Builder::new()
             .prefix("testkit-vm-")
             .tempdir()

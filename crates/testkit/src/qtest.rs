@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{debian_firmware, require_tool};
+use crate::Stack;
 
 /// End of the x86 flash window: pflash0 (code) ends at 4 GiB, pflash1 (vars)
 /// sits directly below it (`hw/i386/pc_sysfw.c`).
@@ -71,7 +71,7 @@ pub enum QtestOp {
 /// let dir = tempfile::tempdir().unwrap();
 /// let vars = dir.path().join("vars.fd");
 /// std::fs::copy(testkit::debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
-/// let mut flash = testkit::QtestFlash::start_q35(&vars).unwrap();
+/// let mut flash = testkit::QtestFlash::start_q35(testkit::Stack::Current, &vars).unwrap();
 /// assert_eq!(flash.read(0x28, 4), 0x4856_465f); // "_FVH"
 /// flash.write(0x10, 1, 0x70); // read status
 /// assert_eq!(flash.read(0x10, 1), 0x80);
@@ -100,25 +100,25 @@ pub struct QtestFlash {
 }
 
 impl QtestFlash {
-    /// QEMU `q35` with `OVMF_CODE_4M.fd` as pflash0 and `vars_image` (used
+    /// The `stack`'s QEMU `q35` with its `OVMF_CODE_4M.fd` as pflash0 and `vars_image` (used
     /// in place, as pflash1). The vars flash is mapped right below the code,
     /// which ends at 4 GiB; with the 4M images it is at 0xFFC00000.
     ///
     /// The first and last bytes are read through QEMU and compared with the
     /// file to check the mapping.
-    pub fn start_q35(vars_image: &Path) -> Result<Self, String> {
-        Self::start_q35_with(vars_image, false)
+    pub fn start_q35(stack: Stack, vars_image: &Path) -> Result<Self, String> {
+        Self::start_q35_with(stack, vars_image, false)
     }
 
     /// As [`start_q35`](Self::start_q35) but with the vars drive
     /// `readonly=on`: QEMU's device then refuses programs and erases with
     /// error bits in the status register (the file is never written).
-    pub fn start_q35_read_only(vars_image: &Path) -> Result<Self, String> {
-        Self::start_q35_with(vars_image, true)
+    pub fn start_q35_read_only(stack: Stack, vars_image: &Path) -> Result<Self, String> {
+        Self::start_q35_with(stack, vars_image, true)
     }
 
-    fn start_q35_with(vars_image: &Path, read_only: bool) -> Result<Self, String> {
-        let code = debian_firmware("OVMF_CODE_4M.fd");
+    fn start_q35_with(stack: Stack, vars_image: &Path, read_only: bool) -> Result<Self, String> {
+        let code = stack.firmware("OVMF_CODE_4M.fd");
         let code_len = file_len(&code)?;
         let vars_len = file_len(vars_image)?;
         let base = X86_FLASH_END
@@ -139,7 +139,7 @@ impl QtestFlash {
         ];
         Self::start(
             temp_dir()?,
-            "qemu-system-x86_64",
+            stack.qemu("x86_64"),
             args,
             vars_image,
             base,
@@ -150,7 +150,7 @@ impl QtestFlash {
     /// QEMU arm `virt` (`-cpu max`) with an all-zero sparse 64 MiB code bank
     /// and `vars_image` (used in place; it must be 64 MiB, sparse is fine) as
     /// the second bank at 0x04000000: `width` 4, `device-width` 2.
-    pub fn start_arm_virt(vars_image: &Path) -> Result<Self, String> {
+    pub fn start_arm_virt(stack: Stack, vars_image: &Path) -> Result<Self, String> {
         let vars_len = file_len(vars_image)?;
         if vars_len != ARM_VIRT_BANK_LEN {
             return Err(format!(
@@ -176,7 +176,7 @@ impl QtestFlash {
         ];
         Self::start(
             dir,
-            "qemu-system-aarch64",
+            stack.qemu("aarch64"),
             args,
             vars_image,
             ARM_VIRT_VARS_BASE,
@@ -186,13 +186,12 @@ impl QtestFlash {
 
     fn start(
         dir: TempDir,
-        program: &str,
+        qemu: PathBuf,
         machine_args: Vec<String>,
         vars: &Path,
         base: u64,
         len: u64,
     ) -> Result<Self, String> {
-        let qemu = require_tool(program);
         let qtest_sock = dir.path().join("qtest.sock");
         let qmp_sock = dir.path().join("qmp.sock");
         let listen = |path: &Path| {
@@ -209,7 +208,7 @@ impl QtestFlash {
         let stderr_file = File::create(&stderr_path)
             .map_err(|e| format!("creating {}: {e}", stderr_path.display()))?;
 
-        let mut cmd = Command::new(qemu);
+        let mut cmd = Command::new(&qemu);
         cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-S"])
             .args(machine_args)
             .arg("-qtest")
@@ -222,7 +221,7 @@ impl QtestFlash {
             .stderr(stderr_file);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("starting {program}: {e}"))?;
+            .map_err(|e| format!("starting {}: {e}", qemu.display()))?;
         // From here on, an early return drops `child` inside a guard that
         // kills it.
         let mut guard = KillOnDrop(Some(child));
@@ -613,7 +612,7 @@ mod tests {
 
     fn copy_of(template: &str, dir: &Path) -> PathBuf {
         let path = dir.join(template);
-        fs::copy(debian_firmware(template), &path).unwrap();
+        fs::copy(crate::debian_firmware(template), &path).unwrap();
         path
     }
 
@@ -623,7 +622,7 @@ mod tests {
     fn q35_vars_flash_answers_like_the_spec() {
         let dir = tempfile::tempdir().unwrap();
         let vars = copy_of("OVMF_VARS_4M.fd", dir.path());
-        let mut flash = QtestFlash::start_q35(&vars).unwrap();
+        let mut flash = QtestFlash::start_q35(Stack::Debian12, &vars).unwrap();
         assert_eq!((flash.base(), flash.len()), (0xFFC0_0000, 0x84000));
         assert_eq!(flash.read(0x28, 4), 0x4856_465f);
         flash.write(0x10, 1, 0x70);
@@ -658,7 +657,7 @@ mod tests {
             .unwrap()
             .set_len(ARM_VIRT_BANK_LEN)
             .unwrap();
-        let mut flash = QtestFlash::start_arm_virt(&vars).unwrap();
+        let mut flash = QtestFlash::start_arm_virt(Stack::Debian12, &vars).unwrap();
         flash.write(0, 4, 0x0090_0090);
         assert_eq!(flash.read(0, 4), 0x0089_0089);
         assert_eq!(flash.read(4, 4), 0x0018_0018);
@@ -671,7 +670,7 @@ mod tests {
     fn pipelined_writes_are_fast() {
         let dir = tempfile::tempdir().unwrap();
         let vars = copy_of("OVMF_VARS_4M.fd", dir.path());
-        let mut flash = QtestFlash::start_q35(&vars).unwrap();
+        let mut flash = QtestFlash::start_q35(Stack::Debian12, &vars).unwrap();
         let started = Instant::now();
         let ops: Vec<QtestOp> = (0..20_000u64)
             .map(|i| {
