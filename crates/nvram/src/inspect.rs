@@ -105,12 +105,22 @@ impl CheckReport {
     }
 
     /// Reports an image that could not be parsed.
+    /// An unformatted image is reported with the built-in layout of its size, if any (Debian
+    /// 12's blank `AAVMF_VARS.fd` is 64 MiB of zeros: `aavmf`), and is accepted when that
+    /// layout's firmware formats a blank flash.
     pub fn of_error(error: &ParseError, image_len: usize) -> Self {
+        let blank_layout = match error.kind() {
+            ErrorKind::Unformatted => varstore::Layout::by_file_size(image_len as u64),
+            _ => None,
+        };
         let (status, verdict, text) = match error.kind() {
-            ErrorKind::Unformatted if image_len as u64 == varstore::AAVMF.file_size => (
+            ErrorKind::Unformatted if blank_layout.is_some_and(|l| l.formats_blank_flash) => (
                 "unformatted",
                 FirmwareVerdict::Accept,
-                "accept: ArmVirt firmware formats an unformatted flash at first boot".to_string(),
+                format!(
+                    "accept: the {} firmware formats an unformatted flash at first boot",
+                    blank_layout.map_or("", |l| l.arch)
+                ),
             ),
             ErrorKind::Unformatted => (
                 "unformatted",
@@ -132,7 +142,7 @@ impl CheckReport {
             status,
             verdict,
             verdict_text: text,
-            layout: None,
+            layout: blank_layout.map(|l| l.name),
             records: 0,
             live: 0,
             free_bytes: 0,

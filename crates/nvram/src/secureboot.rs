@@ -167,12 +167,13 @@ pub enum DbxArch {
 
 impl DbxArch {
     /// The architecture of the firmware a built-in layout belongs to (`aavmf` is aarch64,
-    /// the OVMF layouts x86_64).
-    pub fn of_layout(layout: &varstore::Layout) -> Self {
-        if layout.name == "aavmf" {
-            Self::Aa64
-        } else {
-            Self::X64
+    /// the OVMF layouts x86_64), or `None` for an architecture Microsoft publishes no dbx
+    /// update for (riscv64, loongarch64).
+    pub fn of_layout(layout: &varstore::Layout) -> Option<Self> {
+        match layout.arch {
+            "x86_64" => Some(Self::X64),
+            "aarch64" => Some(Self::Aa64),
+            _ => None,
         }
     }
 }
@@ -309,6 +310,17 @@ pub enum SecureBootError {
          layout), so not which of Microsoft's dbx updates applies; give the update file instead"
     )]
     UnknownArchitecture,
+    /// Microsoft's dbx updates requested for a store of an architecture they do not exist for.
+    #[error(
+        "Microsoft publishes dbx updates only for x86_64 and aarch64, and this store has the \
+         {layout} layout ({arch} firmware); give a dbx update file for {arch} instead"
+    )]
+    NoMicrosoftDbx {
+        /// The store's built-in layout.
+        layout: &'static str,
+        /// Its firmware's architecture.
+        arch: &'static str,
+    },
     /// A bundled file did not parse (a build problem, not an input one).
     #[error("the bundled Microsoft {0} update does not parse")]
     BadBundle(&'static str),
@@ -584,7 +596,8 @@ impl Addition {
 /// skipping duplicates. Nothing is written if nothing is new. On error `editor` is unchanged.
 ///
 /// Microsoft's dbx updates are chosen by the store's layout (x86_64 for OVMF, aarch64 for
-/// AAVMF); a store of no built-in layout is refused for them.
+/// AAVMF); a store of no built-in layout, or of a riscv64 or loongarch64 one (Microsoft
+/// publishes no dbx for them), is refused for them.
 pub fn add(
     editor: &mut Editor,
     addition: &Addition,
@@ -606,7 +619,11 @@ pub fn add(
             .store()?
             .layout()
             .ok_or(SecureBootError::UnknownArchitecture)?;
-        for update in ms.dbx_updates(DbxArch::of_layout(layout)) {
+        let arch = DbxArch::of_layout(layout).ok_or(SecureBootError::NoMicrosoftDbx {
+            layout: layout.name,
+            arch: layout.arch,
+        })?;
+        for update in ms.dbx_updates(arch) {
             updates
                 .push(read_signature_input(update).map_err(|_| SecureBootError::BadBundle("dbx"))?);
         }

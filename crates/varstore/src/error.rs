@@ -7,8 +7,10 @@ use thiserror::Error;
 pub enum ErrorKind {
     /// The bytes are not an NV variable firmware volume (wrong file, wrong format).
     NotAVarstore,
-    /// The image is all 0x00 or all 0xFF: never formatted. ArmVirt firmware formats such a
-    /// flash at first boot (Debian ships `AAVMF_VARS.fd` like this); OVMF x86 cannot boot it.
+    /// The image is all 0x00 or all 0xFF: never formatted. The ArmVirt, RiscVVirt and
+    /// LoongArchVirt firmware formats such a flash at first boot (Debian 12 ships
+    /// `AAVMF_VARS.fd` like this; see [`Layout::formats_blank_flash`](crate::Layout)); OVMF
+    /// x86 cannot boot it.
     Unformatted,
     /// It is a variable store, but damaged so badly that its variables cannot be located.
     Damaged,

@@ -1,5 +1,13 @@
-//! Built-in layouts of the flash images that OVMF and AAVMF use, and blank stores made from them
-//! (spec §10). A blank store is byte-identical to the distribution template where one exists.
+//! Built-in layouts of the variable flash images of every edk2 platform for QEMU: OVMF (x86_64),
+//! ArmVirtQemu (aarch64), RiscVVirtQemu (riscv64) and LoongArchVirtQemu (loongarch64), and blank
+//! stores made from them (spec §10). A blank store is byte-identical to the distribution
+//! template where one exists.
+//!
+//! The three `VirtNorFlashDxe` platforms (aarch64, riscv64, loongarch64) share one volume: FV
+//! header and a 0x40000-byte variable region at 0, FTW working block at 0x40000, spare at
+//! 0x80000, FvLength 0xC0000 in three 256 KiB blocks, then zeros to the end of the file. They
+//! differ only in the size of the flash bank QEMU maps (64, 32 and 16 MiB), which QEMU requires
+//! the file to have exactly; so the file size is what tells them apart.
 
 use crate::format::{
     ftw_header_crc, fv_header_word_sum, BlockMapEntry, FtwWorkingBlockHeader, FvHeader,
@@ -39,8 +47,17 @@ pub struct Layout {
     pub padding: u8,
     /// `PcdMaxVariableSize`: header + name + data of a variable without AT.
     pub max_variable_size: u32,
-    /// `PcdMaxAuthVariableSize`: the same for time-based authenticated variables.
+    /// `PcdMaxAuthVariableSize`: the same for time-based authenticated variables (a
+    /// platform that leaves it 0 gets `PcdMaxVariableSize`).
     pub max_auth_variable_size: u32,
+    /// QEMU target architecture of the firmware (`x86_64`, `aarch64`, `riscv64`,
+    /// `loongarch64`): what `qemu-system-ARCH` runs it and which per-architecture data (such
+    /// as Microsoft's dbx updates) applies.
+    pub arch: &'static str,
+    /// Whether the firmware formats a blank (all 0x00 or all 0xFF) flash of `file_size` bytes
+    /// at first boot. `VirtNorFlashDxe` (ArmVirt, RiscVVirt, LoongArchVirt) writes a fresh
+    /// volume when the header does not validate; OVMF's QEMU flash driver does not.
+    pub formats_blank_flash: bool,
 }
 
 const FV_HEADER_LEN: u16 = 0x48;
@@ -61,6 +78,8 @@ pub const OVMF_4M: Layout = Layout {
     padding: 0xFF,
     max_variable_size: 0x8400,
     max_auth_variable_size: 0x8400,
+    arch: "x86_64",
+    formats_blank_flash: false,
 };
 
 /// OVMF x86-64 built with a 1 or 2 MiB flash (`OVMF_VARS.fd`): 128 KiB.
@@ -79,9 +98,14 @@ pub const OVMF_2M: Layout = Layout {
     padding: 0xFF,
     max_variable_size: 0x2000,
     max_auth_variable_size: 0x2800,
+    arch: "x86_64",
+    formats_blank_flash: false,
 };
 
 /// ArmVirtQemu (`AAVMF_VARS.fd`): a 768 KiB volume padded with zeros to the 64 MiB flash bank.
+///
+/// Debian 13's (edk2 2025.02) blank `AAVMF_VARS.fd` is exactly this; Debian 12's (edk2 2022.11)
+/// is 64 MiB of zeros, which the firmware formats into this at first boot.
 pub const AAVMF: Layout = Layout {
     name: "aavmf",
     description: "AAVMF / ArmVirtQemu arm64 (64 MiB flash bank, 768 KiB volume)",
@@ -97,10 +121,36 @@ pub const AAVMF: Layout = Layout {
     padding: 0x00,
     max_variable_size: 0x2000,
     max_auth_variable_size: 0x2800,
+    arch: "aarch64",
+    formats_blank_flash: true,
 };
 
-/// Every built-in layout, default first.
-pub const LAYOUTS: &[Layout] = &[OVMF_4M, OVMF_2M, AAVMF];
+/// RiscVVirtQemu (`RISCV_VIRT_VARS.fd`, Debian's `qemu-efi-riscv64`): the ArmVirt volume
+/// padded with zeros to the 32 MiB flash bank of QEMU's riscv64 `virt` machine.
+pub const RISCV64: Layout = Layout {
+    name: "riscv64",
+    description: "RiscVVirtQemu riscv64 (RISCV_VIRT_VARS.fd: 32 MiB flash bank, 768 KiB volume)",
+    file_size: 0x200_0000,
+    arch: "riscv64",
+    ..AAVMF
+};
+
+/// LoongArchVirtQemu (`QEMU_VARS.fd`, Debian's `qemu-efi-loongarch64`): the ArmVirt volume
+/// padded with zeros to the 16 MiB flash bank of QEMU's loongarch64 `virt` machine. Its
+/// platform leaves `PcdMaxAuthVariableSize` unset, so authenticated variables get
+/// `PcdMaxVariableSize` too.
+pub const LOONGARCH64: Layout = Layout {
+    name: "loongarch64",
+    description: "LoongArchVirtQemu loongarch64 (QEMU_VARS.fd: 16 MiB flash bank, 768 KiB volume)",
+    file_size: 0x100_0000,
+    max_auth_variable_size: 0x2000,
+    arch: "loongarch64",
+    ..AAVMF
+};
+
+/// Every built-in layout, default first. Layouts that share a volume come largest file first,
+/// so that [`Layout::matching`] names the aarch64 one when the file size does not decide.
+pub const LAYOUTS: &[Layout] = &[OVMF_4M, OVMF_2M, AAVMF, RISCV64, LOONGARCH64];
 
 impl Layout {
     /// Finds a built-in layout by name (`ovmf-1m` is accepted for `ovmf-2m`: same varstore).
@@ -115,11 +165,46 @@ impl Layout {
     }
 
     /// The built-in layout whose firmware volume has this length and whose variable store has
-    /// this size, if any.
+    /// this size, if any. The aarch64, riscv64 and loongarch64 layouts share their volume:
+    /// this returns `aavmf` for it; [`Layout::matching_file`] tells them apart.
     pub fn matching(fv_length: u64, store_size: u32) -> Option<&'static Layout> {
         LAYOUTS
             .iter()
             .find(|l| l.fv_length == fv_length && l.store_size() == store_size)
+    }
+
+    /// The built-in layout of a `file_len`-byte image whose volume has this length and whose
+    /// store has this size: among the layouts with that volume, the one whose file has this
+    /// size, else the first ([`Layout::matching`]), since a volume copied without its padding
+    /// is still that firmware's store.
+    ///
+    /// ```
+    /// use varstore::Layout;
+    /// let vol = (0xC0000, 0x3FFB8);
+    /// assert_eq!(Layout::matching_file(32 << 20, vol.0, vol.1).unwrap().name, "riscv64");
+    /// assert_eq!(Layout::matching_file(16 << 20, vol.0, vol.1).unwrap().name, "loongarch64");
+    /// assert_eq!(Layout::matching_file(64 << 20, vol.0, vol.1).unwrap().name, "aavmf");
+    /// assert_eq!(Layout::matching_file(0xC0000, vol.0, vol.1).unwrap().name, "aavmf");
+    /// ```
+    pub fn matching_file(
+        file_len: u64,
+        fv_length: u64,
+        store_size: u32,
+    ) -> Option<&'static Layout> {
+        let same_volume = || {
+            LAYOUTS
+                .iter()
+                .filter(move |l| l.fv_length == fv_length && l.store_size() == store_size)
+        };
+        same_volume()
+            .find(|l| l.file_size == file_len)
+            .or_else(|| same_volume().next())
+    }
+
+    /// The built-in layout whose file has exactly `file_len` bytes, if any: what a blank
+    /// (unformatted) flash image of that size is meant for.
+    pub fn by_file_size(file_len: u64) -> Option<&'static Layout> {
+        LAYOUTS.iter().find(|l| l.file_size == file_len)
     }
 
     /// `Size` of the variable store header: the variable region less the FV header.
@@ -219,12 +304,30 @@ mod tests {
             (OVMF_2M, 0xF919, 0x642C_AF2C),
             (OVMF_4M, 0xB8AF, 0x642C_AF2C),
             (AAVMF, 0x0928, 0x86C6_E75B),
+            (RISCV64, 0x0928, 0x86C6_E75B),
+            (LOONGARCH64, 0x0928, 0x86C6_E75B),
         ] {
             let image = layout.create();
             assert_eq!(u16_at(&image, 0x32), Some(checksum), "{}", layout.name);
             let ftw = usize::try_from(layout.ftw_working_offset()).unwrap();
             assert_eq!(u32_at(&image, ftw + 0x10), Some(crc), "{}", layout.name);
             assert_eq!(image.len() as u64, layout.file_size);
+        }
+    }
+
+    #[test]
+    fn every_blank_store_parses_healthy_as_its_own_layout() {
+        let mut names: Vec<&str> = LAYOUTS.iter().map(|l| l.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), LAYOUTS.len(), "layout names must be unique");
+        for layout in LAYOUTS {
+            let image = layout.create();
+            let store = crate::Varstore::parse(&image).unwrap();
+            assert_eq!(store.layout().map(|l| l.name), Some(layout.name));
+            assert!(store.findings().is_empty(), "{}", layout.name);
+            assert_eq!(Layout::by_file_size(layout.file_size), Some(layout));
+            assert_eq!(Layout::by_name(layout.name), Some(layout));
         }
     }
 }

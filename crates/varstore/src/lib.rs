@@ -1,5 +1,6 @@
-//! Reading, validating and creating the edk2 NV variable store that OVMF and AAVMF keep in
-//! their flash (`OVMF_VARS*.fd`, `AAVMF_VARS*.fd`).
+//! Reading, validating and creating the edk2 NV variable store that OVMF, AAVMF and edk2's
+//! riscv64 and loongarch64 QEMU platforms keep in their flash (`OVMF_VARS*.fd`,
+//! `AAVMF_VARS*.fd`, `RISCV_VIRT_VARS.fd`, LoongArch's `QEMU_VARS.fd`).
 //!
 //! The reader borrows the image: [`Varstore::parse`] walks the records exactly as the firmware
 //! does and reports every deviation as a [`Finding`] with its file offset, field and what the
@@ -39,7 +40,7 @@ mod store;
 pub use error::{ErrorKind, ParseError};
 pub use finding::{Finding, FirmwareVerdict, Severity};
 pub use ftw::{FtwWorkingBlock, PendingWrite, WriteRecord};
-pub use layout::{Layout, AAVMF, LAYOUTS, OVMF_2M, OVMF_4M};
+pub use layout::{Layout, AAVMF, LAYOUTS, LOONGARCH64, OVMF_2M, OVMF_4M, RISCV64};
 pub use record::{Attributes, EfiTime, RecordState, VariableRecord};
 pub use store::{FvInfo, StoreFormat, StoreInfo, Varstore};
 pub use uguid::Guid;

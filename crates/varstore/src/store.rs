@@ -153,7 +153,7 @@ impl<'a> Varstore<'a> {
         let mut findings = Findings(Vec::new());
         let fv = parse_fv_header(image, &header, &mut findings)?;
         let store = parse_store_header(image, &fv, &mut findings)?;
-        let layout = Layout::matching(fv.length, store.size);
+        let layout = Layout::matching_file(image.len() as u64, fv.length, store.size);
 
         let store_start = store.offset as usize;
         // `store.offset + size` was bounds-checked against the image by parse_store_header.

@@ -15,7 +15,11 @@
 //!   only checked for panics and bounded work.
 //!
 //! The Debian images come from the `ovmf` and `qemu-efi-aarch64` packages, which the test
-//! script installs.
+//! script installs. The riscv64 and loongarch64 templates come from Debian 13's
+//! `qemu-efi-riscv64` and `qemu-efi-loongarch64` (edk2 2025.02), which the script unpacks into
+//! `target/peers/edk2-2025.02`; they are byte-identical to the blank layouts, so they stand in
+//! for those bases rather than being mutated twice (each is 16 or 32 MiB, and the big images
+//! dominate the run time).
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,6 +38,33 @@ const DEBIAN_IMAGES: [&str; 3] = [
     "/usr/share/OVMF/OVMF_VARS.ms.fd",
     "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
 ];
+
+/// Debian 13's templates of the layouts that only edk2 2025.02 ships, as (layout name, path
+/// under `target/peers/edk2-2025.02/usr/share`). The directory is `testkit::Stack::Current`'s
+/// firmware directory; varstore does not depend on testkit, so it is spelled out here.
+const DEBIAN13_TEMPLATES: [(&str, &str); 2] = [
+    ("riscv64", "qemu-efi-riscv64/RISCV_VIRT_VARS.fd"),
+    ("loongarch64", "qemu-efi-loongarch64/QEMU_VARS.fd"),
+];
+
+/// The Debian 13 template of `layout`, if it has one; panics, saying what installs it, if
+/// the file is missing.
+fn debian13_template(layout: &Layout) -> Option<(String, Vec<u8>)> {
+    let (_, file) = DEBIAN13_TEMPLATES
+        .iter()
+        .find(|(name, _)| *name == layout.name)?;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/peers/edk2-2025.02/usr/share")
+        .join(file);
+    let image = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e}; run scripts/install-test-deps (scripts/test does)",
+            path.display()
+        )
+    });
+    let name = file.rsplit('/').next().unwrap();
+    Some((format!("{name} (Debian 13, blank {})", layout.name), image))
+}
 
 /// splitmix64: tiny, deterministic, good enough to pick offsets and bits.
 struct Rng(u64);
@@ -1096,6 +1127,19 @@ fn plain_store() -> Vec<u8> {
     img
 }
 
+/// A loongarch64 store (16 MiB, the smallest of the shared ArmVirt-style volume) with a
+/// replaced and live records, so record mutations also run on a layout padded with zeros.
+fn loongarch64_store() -> Vec<u8> {
+    let mut img = Layout::by_name("loongarch64").unwrap().create();
+    let f = StoreFormat::Authenticated;
+    let mut p = 0x64;
+    p = put_record(&mut img, p, f, 0x3C, "Timeout", &[5, 0]);
+    p = put_record(&mut img, p, f, 0x3F, "Timeout", &[0, 0]);
+    p = put_record(&mut img, p, f, 0x3F, "BootOrder", &[0, 0]);
+    put_record(&mut img, p, f, 0x3F, "Lang", b"eng\0");
+    img
+}
+
 /// A blank ovmf-2m store with one variable and a write that reached the spare area but not
 /// its destination (spec §9.2, §9.4): verdict restart-ftw-write.
 fn pending_ftw_store() -> Vec<u8> {
@@ -1197,9 +1241,24 @@ fn run_all(progress: &mpsc::Sender<String>) -> (Vec<String>, usize, usize, usize
         bases.push((path.rsplit('/').next().unwrap().to_string(), image));
     }
     for layout in varstore::LAYOUTS {
-        bases.push((format!("blank {}", layout.name), layout.create()));
+        let blank = layout.create();
+        match debian13_template(layout) {
+            Some((name, template)) => {
+                assert!(
+                    template == blank,
+                    "{name} differs from the blank {} layout",
+                    layout.name
+                );
+                bases.push((name, template));
+            }
+            None => bases.push((format!("blank {}", layout.name), blank)),
+        }
     }
     bases.push(("plain-format store".into(), plain_store()));
+    bases.push((
+        "loongarch64 store with variables".into(),
+        loongarch64_store(),
+    ));
     bases.push(("pending FTW write".into(), pending_ftw_store()));
 
     let mut runner = Runner {

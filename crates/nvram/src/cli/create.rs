@@ -6,7 +6,9 @@ use varstore::{Layout, LAYOUTS};
 /// Create a blank variable store from a built-in layout (no template file needed).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Layout: ovmf-4m (OVMF_VARS_4M.fd, 528 KiB), ovmf-2m (OVMF_VARS.fd, 128 KiB) or aavmf (64 MiB).
+    /// Layout: ovmf-4m (x86_64 OVMF_VARS_4M.fd, 528 KiB), ovmf-2m (x86_64 OVMF_VARS.fd,
+    /// 128 KiB), aavmf (aarch64 AAVMF_VARS.fd, 64 MiB), riscv64 (RISCV_VIRT_VARS.fd, 32 MiB) or
+    /// loongarch64 (LoongArch QEMU_VARS.fd, 16 MiB).
     #[arg(long, default_value = "ovmf-4m")]
     layout: String,
     /// Replace FILE if it exists (atomically; a symlink is still refused).
