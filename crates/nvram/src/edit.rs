@@ -81,7 +81,8 @@ pub struct Edited<T> {
     /// Bytes free after the last record once the edit is done.
     pub free_space: usize,
     /// Less than the firmware's largest variable size is free, so the firmware compacts the
-    /// store at its next boot (`ReclaimForOS`, spec §8.5) even though the store is healthy.
+    /// store at its next boot (`ReclaimForOS`, docs/varstore-format.md §8.5) even though the
+    /// store is healthy.
     pub reclaim_at_boot: bool,
 }
 
@@ -159,7 +160,7 @@ pub fn edit_file_with<T, E: Into<Failure>>(
 }
 
 /// A variable list to import: `{"version": 2, "variables": [...]}` as QEMU's uefi-vars
-/// device, virt-fw-vars and python-uefivars write it (spec §15, §16).
+/// device, virt-fw-vars and python-uefivars write it (docs/varstore-format.md §15, §16).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImportList {
     /// 2 when given.

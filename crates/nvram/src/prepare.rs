@@ -1,5 +1,5 @@
 //! Instantiating a VM's varstore from its firmware's template: the management layer's half of
-//! QEMU's pflash migration design (shared/seed/pflash-varstore-migration-thread.txt).
+//! QEMU's pflash migration design (docs/design.md).
 //!
 //! | VM varstore | normal start | incoming migration |
 //! |---|---|---|

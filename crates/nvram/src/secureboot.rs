@@ -2,7 +2,8 @@
 //!
 //! [`enroll`] writes PK, KEK, db and dbx (time-based authenticated, attributes 0x27, with
 //! timestamps as virt-firmware gives them), `SecureBootEnable` = 1 and `CustomMode` = 0, and
-//! nothing else: `SetupMode` and `SecureBoot` are computed by the firmware at boot (spec §12.3).
+//! nothing else: `SetupMode` and `SecureBoot` are computed by the firmware at boot
+//! (docs/varstore-format.md §12.3).
 //! [`add`] merges certificates or hashes into KEK, db or dbx without dropping or duplicating
 //! entries. [`status`] reports the mode and the databases, including which of Microsoft's
 //! 2011 and 2023 certificates are enrolled. All three work on a [`varstore::edit::Editor`] or

@@ -136,8 +136,8 @@ fn reads_what_ovmf_wrote_to_the_4m_snakeoil_template() {
 fn reads_the_store_after_the_firmware_reclaimed_it() {
     // Rewriting a 1000-byte variable 80 times needs ~85 KB: more than the 56 KB store of the
     // 2M layout, so the firmware must reclaim (compact) through the fault-tolerant-write spare
-    // (spec §8.3). The small layout keeps the boot short: every programmed byte is an MMIO
-    // write that QEMU persists with a pwrite.
+    // (docs/varstore-format.md §8.3). The small layout keeps the boot short: every programmed
+    // byte is an MMIO write that QEMU persists with a pwrite.
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
     fs::copy(debian_firmware("OVMF_VARS.fd"), &vars).unwrap();

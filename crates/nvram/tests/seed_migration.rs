@@ -1,5 +1,4 @@
-//! The seed design (shared/seed/pflash-varstore-migration-thread.txt) end to end with real
-//! QEMU 7.2 and OVMF under TCG: `nvram prepare` does the management layer's half, QEMU's
+//! The seed design (docs/design.md) end to end with real QEMU 7.2 and OVMF under TCG: `nvram prepare` does the management layer's half, QEMU's
 //! pflash device the rest.
 //!
 //! - A normal start from a prepared store keeps what the firmware writes.

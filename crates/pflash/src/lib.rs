@@ -1,5 +1,5 @@
 //! A CFI 01 (Intel command set) NOR flash device model for VMMs, behaviourally equal to QEMU
-//! 7.2's `cfi.pflash01` (see `shared/spec/pflash-cfi01.md`).
+//! 7.2's `cfi.pflash01` (see `docs/pflash-cfi01.md`).
 //!
 //! In the style of rust-vmm's vm-superio: [`Pflash`] is a plain struct with
 //! `read(offset, &mut [u8])` / `write(offset, &[u8])`, generic over a [`PflashEvents`] hook

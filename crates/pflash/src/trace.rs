@@ -1,4 +1,4 @@
-//! The MMIO trace format of `shared/spec/pflash-cfi01.md` and a replayer.
+//! The MMIO trace format (documented in `docs/pflash-cfi01.md`) and a replayer.
 //!
 //! One operation a line, offsets relative to the device, numbers in hex with `0x` (plain
 //! decimal is accepted too), sizes 1, 2, 4 or 8:

@@ -1,5 +1,5 @@
 //! On-disk structures of the edk2 NV variable store, as `zerocopy` layouts over the image bytes.
-//! Field names follow the edk2 headers; spec sections refer to `shared/spec/varstore-format.md`.
+//! Field names follow the edk2 headers; spec sections refer to `docs/varstore-format.md`.
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -20,7 +20,7 @@
 //! # Ok::<(), varstore::ParseError>(())
 //! ```
 //!
-//! Section numbers in comments (`spec §7`) refer to `shared/spec/varstore-format.md`.
+//! Section numbers in comments (`spec §7`) refer to the repository's `docs/varstore-format.md`.
 
 pub mod boot;
 mod bytes;

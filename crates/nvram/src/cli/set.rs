@@ -179,7 +179,7 @@ pub(super) fn parse_time(text: &str) -> Result<varstore::EfiTime> {
 }
 
 /// Says when the firmware will compact the store at its next boot anyway: it does so when
-/// less than its largest variable size is free (spec §8.5, ReclaimForOS).
+/// less than its largest variable size is free (`ReclaimForOS`, docs/varstore-format.md §8.5).
 pub(super) fn note_free_space<T>(edited: &nvram::edit::Edited<T>) {
     if edited.reclaim_at_boot {
         eprintln!(
