@@ -1,8 +1,10 @@
-//! The command state machine of the Intel (CFI 01) command set, as QEMU 7.2 implements it.
+//! The command state machine of the Intel (CFI 01) command set, as QEMU 10.0 and QEMU 7.2
+//! implement it (the differences are marked `Compat::` where they branch).
 
 use std::ops::Range;
 
 use crate::cfi::{self, Cfi};
+use crate::compat::Compat;
 use crate::geometry::{Geometry, GeometryError};
 use crate::state::{PflashState, WriteBuffer};
 use crate::storage::{NoStorage, Storage, StorageError};
@@ -55,7 +57,8 @@ pub struct NoEvents;
 
 impl PflashEvents for NoEvents {}
 
-/// A CFI 01 (Intel command set) parallel NOR flash, behaving like QEMU 7.2's `cfi.pflash01`.
+/// A CFI 01 (Intel command set) parallel NOR flash, behaving like the `cfi.pflash01` of the
+/// QEMU release [`Geometry::compat`] names (QEMU 10.0 by default, or QEMU 7.2).
 ///
 /// The device owns its content and answers MMIO accesses at offsets relative to its base.
 /// Accesses are 1, 2, 4 or 8 bytes; an 8-byte access is handled as two 4-byte accesses,
@@ -432,7 +435,13 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
                         u64::from(value & ((1u32 << (8 * u32::from(bytes))) - 1))
                     };
                     self.wcycle = 2;
-                    self.blk_write_start(offset);
+                    // Difference 1 (block address), QEMU 7.2 side: 7.2.9 backported the update
+                    // buffer of 284a7ee2e290 ("hw/pflash: implement update buffer for block
+                    // writes", QEMU 9.0), which stages the block at this count cycle, at the
+                    // count cycle's address. QEMU 10.0 stages it at the first data cycle.
+                    if self.geometry.compat == Compat::Qemu7_2 {
+                        self.blk_write_start(offset);
+                    }
                     Next::Stay
                 }
                 0x60 => match cmd {
@@ -455,16 +464,38 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
             },
             2 => match self.cmd {
                 0xe8 => {
+                    // Differences 1 and 2, QEMU 10.0 side: 2563be6317fa ("hw/pflash: fix
+                    // block write start", QEMU 9.1, stable 9.0.1, not in 7.2.x) moved the
+                    // staging to the first data cycle, so the block is the one the data goes
+                    // to whatever address the count cycle used (its motivation: u-boot's
+                    // buffered writes only worked in the first block). It only stages while
+                    // the counter is not 0, so a buffered write of a single word (count 0) never opens a
+                    // block: its data cycle is a program error (status 0x90) and its confirm
+                    // is refused. QEMU 7.2 opened the block at the count cycle instead.
+                    if self.geometry.compat == Compat::Qemu10_0
+                        && self.blk_offset.is_none()
+                        && self.counter != 0
+                    {
+                        self.blk_write_start(offset);
+                    }
                     if !self.geometry.read_only && self.blk_offset.is_some() {
                         self.blk_data_write(offset, data);
                     } else {
                         self.program_failed(offset);
                     }
                     self.status |= STATUS_READY;
-                    if self.counter == 0 {
+                    if self.counter != 0 {
+                        self.counter -= 1;
+                    } else {
                         self.wcycle = 3;
+                        // Difference 3 (only in snapshots: nothing reads the counter again
+                        // before the next count cycle sets it): QEMU 7.2 goes on to decrement
+                        // it, wrapping to u64::MAX; "hw/block/pflash_cfi01: Don't decrement
+                        // pfl->counter below 0" (QEMU 9.1, a Coverity fix) leaves it at 0.
+                        if self.geometry.compat == Compat::Qemu7_2 {
+                            self.counter = u64::MAX;
+                        }
                     }
-                    self.counter = self.counter.wrapping_sub(1);
                     Next::Stay
                 }
                 _ => Next::Invalid,
@@ -579,7 +610,8 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     }
 
     /// Opens a buffered write: stages the write block containing `offset` (QEMU 7.2.9+ opens
-    /// it at the count cycle, with the count cycle's address).
+    /// it at the count cycle, with the count cycle's address; QEMU 10.0 at the first data
+    /// cycle, with its address).
     fn blk_write_start(&mut self, offset: u64) {
         let blk = offset & !(self.cfi.writeblock_size - 1);
         let (start, len) = self.blk_span(blk);
@@ -705,12 +737,17 @@ mod tests {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
     }
 
+    /// The q35 vars flash, behaving like QEMU 10.0.
     fn q35() -> Dev {
+        q35_compat(Compat::Qemu10_0)
+    }
+
+    fn q35_compat(compat: Compat) -> Dev {
         let mut content = pattern(VARS);
         content[0x28..0x2c].copy_from_slice(b"_FVH");
         content[0x20..0x28].copy_from_slice(&0x84000u64.to_le_bytes());
         Pflash::new(
-            Geometry::q35(VARS as u64).unwrap(),
+            Geometry::q35(VARS as u64).unwrap().with_compat(compat),
             content,
             Rec::default(),
             Evs::default(),
@@ -1042,7 +1079,9 @@ mod tests {
 
     #[test]
     fn buffered_write_crossing_the_block_fails() {
-        let mut d = q35();
+        // The second half is QEMU 7.2's: 10.0 refuses every one-word buffered write (see
+        // `one_word_buffered_write_fails_in_qemu_10`).
+        let mut d = q35_compat(Compat::Qemu7_2);
         let orig = d.memory().to_vec();
         wb(&mut d, 0x1fc, 0xe8);
         wb(&mut d, 0x1fc, 1);
@@ -1071,13 +1110,79 @@ mod tests {
     }
 
     #[test]
-    fn buffered_write_block_is_chosen_by_the_count_cycle() {
-        // QEMU 7.2.9+ stages the block addressed by the count cycle.
-        let mut d = q35();
+    fn buffered_write_block_is_chosen_by_the_count_cycle_in_qemu_7_2() {
+        // QEMU 7.2.9+ stages the block addressed by the count cycle: data for the next block
+        // is a program error, data for the count's block is fine.
+        let mut d = q35_compat(Compat::Qemu7_2);
         wb(&mut d, 0x000, 0xe8);
-        wb(&mut d, 0x000, 0);
+        wb(&mut d, 0x000, 1);
         wb(&mut d, 0x100, 0x42);
         assert_eq!(rd(&mut d, 0, 1), 0x90);
+        assert_eq!(d.state().write_buffer.unwrap().offset, 0);
+        wb(&mut d, 0x101, 0x43);
+        wb(&mut d, 0x100, 0xd0);
+        assert!(d.is_array_mode());
+        assert_eq!(d.memory()[0x100], pattern(VARS)[0x100]);
+    }
+
+    #[test]
+    fn buffered_write_block_is_chosen_by_the_first_data_cycle_in_qemu_10() {
+        // QEMU 10.0 stages the block of the first data cycle, wherever the count went.
+        let mut d = q35();
+        wb(&mut d, 0x000, 0xe8);
+        wb(&mut d, 0x000, 1);
+        assert_eq!(d.state().write_buffer, None);
+        wb(&mut d, 0x100, 0x42);
+        assert_eq!(d.state().write_buffer.unwrap().offset, 0x100);
+        wb(&mut d, 0x101, 0x43);
+        assert_eq!(rd(&mut d, 0, 1), 0x80);
+        wb(&mut d, 0x100, 0xd0);
+        assert_eq!(rd(&mut d, 0, 1), 0x80);
+        wb(&mut d, 0x100, 0xff);
+        assert_eq!(&d.memory()[0x100..0x102], &[0x42, 0x43]);
+        assert_eq!(d.storage().calls, [Call::Change(0x100..0x102), Call::Flush]);
+    }
+
+    #[test]
+    fn counter_after_the_last_data_cycle() {
+        for (compat, counter) in [(Compat::Qemu7_2, u64::MAX), (Compat::Qemu10_0, 0)] {
+            let mut d = q35_compat(compat);
+            wb(&mut d, 0x100, 0xe8);
+            wb(&mut d, 0x100, 1);
+            wb(&mut d, 0x100, 0x11);
+            assert_eq!((d.state().wcycle, d.state().counter), (2, 0));
+            wb(&mut d, 0x101, 0x22);
+            assert_eq!(
+                (d.state().wcycle, d.state().counter),
+                (3, counter),
+                "{compat}"
+            );
+            wb(&mut d, 0x100, 0xd0);
+            wb(&mut d, 0x100, 0xff);
+            assert_eq!(&d.memory()[0x100..0x102], &[0x11, 0x22]);
+        }
+    }
+
+    #[test]
+    fn one_word_buffered_write_fails_in_qemu_10() {
+        for (compat, status, byte) in [(Compat::Qemu7_2, 0x80, 0x42), (Compat::Qemu10_0, 0x90, 0)] {
+            let mut d = q35_compat(compat);
+            let orig = d.memory()[0x100];
+            wb(&mut d, 0x100, 0xe8);
+            wb(&mut d, 0x100, 0);
+            wb(&mut d, 0x100, 0x42);
+            assert_eq!(rd(&mut d, 0x100, 1), status, "{compat}");
+            wb(&mut d, 0x100, 0xd0);
+            if compat == Compat::Qemu10_0 {
+                // The confirm is refused: back to read array, nothing written.
+                assert!(d.is_array_mode());
+                assert_eq!(d.memory()[0x100], orig);
+                assert!(d.events().0.contains(&Ev::ProgramError(0x100)));
+            } else {
+                wb(&mut d, 0x100, 0xff);
+                assert_eq!(d.memory()[0x100], byte);
+            }
+        }
     }
 
     #[test]
@@ -1265,7 +1370,8 @@ mod tests {
         assert!(d.is_array_mode());
         assert_eq!(d.state(), PflashState::default());
         wb(&mut d, 0x100, 0xe8);
-        wb(&mut d, 0x100, 0);
+        wb(&mut d, 0x100, 1);
+        wb(&mut d, 0x100, 0x11); // QEMU 10.0 opens the buffer at the first data cycle
         assert!(d.state().write_buffer.is_some());
         d.reset();
         assert_eq!(d.state(), PflashState::default());

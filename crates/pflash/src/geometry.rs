@@ -1,18 +1,30 @@
-//! The device's configuration: the properties QEMU's `cfi.pflash01` takes, and presets.
+//! The device's configuration: the properties QEMU's `cfi.pflash01` takes, the QEMU release
+//! to behave like, and presets.
+
+use crate::compat::Compat;
 
 /// Sector size QEMU's x86 `pc`/`q35` machines give both flash devices.
 const Q35_SECTOR_LEN: u64 = 4096;
+/// Sector size of the flash banks of QEMU's arm, riscv and loongarch `virt` machines
+/// (`VIRT_FLASH_SECTOR_SIZE` in each `virt.c`/`virt.h`).
+const VIRT_SECTOR_LEN: u64 = 256 * 1024;
 
 /// The configuration of one flash device, named after QEMU's `cfi.pflash01` properties.
 ///
 /// The device covers `sector_len * num_blocks` bytes of guest physical address space.
+/// Besides QEMU's properties it names the QEMU release to behave like ([`Compat`], the newest
+/// unless set with [`with_compat`](Self::with_compat)).
 ///
 /// ```
-/// use pflash::Geometry;
+/// use pflash::{Compat, Geometry};
 ///
 /// let g = Geometry::q35(540_672).unwrap();
 /// assert_eq!((g.num_blocks, g.sector_len, g.size()), (132, 4096, 540_672));
+/// assert_eq!(g.compat, Compat::Qemu10_0);
+/// assert_eq!(g.with_compat(Compat::Qemu7_2).compat, Compat::Qemu7_2);
 /// assert_eq!(Geometry::arm_virt().size(), 64 << 20);
+/// assert_eq!(Geometry::riscv_virt().size(), 32 << 20);
+/// assert_eq!(Geometry::loongarch_virt().size(), 16 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Geometry {
@@ -34,6 +46,10 @@ pub struct Geometry {
     pub id: [u16; 4],
     /// The backing image cannot be written: programs and erases fail with status error bits.
     pub read_only: bool,
+    /// The QEMU release whose behaviour the device reproduces (not a QEMU property: QEMU is
+    /// one release). Migration streams carry it, and a destination refuses a different one
+    /// unless told otherwise.
+    pub compat: Compat,
 }
 
 /// Why a [`Geometry`] (or content or state given with it) cannot make a device.
@@ -107,24 +123,72 @@ impl Geometry {
             big_endian: false,
             id: [0; 4],
             read_only: false,
+            compat: Compat::default(),
         };
         g.validate()?;
         Ok(g)
     }
 
-    /// One flash bank of QEMU's arm (and riscv) `virt` machine: 64 MiB, 256 KiB sectors, bank
-    /// width 4 made of two 16-bit chips, ids 0x89, 0x18, 0, 0, little-endian, writable.
+    /// One flash bank of QEMU's arm `virt` machine (`hw/arm/virt.c`): 64 MiB, 256 KiB
+    /// sectors, bank width 4 made of two 16-bit chips, ids 0x89, 0x18, 0, 0, little-endian,
+    /// writable. The vars bank is at 0x0400_0000.
     pub fn arm_virt() -> Geometry {
+        Self::virt_bank(64 << 20)
+    }
+
+    /// One flash bank of QEMU's riscv `virt` machine (`hw/riscv/virt.c`): the 64 MiB flash
+    /// window at 0x2000_0000 split into two banks of 32 MiB (the vars bank at 0x2200_0000),
+    /// otherwise as [`arm_virt`](Self::arm_virt): 256 KiB sectors, two 16-bit chips in a
+    /// 32-bit bank, ids 0x89, 0x18.
+    ///
+    /// ```
+    /// let g = pflash::Geometry::riscv_virt();
+    /// assert_eq!((g.num_blocks, g.sector_len, g.bank_width, g.device_width), (128, 256 << 10, 4, 2));
+    /// ```
+    pub fn riscv_virt() -> Geometry {
+        Self::virt_bank(32 << 20)
+    }
+
+    /// The vars flash of QEMU's loongarch `virt` machine (`hw/loongarch/virt.c`,
+    /// `VIRT_FLASH1_*` in `include/hw/loongarch/virt.h` since QEMU 9.1): 16 MiB at
+    /// 0x1d00_0000, 256 KiB sectors, two 16-bit chips in a 32-bit bank, ids 0x89, 0x18.
+    ///
+    /// ```
+    /// let g = pflash::Geometry::loongarch_virt();
+    /// assert_eq!((g.num_blocks, g.sector_len, g.bank_width, g.device_width), (64, 256 << 10, 4, 2));
+    /// ```
+    pub fn loongarch_virt() -> Geometry {
+        Self::virt_bank(16 << 20)
+    }
+
+    /// The flash bank every `virt` machine builds (`virt_flash_create1`), `len` bytes.
+    fn virt_bank(len: u64) -> Geometry {
         Geometry {
-            sector_len: 256 * 1024,
-            num_blocks: 256,
+            sector_len: VIRT_SECTOR_LEN,
+            num_blocks: (len / VIRT_SECTOR_LEN) as u32,
             bank_width: 4,
             device_width: 2,
             max_device_width: 0,
             big_endian: false,
             id: [0x89, 0x18, 0x00, 0x00],
             read_only: false,
+            compat: Compat::default(),
         }
+    }
+
+    /// The same geometry behaving like QEMU release `compat`.
+    ///
+    /// ```
+    /// use pflash::{Compat, Geometry};
+    ///
+    /// let g = Geometry::arm_virt().with_compat(Compat::Qemu7_2);
+    /// assert_eq!(g.compat, Compat::Qemu7_2);
+    /// assert_eq!(g.size(), Geometry::arm_virt().size());
+    /// ```
+    #[must_use]
+    pub fn with_compat(mut self, compat: Compat) -> Geometry {
+        self.compat = compat;
+        self
     }
 
     /// Size of the device (and of its content) in bytes, `sector_len * num_blocks`
@@ -221,6 +285,19 @@ mod tests {
         assert_eq!(g.size(), 64 << 20);
         assert_eq!(g.effective_max_device_width(), 2);
         assert_eq!(g.num_devices(), 2);
+    }
+
+    #[test]
+    fn riscv_and_loongarch_virt_are_valid() {
+        for (g, len) in [
+            (Geometry::riscv_virt(), 32 << 20),
+            (Geometry::loongarch_virt(), 16 << 20),
+        ] {
+            g.validate().unwrap();
+            assert_eq!(g.size(), len);
+            assert_eq!(g.num_devices(), 2);
+            assert_eq!(g.compat, Compat::Qemu10_0);
+        }
     }
 
     #[test]

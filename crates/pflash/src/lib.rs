@@ -1,5 +1,6 @@
 //! A CFI 01 (Intel command set) NOR flash device model for VMMs, behaviourally equal to QEMU
-//! 7.2's `cfi.pflash01` (see `docs/pflash-cfi01.md`).
+//! 10.0's `cfi.pflash01`, or to QEMU 7.2's when asked ([`Compat`]; see
+//! `docs/pflash-cfi01.md`).
 //!
 //! In the style of rust-vmm's vm-superio: [`Pflash`] is a plain struct with
 //! `read(offset, &mut [u8])` / `write(offset, &[u8])`, generic over a [`PflashEvents`] hook
@@ -8,8 +9,10 @@
 //! Snapshot state is a separate plain struct, [`PflashState`].
 //!
 //! Module map:
-//! - `geometry`: the properties QEMU names (sector length, blocks, widths, ids, read-only) and
-//!   the presets for x86 q35 and arm `virt`;
+//! - `geometry`: the properties QEMU names (sector length, blocks, widths, ids, read-only), the
+//!   QEMU release to behave like, and the presets for x86 q35 and the arm, riscv and loongarch
+//!   `virt` machines;
+//! - `compat`: the QEMU releases whose differences the device models;
 //! - `device`: the command state machine;
 //! - `storage`: the persistence contract and the file backend;
 //! - `trace`: the MMIO trace format used to replay real firmware runs;
@@ -19,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod cfi;
+mod compat;
 mod device;
 pub mod file_storage;
 mod geometry;
@@ -27,6 +31,7 @@ mod state;
 pub mod storage;
 pub mod trace;
 
+pub use compat::{Compat, UnknownCompat};
 pub use device::{NoEvents, Pflash, PflashEvents};
 pub use file_storage::{Durability, FileStorage, StorageStats};
 pub use geometry::{Geometry, GeometryError};

@@ -26,26 +26,42 @@
 //! - [`save`] and [`load`]: offline snapshot and restore, in the same format (a stream with
 //!   no pre-copy round and no replies).
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2)
 //!
 //! All integers little-endian. The stream starts with a 52-byte header:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `PFLASHMG` |
-//! | 8 | 2 | format version of the writer (1) |
-//! | 10 | 2 | oldest reader version that understands the stream (1) |
+//! | 8 | 2 | format version of the writer (2) |
+//! | 10 | 2 | oldest reader version that understands the stream (2) |
 //! | 12 | 4 | flags, 0 |
 //! | 16 | 8 | sector length |
 //! | 24 | 4 | number of blocks |
 //! | 28 | 4 | bank width, device width, max device width, big-endian (one byte each) |
 //! | 32 | 8 | ids 0 to 3 (u16 each) |
-//! | 40 | 4 | read-only (one byte), 3 zero bytes |
+//! | 40 | 4 | read-only (one byte), QEMU compatibility the source ran (one byte: 1 `qemu-7.2`, 2 `qemu-10.0`), 2 zero bytes |
 //! | 44 | 4 | chunk length (the dirty-tracking granule: a power of two dividing the size) |
 //! | 48 | 4 | CRC-32 of bytes 0..48 |
 //!
 //! A reader checks the magic, then the compatibility version (so a stream from a newer,
 //! incompatible writer is refused by its version, whatever its layout), then the CRC.
+//!
+//! ## Versions and the QEMU compatibility
+//!
+//! Version 2 added the compatibility byte (offset 41, zero in version 1) and nothing else.
+//! Its streams say they need a version-2 reader: a version-1 reader would take the byte for
+//! an unknown flag and call the stream corrupt, so it refuses it by version instead, naming
+//! both. This build still reads version-1 streams and snapshots; they come from builds that
+//! modelled QEMU 7.2 only, so they are taken as `qemu-7.2`.
+//!
+//! The destination compares the source's compatibility with its own device's
+//! ([`Geometry::compat`]) right after the geometry, and refuses a difference with
+//! [`MigrationError::CompatMismatch`] naming both: the guest would see the device change
+//! behaviour in the middle of its run. [`IncomingOptions::accept_compat_mismatch`] lets it
+//! through; the device then resumes the source's registers and content with the
+//! destination's behaviour, as QEMU does when a guest migrates to a newer QEMU
+//! ([`Incoming::source_compat`] tells what the source ran).
 //!
 //! Then records, each `kind u8, flags u8, 0u16, seq u32, len u32, payload[len], crc32`,
 //! where `seq` counts records from 0 (a reordered, lost or repeated record is detected even
@@ -82,6 +98,7 @@ use std::time::{Duration, Instant};
 use crc32fast::Hasher;
 use rustix::fs::FlockOperation;
 
+use crate::compat::Compat;
 use crate::device::{NoEvents, Pflash, PflashEvents};
 use crate::file_storage::{Durability, FileStorage};
 use crate::geometry::{Geometry, GeometryError};
@@ -90,8 +107,10 @@ use crate::storage::{NoStorage, Storage, StorageError};
 
 /// First bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"PFLASHMG";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes (and the newest it reads; it reads version 1 too).
+pub const VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// First bytes of every reply of the destination.
 const REPLY_MAGIC: [u8; 4] = *b"PFLR";
 
@@ -149,7 +168,7 @@ pub enum MigrationError {
     /// The stream needs a newer reader.
     #[error(
         "the migration stream has format version {version} and needs a reader of version \
-         {needs} or later; this build reads version {VERSION}"
+         {needs} or later; this build reads versions {OLDEST_READABLE_VERSION} to {VERSION}"
     )]
     Version {
         /// The writer's version.
@@ -186,6 +205,21 @@ pub enum MigrationError {
         backing: PathBuf,
         /// The properties that differ, with both values.
         differences: String,
+    },
+    /// The source's device behaved like another QEMU release than the destination's would.
+    #[error(
+        "QEMU compatibility mismatch for {}: the source's flash behaved like {incoming}, this \
+         destination's behaves like {local}; refusing, because the guest would see the device \
+         change behaviour (accept the mismatch explicitly to migrate anyway)",
+        backing.display()
+    )]
+    CompatMismatch {
+        /// The destination's backing file.
+        backing: PathBuf,
+        /// What the source ran.
+        incoming: Compat,
+        /// What the destination runs.
+        local: Compat,
     },
     /// The stream carries a device state this geometry cannot resume.
     #[error("the migration stream carries an unusable device state: {0}")]
@@ -372,6 +406,7 @@ fn encode_header(geometry: &Geometry, chunk: u64) -> [u8; HEADER_LEN + 4] {
         h[32 + 2 * i..34 + 2 * i].copy_from_slice(&id.to_le_bytes());
     }
     h[40] = u8::from(geometry.read_only);
+    h[41] = geometry.compat.wire_code();
     h[44..48].copy_from_slice(&(chunk as u32).to_le_bytes());
     let crc = crc32fast::hash(&h[..HEADER_LEN]);
     h[HEADER_LEN..].copy_from_slice(&crc.to_le_bytes());
@@ -893,6 +928,15 @@ fn corrupt(offset: u64, what: impl Into<String>) -> MigrationError {
     }
 }
 
+/// Refuses a stream this build cannot read: one that needs a newer reader, or one older than
+/// [`OLDEST_READABLE_VERSION`].
+fn check_version(version: u16, needs: u16) -> Result<(), MigrationError> {
+    if needs > VERSION || needs == 0 || version < needs || version < OLDEST_READABLE_VERSION {
+        return Err(MigrationError::Version { version, needs });
+    }
+    Ok(())
+}
+
 /// Checks the magic, the version and the CRC of a header, in that order, and decodes it.
 fn decode_header(h: &[u8; HEADER_LEN + 4]) -> Result<(Geometry, u64), MigrationError> {
     if h[..8] != MAGIC {
@@ -901,15 +945,31 @@ fn decode_header(h: &[u8; HEADER_LEN + 4]) -> Result<(Geometry, u64), MigrationE
         return Err(MigrationError::Foreign { found });
     }
     let (version, needs) = (u16_at(h, 8), u16_at(h, 10));
-    if needs > VERSION || needs == 0 || version < needs {
-        return Err(MigrationError::Version { version, needs });
-    }
+    check_version(version, needs)?;
     if crc32fast::hash(&h[..HEADER_LEN]) != u32_at(h, HEADER_LEN) {
         return Err(corrupt(0, "header CRC mismatch"));
     }
-    if u32_at(h, 12) != 0 || h[41..44] != [0; 3] || h[40] > 1 || h[31] > 1 {
+    if u32_at(h, 12) != 0 || h[42..44] != [0; 2] || h[40] > 1 || h[31] > 1 {
         return Err(corrupt(0, "unknown header flags"));
     }
+    let compat = if version == 1 {
+        // Version 1 had no compatibility byte: its writers modelled QEMU 7.2 only.
+        if h[41] != 0 {
+            return Err(corrupt(0, "unknown header flags"));
+        }
+        Compat::Qemu7_2
+    } else {
+        Compat::from_wire_code(h[41]).ok_or_else(|| {
+            corrupt(
+                41,
+                format!(
+                    "unknown QEMU compatibility code {} (this build knows 1 qemu-7.2 and 2 \
+                     qemu-10.0)",
+                    h[41]
+                ),
+            )
+        })?
+    };
     let geometry = Geometry {
         sector_len: u64_at(h, 16),
         num_blocks: u32_at(h, 24),
@@ -919,6 +979,7 @@ fn decode_header(h: &[u8; HEADER_LEN + 4]) -> Result<(Geometry, u64), MigrationE
         big_endian: h[31] == 1,
         id: [u16_at(h, 32), u16_at(h, 34), u16_at(h, 36), u16_at(h, 38)],
         read_only: h[40] == 1,
+        compat,
     };
     Ok((geometry, u64::from(u32_at(h, 44))))
 }
@@ -993,6 +1054,7 @@ fn check_geometry(
 pub struct Incoming {
     device: Pflash<NoStorage, NoEvents>,
     stats: TransferStats,
+    source_compat: Compat,
 }
 
 impl Incoming {
@@ -1006,9 +1068,17 @@ impl Incoming {
         self.device.state()
     }
 
-    /// The geometry (equal to the local one, or the stream would have been refused).
+    /// The geometry (equal to the local one, or the stream would have been refused; its
+    /// [`compat`](Geometry::compat) is the local one, see [`source_compat`](Self::source_compat)).
     pub fn geometry(&self) -> &Geometry {
         self.device.geometry()
+    }
+
+    /// The QEMU compatibility the source's device ran: the local one unless the mismatch was
+    /// accepted with [`IncomingOptions::accept_compat_mismatch`] (`qemu-7.2` for a version-1
+    /// stream).
+    pub fn source_compat(&self) -> Compat {
+        self.source_compat
     }
 
     /// What the stream carried: rounds, chunks (resends included), bytes.
@@ -1044,6 +1114,7 @@ fn receive<R: Read>(
     reader: R,
     local: &Geometry,
     backing: &Path,
+    options: &IncomingOptions,
     accepted: impl FnOnce() -> Result<(), MigrationError>,
 ) -> Result<(Incoming, BufReader<R>), MigrationError> {
     let started = Instant::now();
@@ -1063,12 +1134,18 @@ fn receive<R: Read>(
     }
     s.read(&mut header[8..12], "the header")?;
     let (version, needs) = (u16_at(&header, 8), u16_at(&header, 10));
-    if needs > VERSION || needs == 0 || version < needs {
-        return Err(MigrationError::Version { version, needs });
-    }
+    check_version(version, needs)?;
     s.read(&mut header[12..], "the header")?;
     let (geometry, chunk) = decode_header(&header)?;
     check_geometry(&geometry, local, backing)?;
+    if geometry.compat != local.compat && !options.accept_compat_mismatch {
+        return Err(MigrationError::CompatMismatch {
+            backing: backing.to_path_buf(),
+            incoming: geometry.compat,
+            local: local.compat,
+        });
+    }
+    let source_compat = geometry.compat;
     let size = local.size();
     if chunk == 0 || !chunk.is_power_of_two() || size % chunk != 0 || chunk > MAX_RUN_BYTES {
         return Err(corrupt(44, format!("bad chunk length {chunk}")));
@@ -1216,7 +1293,14 @@ fn receive<R: Read>(
                     final_round: RoundStats::default(),
                     elapsed: started.elapsed(),
                 };
-                return Ok((Incoming { device, stats }, s.r));
+                return Ok((
+                    Incoming {
+                        device,
+                        stats,
+                        source_compat,
+                    },
+                    s.r,
+                ));
             }
             (kind, _) if flags & FLAG_SKIPPABLE != 0 && !matches!(kind, 1..=4) => {}
             (KIND_ROUND_END | KIND_STATE | KIND_END, _) => {
@@ -1240,17 +1324,76 @@ fn receive<R: Read>(
 ///
 /// # Errors
 ///
-/// [`MigrationError::SizeMismatch`] or [`MigrationError::GeometryMismatch`]; for a bad
-/// stream [`MigrationError::Foreign`], [`MigrationError::Version`],
-/// [`MigrationError::Truncated`], [`MigrationError::Corrupt`] or [`MigrationError::State`];
-/// [`MigrationError::Io`].
+/// [`MigrationError::SizeMismatch`] or [`MigrationError::GeometryMismatch`];
+/// [`MigrationError::CompatMismatch`] when the source ran another QEMU compatibility (see
+/// [`incoming_with`] to accept that); for a bad stream [`MigrationError::Foreign`],
+/// [`MigrationError::Version`], [`MigrationError::Truncated`], [`MigrationError::Corrupt`]
+/// or [`MigrationError::State`]; [`MigrationError::Io`].
 pub fn incoming<R: Read, W: Write>(
+    stream: R,
+    replies: W,
+    local: &Geometry,
+    backing: &Path,
+) -> Result<Incoming, MigrationError> {
+    incoming_with(stream, replies, local, backing, &IncomingOptions::default())
+}
+
+/// What a destination tolerates beyond an exact match ([`incoming_with`], [`load_with`]).
+/// The default tolerates nothing.
+///
+/// ```
+/// use pflash::migration::IncomingOptions;
+///
+/// let strict = IncomingOptions::default();
+/// assert!(!strict.accept_compat_mismatch);
+/// let lenient = IncomingOptions { accept_compat_mismatch: true };
+/// # let _ = lenient;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IncomingOptions {
+    /// Accept a source whose device behaved like another QEMU release: the device resumes
+    /// with the destination's [`Geometry::compat`] instead of failing with
+    /// [`MigrationError::CompatMismatch`].
+    pub accept_compat_mismatch: bool,
+}
+
+/// [`incoming`] with `options`.
+///
+/// ```
+/// use pflash::migration::{self, DirtyTracking, IncomingOptions, MigrationError, Outgoing};
+/// use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash};
+/// use std::os::unix::net::UnixStream;
+/// use std::path::Path;
+///
+/// let (src_end, dst_end) = UnixStream::pair().unwrap();
+/// let g = Geometry::q35(8192).unwrap();
+/// let source = std::thread::spawn(move || {
+///     let old = g.with_compat(Compat::Qemu7_2);
+///     let storage = DirtyTracking::new(NoStorage, &old);
+///     let mut dev = Pflash::new(old, vec![0xff; 8192], storage, NoEvents).unwrap();
+///     let mut out = Outgoing::start(&mut dev, &src_end, &src_end).unwrap();
+///     out.complete(&mut dev).unwrap();
+/// });
+/// let local = Geometry::q35(8192).unwrap(); // QEMU 10.0
+/// let options = IncomingOptions { accept_compat_mismatch: true };
+/// let received =
+///     migration::incoming_with(&dst_end, &dst_end, &local, Path::new("vars.fd"), &options).unwrap();
+/// source.join().unwrap();
+/// assert_eq!(received.source_compat(), Compat::Qemu7_2);
+/// assert_eq!(received.geometry().compat, Compat::Qemu10_0);
+/// ```
+///
+/// # Errors
+///
+/// As for [`incoming`], without [`MigrationError::CompatMismatch`] if `options` accept it.
+pub fn incoming_with<R: Read, W: Write>(
     stream: R,
     mut replies: W,
     local: &Geometry,
     backing: &Path,
+    options: &IncomingOptions,
 ) -> Result<Incoming, MigrationError> {
-    let result = receive(stream, local, backing, || {
+    let result = receive(stream, local, backing, options, || {
         // A source that cannot hear the answer is gone: the next read tells how far its
         // stream got, which is the more useful error, so the write error is not fatal.
         let _ = write_reply(&mut replies, REPLY_ACCEPT, "");
@@ -1281,7 +1424,22 @@ pub fn load<R: Read>(
     local: &Geometry,
     backing: &Path,
 ) -> Result<Incoming, MigrationError> {
-    let (incoming, mut rest) = receive(snapshot, local, backing, || Ok(()))?;
+    load_with(snapshot, local, backing, &IncomingOptions::default())
+}
+
+/// [`load`] with `options` (for example to restore a QEMU 7.2 snapshot into a QEMU 10.0
+/// device).
+///
+/// # Errors
+///
+/// As for [`incoming_with`].
+pub fn load_with<R: Read>(
+    snapshot: R,
+    local: &Geometry,
+    backing: &Path,
+    options: &IncomingOptions,
+) -> Result<Incoming, MigrationError> {
+    let (incoming, mut rest) = receive(snapshot, local, backing, options, || Ok(()))?;
     let mut extra = [0u8; 1];
     match rest.read(&mut extra) {
         Ok(0) => Ok(incoming),

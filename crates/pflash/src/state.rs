@@ -30,7 +30,8 @@ pub struct PflashState {
     pub cmd: u8,
     /// The status register (0x80 "ready" after reset; 0x10 program error, 0x20 erase error).
     pub status: u8,
-    /// Buffered write: data cycles left minus one (wraps past zero, as in QEMU).
+    /// Buffered write: data cycles left minus one. After the last data cycle QEMU 7.2 leaves
+    /// it wrapped past zero (`u64::MAX`), QEMU 10.0 at 0 (see [`Compat`](crate::Compat)).
     pub counter: u64,
     /// Reads are served straight from memory (QEMU's ROMD mode).
     pub array_mode: bool,

@@ -1,7 +1,10 @@
-//! Differential test against QEMU's own `cfi.pflash01` (QEMU 7.2, driven
-//! through qtest by `testkit::QtestFlash`): random command sequences go to
-//! both QEMU and our `Pflash`; every read must give the same value and, once
-//! QEMU has quit, its backing file must equal our memory byte for byte.
+//! Differential test against QEMU's own `cfi.pflash01`, driven through qtest
+//! by `testkit::QtestFlash`, in both QEMU releases we model: random command
+//! sequences go to QEMU and to our `Pflash` in the matching compatibility
+//! (`Stack::Debian12`'s QEMU 7.2 against `Compat::Qemu7_2`, `Stack::Current`'s
+//! QEMU 10.0 against `Compat::Qemu10_0`); every read must give the same value
+//! and, once QEMU has quit, its backing file must equal our memory byte for
+//! byte. Both QEMUs get the same sequences (same seeds, same templates).
 //!
 //! Sequences are built from realistic command shapes (program + data, erase +
 //! confirm, buffered write with count, data and confirm, lock + confirm,
@@ -12,9 +15,12 @@
 //! values, and writes the whole sequence as a replayable trace (with QEMU's
 //! read values) to `target/tmp/`.
 //!
-//! Default: 120,000 operations over the three configurations (q35, q35 with
-//! a read-only drive, arm `virt`). `NVRAM_SOAK_OPS=N`
-//! runs N per configuration instead, `NVRAM_SOAK_SEED=S` changes the seeds.
+//! Default, per QEMU release: 300,000 operations over q35, q35 with a
+//! read-only drive and arm `virt`, plus, for QEMU 10.0 only (our QEMU 7.2
+//! build has neither), 100,000 over riscv and loongarch `virt`. The test of
+//! each release prints its total and asserts at least 120,000.
+//! `NVRAM_SOAK_OPS=N` runs N per configuration instead, `NVRAM_SOAK_SEED=S`
+//! changes the seeds, `NVRAM_DIFF_ONLY=NAME` runs only that configuration.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,13 +29,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pflash::{Geometry, NoEvents, NoStorage, Pflash};
+use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash};
 use testkit::{debian_firmware, QtestFlash, QtestOp, Stack};
 
-/// Operations per configuration in the default run (together ≥ 100,000).
-const Q35_OPS: usize = 60_000;
-const Q35_READ_ONLY_OPS: usize = 20_000;
-const ARM_OPS: usize = 40_000;
+/// Operations per configuration in the default run.
+const Q35_OPS: usize = 150_000;
+const Q35_READ_ONLY_OPS: usize = 50_000;
+const ARM_OPS: usize = 100_000;
+const RISCV_OPS: usize = 50_000;
+const LOONGARCH_OPS: usize = 50_000;
+/// What each QEMU release must have been given in a default run.
+const MIN_OPS_PER_RELEASE: usize = 120_000;
 /// Ops sent to QEMU in one pipelined batch.
 const BATCH: usize = 512;
 
@@ -87,6 +97,13 @@ struct Config {
     name: &'static str,
     geometry: Geometry,
     start: fn(Stack, &Path) -> Result<QtestFlash, String>,
+    /// The varstore template the flash starts from.
+    template: fn() -> PathBuf,
+    /// Operations and seed of the default run.
+    ops: usize,
+    seed: u64,
+    /// The QEMU releases that have this machine.
+    stacks: &'static [Stack],
     /// Bytes per bank access; commands are replicated per chip when the bank
     /// is made of several (`device_width` < `bank_width`).
     bank_width: u8,
@@ -101,12 +118,18 @@ struct Config {
 }
 
 impl Config {
-    /// x86 q35 vars flash of `len` bytes: legacy device width, 4 KiB sectors.
-    fn q35(len: u64) -> Self {
+    /// x86 q35 vars flash: Debian 12's 4M OVMF varstore template, legacy
+    /// device width, 4 KiB sectors.
+    fn q35() -> Self {
+        let len = fs::metadata(q35_template()).unwrap().len();
         Config {
             name: "q35",
             geometry: Geometry::q35(len).unwrap(),
             start: QtestFlash::start_q35,
+            template: q35_template,
+            ops: Q35_OPS,
+            seed: 0x0a35_5eed,
+            stacks: &Stack::ALL,
             bank_width: 1,
             chip_width: 1,
             // Header block, the next one, the FTW working block (0x40000), the last.
@@ -118,26 +141,81 @@ impl Config {
 
     /// The q35 vars flash attached `readonly=on`: every program and erase
     /// fails with status bits, nothing changes.
-    fn q35_read_only(len: u64) -> Self {
-        let mut config = Config::q35(len);
+    fn q35_read_only() -> Self {
+        let mut config = Config::q35();
         config.name = "q35-read-only";
         config.geometry.read_only = true;
         config.start = QtestFlash::start_q35_read_only;
+        config.ops = Q35_READ_ONLY_OPS;
+        config.seed = 0x0a35_0000_5eed;
         config
     }
 
-    /// arm `virt` vars bank: 64 MiB of two 16-bit chips, 256 KiB sectors.
+    /// arm `virt` vars bank: 64 MiB of two 16-bit chips, 256 KiB sectors,
+    /// starting from Debian 12's AAVMF template with Microsoft keys.
     fn arm_virt() -> Self {
         Config {
             name: "arm-virt",
             geometry: Geometry::arm_virt(),
             start: QtestFlash::start_arm_virt,
+            template: || debian_firmware("AAVMF_VARS.ms.fd"),
+            ops: ARM_OPS,
+            seed: 0xa4a5_5eed,
+            stacks: &Stack::ALL,
             bank_width: 4,
             chip_width: 2,
             hot_sectors: &[0, 1, 3, 255],
             hot_window: 0x2000,
             erase_percent: 2,
         }
+    }
+
+    /// riscv `virt` vars bank: 32 MiB of two 16-bit chips, 256 KiB sectors,
+    /// from edk2 2025.02's template (QEMU 10.0 only).
+    fn riscv_virt() -> Self {
+        Config {
+            name: "riscv-virt",
+            geometry: Geometry::riscv_virt(),
+            start: QtestFlash::start_riscv_virt,
+            template: || Stack::Current.firmware("RISCV_VIRT_VARS.fd"),
+            ops: RISCV_OPS,
+            seed: 0x05c5_5eed,
+            stacks: &[Stack::Current],
+            bank_width: 4,
+            chip_width: 2,
+            hot_sectors: &[0, 1, 2, 127],
+            hot_window: 0x2000,
+            erase_percent: 2,
+        }
+    }
+
+    /// loongarch `virt` vars flash: 16 MiB of two 16-bit chips, 256 KiB
+    /// sectors, from edk2 2025.02's template (QEMU 10.0 only).
+    fn loongarch_virt() -> Self {
+        Config {
+            name: "loongarch-virt",
+            geometry: Geometry::loongarch_virt(),
+            start: QtestFlash::start_loongarch_virt,
+            template: || Stack::Current.firmware("QEMU_VARS.fd"),
+            ops: LOONGARCH_OPS,
+            seed: 0x1a64_5eed,
+            stacks: &[Stack::Current],
+            bank_width: 4,
+            chip_width: 2,
+            hot_sectors: &[0, 1, 2, 63],
+            hot_window: 0x2000,
+            erase_percent: 2,
+        }
+    }
+
+    fn all() -> Vec<Config> {
+        vec![
+            Config::q35(),
+            Config::q35_read_only(),
+            Config::arm_virt(),
+            Config::riscv_virt(),
+            Config::loongarch_virt(),
+        ]
     }
 
     fn len(&self) -> u64 {
@@ -506,16 +584,34 @@ struct RunStats {
     changed_bytes: usize,
 }
 
-/// Runs `ops_total` operations of `config` with `seed`, panicking on the
-/// first difference.
-fn run_config(config: &Config, template: &Path, seed: u64, ops_total: usize) -> RunStats {
+/// The compatibility our device takes to match `stack`'s QEMU.
+fn compat_of(stack: Stack) -> Compat {
+    match stack {
+        Stack::Debian12 => Compat::Qemu7_2,
+        Stack::Current => Compat::Qemu10_0,
+    }
+}
+
+fn q35_template() -> PathBuf {
+    debian_firmware("OVMF_VARS_4M.fd")
+}
+
+/// Runs `ops_total` operations of `config` with `seed` against `stack`'s
+/// QEMU, panicking on the first difference.
+fn run_config(config: &Config, stack: Stack, seed: u64, ops_total: usize) -> RunStats {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
-    let content = sparse_copy(template, &vars, config.len());
-    let mut qemu =
-        (config.start)(Stack::Debian12, &vars).unwrap_or_else(|e| panic!("{}: {e}", config.name));
-    let mut dev = Pflash::new(config.geometry.clone(), content, NoStorage, NoEvents).unwrap();
+    let content = sparse_copy(&(config.template)(), &vars, config.len());
+    let mut qemu = (config.start)(stack, &vars)
+        .unwrap_or_else(|e| panic!("{} on QEMU {}: {e}", config.name, stack.qemu_version()));
+    let geometry = config.geometry.clone().with_compat(compat_of(stack));
+    let mut dev = Pflash::new(geometry, content, NoStorage, NoEvents).unwrap();
+    let run = Run {
+        config,
+        stack,
+        seed,
+    };
 
     let mut generator = Generator {
         config,
@@ -605,8 +701,7 @@ fn run_config(config: &Config, template: &Path, seed: u64, ops_total: usize) -> 
             if let Some((q, o)) = qemu_value {
                 if q != o {
                     report_mismatch(
-                        config,
-                        seed,
+                        &run,
                         &log,
                         &format!("read value differs: QEMU {q:#x}, ours {o:#x}"),
                     );
@@ -625,8 +720,7 @@ fn run_config(config: &Config, template: &Path, seed: u64, ops_total: usize) -> 
             .collect();
         let first = differing[0];
         report_mismatch(
-            config,
-            seed,
+            &run,
             &log,
             &format!(
                 "final images differ in {} bytes; first at {first:#x}: QEMU {:#04x}, ours {:#04x} \
@@ -641,9 +735,11 @@ fn run_config(config: &Config, template: &Path, seed: u64, ops_total: usize) -> 
     }
     stats.changed_bytes = ours.iter().zip(&initial).filter(|(a, b)| a != b).count();
     println!(
-        "{}: {} ops ({} reads of which {} in a command mode, {} writes, {} resets) identical to \
-         QEMU; {} bytes changed; seed {seed:#x}; {:.2?}",
+        "{} on QEMU {} ({}): {} ops ({} reads of which {} in a command mode, {} writes, {} \
+         resets) identical to QEMU; {} bytes changed; seed {seed:#x}; {:.2?}",
         config.name,
+        stack.qemu_version(),
+        compat_of(stack),
         stats.ops,
         stats.reads,
         stats.device_reads,
@@ -672,13 +768,28 @@ fn ops_touching(config: &Config, log: &[(Op, Option<u64>)], offset: u64) -> Stri
     Vec::from(found).join("\n")
 }
 
+/// Which run a mismatch report is about.
+struct Run<'a> {
+    config: &'a Config,
+    stack: Stack,
+    seed: u64,
+}
+
 /// Panics with the op index, the last 20 ops and `what`, after writing the
 /// whole sequence as a replayable trace.
-fn report_mismatch(config: &Config, seed: u64, log: &[(Op, Option<u64>)], what: &str) -> ! {
-    let trace_path = failure_trace_path(config);
+fn report_mismatch(run: &Run, log: &[(Op, Option<u64>)], what: &str) -> ! {
+    let Run {
+        config,
+        stack,
+        seed,
+    } = *run;
+    let trace_path = failure_trace_path(config, stack);
     let mut text = format!(
-        "# differential {} seed {seed:#x}: ops up to the mismatch, R values from QEMU\n",
-        config.name
+        "# differential {} on QEMU {} ({}) seed {seed:#x}: ops up to the mismatch, R values \
+         from QEMU\n",
+        config.name,
+        stack.qemu_version(),
+        compat_of(stack)
     );
     for (op, value) in log {
         match (op, value) {
@@ -702,15 +813,22 @@ fn report_mismatch(config: &Config, seed: u64, log: &[(Op, Option<u64>)], what: 
         })
         .collect();
     panic!(
-        "{} (seed {seed:#x}) differs from QEMU at op #{}: {what}\nlast ops:\n{}\n{saved}",
+        "{} (seed {seed:#x}) with {} differs from QEMU {} at op #{}: {what}\nlast ops:\n{}\n\
+         {saved}",
         config.name,
+        compat_of(stack),
+        stack.qemu_version(),
         log.len() - 1,
         tail.join("\n")
     );
 }
 
-fn failure_trace_path(config: &Config) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("differential-{}-failure.txt", config.name))
+fn failure_trace_path(config: &Config, stack: Stack) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "differential-{}-qemu-{}-failure.txt",
+        config.name,
+        stack.qemu_version()
+    ))
 }
 
 fn ops_and_seed(default_ops: usize, default_seed: u64) -> (usize, u64) {
@@ -742,43 +860,55 @@ fn assert_covers(stats: &RunStats) {
     );
 }
 
-/// x86 q35: the 4M OVMF varstore template, legacy device width, 4 KiB
-/// sectors.
-#[test]
-fn q35_vars_flash_behaves_like_qemu() {
-    let template = debian_firmware("OVMF_VARS_4M.fd");
-    let len = fs::metadata(&template).unwrap().len();
-    let config = Config::q35(len);
-    let (ops, seed) = ops_and_seed(Q35_OPS, 0x0a35_5eed);
-    let stats = run_config(&config, &template, seed, ops);
-    assert_eq!(stats.ops, ops);
-    assert_covers(&stats);
-    assert!(stats.changed_bytes > 200, "too few bytes changed");
+/// Runs every configuration `stack`'s QEMU has, prints the totals and
+/// checks that the default run reached [`MIN_OPS_PER_RELEASE`].
+fn run_stack(stack: Stack) {
+    let started = Instant::now();
+    let only = std::env::var("NVRAM_DIFF_ONLY").ok();
+    let mut total = 0;
+    let mut names = Vec::new();
+    for config in Config::all() {
+        if !config.stacks.contains(&stack) || only.as_deref().is_some_and(|o| o != config.name) {
+            continue;
+        }
+        let (ops, seed) = ops_and_seed(config.ops, config.seed);
+        let stats = run_config(&config, stack, seed, ops);
+        assert_eq!(stats.ops, ops);
+        assert_covers(&stats);
+        if config.geometry.read_only {
+            assert_eq!(stats.changed_bytes, 0);
+        } else if stats.ops >= 10_000 {
+            assert!(stats.changed_bytes > 200, "too few bytes changed");
+        }
+        total += stats.ops;
+        names.push(format!("{} {}", config.name, stats.ops));
+    }
+    println!(
+        "QEMU {} ({}): {total} ops identical to our device ({}) in {:.2?}",
+        stack.qemu_version(),
+        compat_of(stack),
+        names.join(", "),
+        started.elapsed()
+    );
+    if only.is_none() && std::env::var_os("NVRAM_SOAK_OPS").is_none() {
+        assert!(
+            total >= MIN_OPS_PER_RELEASE,
+            "QEMU {} got {total} ops, fewer than {MIN_OPS_PER_RELEASE}",
+            stack.qemu_version()
+        );
+    }
 }
 
-/// x86 q35 with the vars drive read-only: status error bits instead of
-/// changes.
+/// Debian 12's QEMU 7.2 against `Compat::Qemu7_2`: q35, q35 read-only, arm
+/// `virt`.
 #[test]
-fn q35_read_only_vars_flash_behaves_like_qemu() {
-    let template = debian_firmware("OVMF_VARS_4M.fd");
-    let len = fs::metadata(&template).unwrap().len();
-    let config = Config::q35_read_only(len);
-    let (ops, seed) = ops_and_seed(Q35_READ_ONLY_OPS, 0x0a35_0000_5eed);
-    let stats = run_config(&config, &template, seed, ops);
-    assert_eq!(stats.ops, ops);
-    assert_covers(&stats);
-    assert_eq!(stats.changed_bytes, 0);
+fn vars_flashes_behave_like_qemu_7_2() {
+    run_stack(Stack::Debian12);
 }
 
-/// arm `virt`: a 64 MiB bank of two 16-bit chips (width 4, device width 2),
-/// 256 KiB sectors, starting from the AAVMF template with Microsoft keys.
+/// QEMU 10.0 against `Compat::Qemu10_0`: q35, q35 read-only, arm, riscv and
+/// loongarch `virt`.
 #[test]
-fn arm_virt_vars_flash_behaves_like_qemu() {
-    let template = debian_firmware("AAVMF_VARS.ms.fd");
-    let config = Config::arm_virt();
-    let (ops, seed) = ops_and_seed(ARM_OPS, 0xa4a5_5eed);
-    let stats = run_config(&config, &template, seed, ops);
-    assert_eq!(stats.ops, ops);
-    assert_covers(&stats);
-    assert!(stats.changed_bytes > 200, "too few bytes changed");
+fn vars_flashes_behave_like_qemu_10_0() {
+    run_stack(Stack::Current);
 }

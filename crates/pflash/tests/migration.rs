@@ -5,11 +5,11 @@
 //! destination's file untouched and the source able to migrate again.
 
 use pflash::migration::{
-    self, commit, incoming, load, save, Deferred, DirtyTracking, Incoming, MigrationError,
-    Outgoing, TransferStats,
+    self, commit, incoming, incoming_with, load, load_with, save, Deferred, DirtyTracking,
+    Incoming, IncomingOptions, MigrationError, Outgoing, TransferStats,
 };
 use pflash::trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
-use pflash::{Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
+use pflash::{Compat, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -581,32 +581,191 @@ fn truncated_corrupt_reordered_foreign_and_future_streams_are_rejected() {
 
     // A newer, incompatible version is refused by its version, before its CRC or layout.
     let mut future = stream.clone();
-    future[8..12].copy_from_slice(&[3, 0, 2, 0]);
+    future[8..12].copy_from_slice(&[4, 0, 3, 0]);
     future.truncate(20);
     let e = load_q35(&future).unwrap_err();
     assert!(
         matches!(
             e,
             MigrationError::Version {
-                version: 3,
-                needs: 2
+                version: 4,
+                needs: 3
             }
         ),
         "{e:?}"
     );
-    assert!(e.to_string().contains("needs a reader of version 2"), "{e}");
-    // A newer but compatible writer (version 2, readable by 1) is accepted.
+    assert!(e.to_string().contains("needs a reader of version 3"), "{e}");
+    // A newer but compatible writer (version 3, readable by 2) is accepted.
     let mut compatible = stream.clone();
-    compatible[8] = 2;
-    let crc = crc32(&compatible[..48]);
-    compatible[48..52].copy_from_slice(&crc.to_le_bytes());
-    // The whole-stream CRC in the end record covers the header: recompute it.
-    let (end_at, _) = *recs.last().unwrap();
-    let total = crc32(&compatible[..end_at]);
-    compatible[end_at + 12..end_at + 16].copy_from_slice(&total.to_le_bytes());
-    let rec_crc = crc32(&compatible[end_at..end_at + 24]);
-    compatible[end_at + 24..end_at + 28].copy_from_slice(&rec_crc.to_le_bytes());
+    compatible[8] = 3;
+    reseal(&mut compatible);
     load_q35(&compatible).expect("a compatible newer stream");
+}
+
+/// Recomputes the header CRC and the whole-stream CRC of the end record (which covers the
+/// header) after a test edited the header.
+fn reseal(stream: &mut [u8]) {
+    let crc = crc32(&stream[..48]);
+    stream[48..52].copy_from_slice(&crc.to_le_bytes());
+    let (end_at, _) = *records(stream).last().unwrap();
+    let total = crc32(&stream[..end_at]);
+    stream[end_at + 12..end_at + 16].copy_from_slice(&total.to_le_bytes());
+    let rec_crc = crc32(&stream[end_at..end_at + 24]);
+    stream[end_at + 24..end_at + 28].copy_from_slice(&rec_crc.to_le_bytes());
+}
+
+/// A source that ran QEMU 7.2's device, mid buffered write (its block staged at the count
+/// cycle, as 7.2 does), with its state and content.
+fn busy_qemu_7_2_source() -> (Dev, PflashState, Vec<u8>) {
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let g = Geometry::q35(VARS).unwrap().with_compat(Compat::Qemu7_2);
+    let mut dev = device(g, before);
+    dev.write(0x3000, &[0xe8]);
+    dev.write(0x3000, &[0x3]);
+    let state = dev.state();
+    assert!(state.write_buffer.is_some());
+    let content = dev.memory().to_vec();
+    (dev, state, content)
+}
+
+#[test]
+fn a_compat_mismatch_is_refused_naming_both_unless_accepted() {
+    let (mut dev, state, content) = busy_qemu_7_2_source();
+    let local = Geometry::q35(VARS).unwrap(); // QEMU 10.0
+    assert_eq!(local.compat, Compat::Qemu10_0);
+
+    // Live: the destination refuses, the source hears why and keeps its device.
+    let e = live(&mut dev, &local, 1).unwrap_err();
+    assert!(matches!(e, MigrationError::Refused(_)), "{e:?}");
+    let message = e.to_string();
+    assert!(
+        message.contains("QEMU compatibility mismatch for dest.fd")
+            && message.contains("the source's flash behaved like qemu-7.2")
+            && message.contains("this destination's behaves like qemu-10.0"),
+        "{message}"
+    );
+    assert_healthy(&mut dev, &state, &content);
+
+    // The destination's own error names both, as a variant a VMM can match.
+    let mut snapshot = Vec::new();
+    save(&dev, &mut snapshot).unwrap();
+    let e = load(snapshot.as_slice(), &local, Path::new("/vm/x.fd")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MigrationError::CompatMismatch {
+                incoming: Compat::Qemu7_2,
+                local: Compat::Qemu10_0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("/vm/x.fd"), "{e}");
+
+    // Accepted: the registers and content arrive, and the device goes on as QEMU 10.0.
+    let accept = IncomingOptions {
+        accept_compat_mismatch: true,
+    };
+    let (a, b) = UnixStream::pair().unwrap();
+    let dest = {
+        let local = local.clone();
+        thread::spawn(move || incoming_with(&b, &b, &local, Path::new("dest.fd"), &accept))
+    };
+    let out = Outgoing::start(&mut dev, &a, &a).unwrap();
+    out.complete(&mut dev).unwrap();
+    drop(a);
+    let received = dest.join().unwrap().unwrap();
+    assert_eq!(received.source_compat(), Compat::Qemu7_2);
+    assert_eq!(received.geometry().compat, Compat::Qemu10_0);
+    assert_eq!(received.state(), state);
+    assert!(received.memory() == content.as_slice());
+    let mut moved = received.into_device(NoStorage, NoEvents);
+    assert_eq!(moved.geometry().compat, Compat::Qemu10_0);
+    // The block staged by 7.2 at the count cycle is kept: the data lands in it.
+    moved.write(0x3000, &[0x5a]);
+    for i in 1..4 {
+        moved.write(0x3000 + i, &[0x5a]);
+    }
+    moved.write(0x3000, &[0xd0]);
+    moved.write(0x3000, &[0xff]);
+    assert_eq!(&moved.memory()[0x3000..0x3004], &[0x5a; 4]);
+
+    // The other way round, offline.
+    let mut newer = q35(content.clone());
+    newer.write(0x10, &[0x70]);
+    let mut snapshot = Vec::new();
+    save(&newer, &mut snapshot).unwrap();
+    let old_local = Geometry::q35(VARS).unwrap().with_compat(Compat::Qemu7_2);
+    let e = load(snapshot.as_slice(), &old_local, Path::new("old.fd")).unwrap_err();
+    assert!(
+        e.to_string().contains("behaved like qemu-10.0")
+            && e.to_string().contains("behaves like qemu-7.2"),
+        "{e}"
+    );
+    let restored = load_with(
+        snapshot.as_slice(),
+        &old_local,
+        Path::new("old.fd"),
+        &accept,
+    )
+    .expect("accepted mismatch");
+    assert_eq!(restored.source_compat(), Compat::Qemu10_0);
+    assert_eq!(restored.geometry().compat, Compat::Qemu7_2);
+    assert_eq!(restored.state(), newer.state());
+}
+
+#[test]
+fn version_1_streams_are_read_as_qemu_7_2() {
+    let (dev, state, content) = busy_qemu_7_2_source();
+    let mut stream = Vec::new();
+    save(&dev, &mut stream).unwrap();
+    assert_eq!(&stream[8..12], &[2, 0, 2, 0], "this build writes version 2");
+    assert_eq!(stream[41], 1, "the compatibility byte says qemu-7.2");
+
+    // What a version-1 writer sent: versions 1/1 and no compatibility byte.
+    let mut v1 = stream.clone();
+    v1[8..12].copy_from_slice(&[1, 0, 1, 0]);
+    v1[41] = 0;
+    reseal(&mut v1);
+    let old_local = Geometry::q35(VARS).unwrap().with_compat(Compat::Qemu7_2);
+    let restored = load(v1.as_slice(), &old_local, Path::new("vars.fd")).unwrap();
+    assert_eq!(restored.source_compat(), Compat::Qemu7_2);
+    assert_eq!(restored.state(), state);
+    assert!(restored.memory() == content.as_slice());
+    // Into a QEMU 10.0 device it is a mismatch like any 7.2 stream.
+    let e = load_q35(&v1).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MigrationError::CompatMismatch {
+                incoming: Compat::Qemu7_2,
+                local: Compat::Qemu10_0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    // A version-2 stream must say which compatibility it ran.
+    for (code, what) in [(0u8, "code 0"), (9, "code 9")] {
+        let mut bad = stream.clone();
+        bad[41] = code;
+        reseal(&mut bad);
+        let e = load(bad.as_slice(), &old_local, Path::new("vars.fd")).unwrap_err();
+        assert!(
+            matches!(e, MigrationError::Corrupt { offset: 41, .. }) && e.to_string().contains(what),
+            "{e:?}"
+        );
+    }
+    // A version-1 stream with a non-zero byte 41 is corrupt, as it always was.
+    let mut bad = v1.clone();
+    bad[41] = 1;
+    reseal(&mut bad);
+    assert!(matches!(
+        load(bad.as_slice(), &old_local, Path::new("vars.fd")),
+        Err(MigrationError::Corrupt { .. })
+    ));
 }
 
 /// CRC-32 (IEEE), bitwise: the tests do not trust the implementation under test.

@@ -34,6 +34,19 @@ const X86_FLASH_END: u64 = 0x1_0000_0000;
 const ARM_VIRT_VARS_BASE: u64 = 0x0400_0000;
 /// arm `virt`: each flash bank is 64 MiB and the drive must be exactly that.
 const ARM_VIRT_BANK_LEN: u64 = 0x0400_0000;
+/// riscv `virt`: the 64 MiB flash window at 0x2000_0000 holds two 32 MiB banks, the vars
+/// bank second (`virt_memmap[VIRT_FLASH]` and `virt_flash_map` in `hw/riscv/virt.c`).
+const RISCV_VIRT_VARS_BASE: u64 = 0x2200_0000;
+/// riscv `virt`: each flash bank is 32 MiB and the drive must be exactly that.
+const RISCV_VIRT_BANK_LEN: u64 = 0x0200_0000;
+/// loongarch `virt`: the vars flash (`VIRT_FLASH1_BASE` in `include/hw/loongarch/virt.h`).
+const LOONGARCH_VIRT_VARS_BASE: u64 = 0x1d00_0000;
+/// loongarch `virt`: the vars flash is at most 16 MiB (`VIRT_FLASH1_SIZE`); QEMU maps a
+/// smaller drive at its own size, this oracle takes exactly 16 MiB (the size of edk2's
+/// `QEMU_VARS.fd` and of `pflash::Geometry::loongarch_virt`).
+const LOONGARCH_VIRT_VARS_LEN: u64 = 0x0100_0000;
+/// loongarch `virt`: the code flash, 16 MiB at 0x1c00_0000 (`VIRT_FLASH0_*`).
+const LOONGARCH_VIRT_CODE_LEN: u64 = 0x0100_0000;
 /// At most this many commands are in flight: their answers (≤ 23 bytes each)
 /// must fit in the socket buffer, or QEMU and we would both block writing.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -151,35 +164,109 @@ impl QtestFlash {
     /// and `vars_image` (used in place; it must be 64 MiB, sparse is fine) as
     /// the second bank at 0x04000000: `width` 4, `device-width` 2.
     pub fn start_arm_virt(stack: Stack, vars_image: &Path) -> Result<Self, String> {
+        Self::start_virt(
+            stack,
+            vars_image,
+            VirtMachine {
+                name: "arm",
+                target: "aarch64",
+                extra_args: &["-cpu", "max"],
+                code_len: ARM_VIRT_BANK_LEN,
+                vars_base: ARM_VIRT_VARS_BASE,
+                vars_len: ARM_VIRT_BANK_LEN,
+            },
+        )
+    }
+
+    /// QEMU riscv `virt` (`qemu-system-riscv64`, `-bios none`: nothing runs) with an
+    /// all-zero sparse 32 MiB code bank and `vars_image` (used in place; it must be 32 MiB,
+    /// sparse is fine) as the second bank at 0x22000000: `width` 4, `device-width` 2, ids
+    /// 0x89, 0x18, 256 KiB sectors (`hw/riscv/virt.c`).
+    ///
+    /// ```no_run
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let vars = dir.path().join("vars.fd");
+    /// std::fs::File::create(&vars).unwrap().set_len(32 << 20).unwrap();
+    /// let mut flash = testkit::QtestFlash::start_riscv_virt(testkit::Stack::Current, &vars).unwrap();
+    /// assert_eq!(flash.base(), 0x2200_0000);
+    /// flash.write(0, 4, 0x0090_0090); // read identifier, both chips
+    /// assert_eq!(flash.read(0, 4), 0x0089_0089);
+    /// ```
+    pub fn start_riscv_virt(stack: Stack, vars_image: &Path) -> Result<Self, String> {
+        Self::start_virt(
+            stack,
+            vars_image,
+            VirtMachine {
+                name: "riscv",
+                target: "riscv64",
+                extra_args: &["-bios", "none"],
+                code_len: RISCV_VIRT_BANK_LEN,
+                vars_base: RISCV_VIRT_VARS_BASE,
+                vars_len: RISCV_VIRT_BANK_LEN,
+            },
+        )
+    }
+
+    /// QEMU loongarch `virt` (`qemu-system-loongarch64`, since QEMU 9.1 with two flashes)
+    /// with an all-zero sparse 16 MiB code flash and `vars_image` (used in place; it must be
+    /// 16 MiB, sparse is fine) as the vars flash at 0x1d000000: `width` 4, `device-width` 2,
+    /// ids 0x89, 0x18, 256 KiB sectors (`hw/loongarch/virt.c`). QEMU 7.2 has no such
+    /// machine in our build: use [`Stack::Current`].
+    ///
+    /// ```no_run
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let vars = dir.path().join("vars.fd");
+    /// std::fs::File::create(&vars).unwrap().set_len(16 << 20).unwrap();
+    /// let mut flash = testkit::QtestFlash::start_loongarch_virt(testkit::Stack::Current, &vars).unwrap();
+    /// assert_eq!(flash.base(), 0x1d00_0000);
+    /// ```
+    pub fn start_loongarch_virt(stack: Stack, vars_image: &Path) -> Result<Self, String> {
+        Self::start_virt(
+            stack,
+            vars_image,
+            VirtMachine {
+                name: "loongarch",
+                target: "loongarch64",
+                extra_args: &[],
+                code_len: LOONGARCH_VIRT_CODE_LEN,
+                vars_base: LOONGARCH_VIRT_VARS_BASE,
+                vars_len: LOONGARCH_VIRT_VARS_LEN,
+            },
+        )
+    }
+
+    /// A `virt` machine with an all-zero sparse code flash as pflash0 and `vars_image` as
+    /// pflash1.
+    fn start_virt(stack: Stack, vars_image: &Path, machine: VirtMachine) -> Result<Self, String> {
         let vars_len = file_len(vars_image)?;
-        if vars_len != ARM_VIRT_BANK_LEN {
+        if vars_len != machine.vars_len {
             return Err(format!(
-                "{}: arm virt flash banks are {ARM_VIRT_BANK_LEN} bytes, this is {vars_len}",
-                vars_image.display()
+                "{}: {} virt vars flashes are {} bytes, this is {vars_len}",
+                vars_image.display(),
+                machine.name,
+                machine.vars_len
             ));
         }
         let dir = temp_dir()?;
         // All zero and sparse: no firmware runs, and it costs no disk space.
         let code = dir.path().join("code.fd");
         File::create(&code)
-            .and_then(|f| f.set_len(ARM_VIRT_BANK_LEN))
+            .and_then(|f| f.set_len(machine.code_len))
             .map_err(|e| format!("creating {}: {e}", code.display()))?;
-        let args = vec![
-            "-machine".to_owned(),
-            "virt,accel=tcg".to_owned(),
-            "-cpu".to_owned(),
-            "max".to_owned(),
+        let mut args = vec!["-machine".to_owned(), "virt,accel=tcg".to_owned()];
+        args.extend(machine.extra_args.iter().map(|a| (*a).to_owned()));
+        args.extend([
             "-drive".to_owned(),
             drive_arg("if=pflash,format=raw,unit=0,readonly=on", &code),
             "-drive".to_owned(),
             drive_arg("if=pflash,format=raw,unit=1", vars_image),
-        ];
+        ]);
         Self::start(
             dir,
-            stack.qemu("aarch64"),
+            stack.qemu(machine.target),
             args,
             vars_image,
-            ARM_VIRT_VARS_BASE,
+            machine.vars_base,
             vars_len,
         )
     }
@@ -555,6 +642,22 @@ impl Drop for QtestFlash {
     }
 }
 
+/// Where a `virt` machine puts its flashes, and how to start it.
+struct VirtMachine {
+    /// For messages: `arm`, `riscv`, `loongarch`.
+    name: &'static str,
+    /// `qemu-system-<target>`.
+    target: &'static str,
+    /// Arguments besides `-machine` and the drives.
+    extra_args: &'static [&'static str],
+    /// Size of the code flash (pflash0).
+    code_len: u64,
+    /// Guest-physical address of the vars flash (pflash1).
+    vars_base: u64,
+    /// Size the vars image must have.
+    vars_len: u64,
+}
+
 /// Kills and reaps QEMU when dropped, unless it has been taken out.
 struct KillOnDrop(Option<Child>);
 
@@ -664,6 +767,47 @@ mod tests {
         flash.reset();
         assert_eq!(flash.read(0, 4), 0);
         drop(flash);
+    }
+
+    /// The riscv and loongarch vars flashes are where `hw/riscv/virt.c` and
+    /// `hw/loongarch/virt.c` put them (the start-up mapping check reads both ends), with two
+    /// 16-bit chips answering ids 0x89/0x18 and a CFI table of 256 KiB sectors (0x400 × 256
+    /// bytes per chip: 128 KiB) and of the bank's block count.
+    #[test]
+    fn riscv_and_loongarch_virt_vars_flashes() {
+        type Start = fn(Stack, &Path) -> Result<QtestFlash, String>;
+        let machines: [(Start, u64, u64); 2] = [
+            (QtestFlash::start_riscv_virt, RISCV_VIRT_VARS_BASE, 32 << 20),
+            (
+                QtestFlash::start_loongarch_virt,
+                LOONGARCH_VIRT_VARS_BASE,
+                16 << 20,
+            ),
+        ];
+        for (start, base, len) in machines {
+            let dir = tempfile::tempdir().unwrap();
+            let vars = dir.path().join("vars.fd");
+            // A marker at both ends, for the mapping check.
+            let mut content = vec![0u8; len as usize];
+            content[..8].copy_from_slice(b"VARSHEAD");
+            content[len as usize - 8..].copy_from_slice(b"VARSTAIL");
+            fs::write(&vars, &content).unwrap();
+            let mut flash = start(Stack::Current, &vars).unwrap();
+            assert_eq!((flash.base(), flash.len()), (base, len));
+            flash.write(0, 4, 0x0090_0090);
+            assert_eq!(flash.read(0, 4), 0x0089_0089);
+            assert_eq!(flash.read(4, 4), 0x0018_0018);
+            flash.write(0, 4, 0x0098_0098);
+            // CFI (word addresses × 4): "Q", erase region: blocks − 1, then sector / 256.
+            assert_eq!(flash.read(0x10 * 4, 4), 0x0051_0051);
+            let blocks = len / (256 << 10);
+            assert_eq!(flash.read(0x2d * 4, 4), (blocks - 1) * 0x1_0001);
+            assert_eq!(flash.read(0x2f * 4, 4), 0);
+            assert_eq!(flash.read(0x30 * 4, 4), 0x0002_0002);
+            flash.write(0, 4, 0x00ff_00ff);
+            assert_eq!(flash.read(0, 8), u64::from_le_bytes(*b"VARSHEAD"));
+            drop(flash);
+        }
     }
 
     #[test]
