@@ -1,10 +1,11 @@
 //! Replays a real OVMF boot (QEMU 7.2 `cfi.pflash01` MMIO trace) on the model: every read
-//! must match and the final content must equal what QEMU's device left.
+//! must match and the final content must equal what QEMU's device left. The device is in
+//! QEMU 7.2's compatibility, the recording's.
 
 use std::ops::Range;
 
 use pflash::trace::{read_trace_file, replay, TraceOp};
-use pflash::{Geometry, NoEvents, Pflash, PflashEvents, Storage, StorageError};
+use pflash::{Compat, Geometry, NoEvents, Pflash, PflashEvents, Storage, StorageError};
 
 /// Counts storage calls and checks each change against the content it is given.
 #[derive(Debug, Default)]
@@ -52,7 +53,9 @@ fn ovmf_boot_replays_byte_identical() {
     let ops = lines.iter().filter(|l| l.op.is_some()).count();
     assert!(ops > 30_000, "{ops} operations");
 
-    let geometry = Geometry::q35(before.len() as u64).unwrap();
+    let geometry = Geometry::q35(before.len() as u64)
+        .unwrap()
+        .with_compat(Compat::Qemu7_2);
     assert_eq!(geometry.num_blocks, 132);
     let mut dev = Pflash::new(
         geometry,
@@ -101,7 +104,9 @@ fn replay_without_hooks() {
     let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let lines = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
     let mut dev: Pflash = Pflash::new(
-        Geometry::q35(before.len() as u64).unwrap(),
+        Geometry::q35(before.len() as u64)
+            .unwrap()
+            .with_compat(Compat::Qemu7_2),
         before,
         Default::default(),
         NoEvents,

@@ -1,12 +1,14 @@
-//! Real firmware runs replayed on our device: QEMU 7.2 recorded every MMIO
-//! access OVMF made to the variable-store flash (`-trace pflash_io_*`), with
-//! the image before and after. Replaying the accesses from the before-image
+//! Real firmware runs replayed on our device: QEMU 7.2 and QEMU 10.0 recorded
+//! every MMIO access OVMF made to the variable-store flash (`-trace
+//! pflash_io_*`), with the image before and after. Replaying the accesses
+//! from the before-image, on a device in the recording QEMU's compatibility,
 //! must give every recorded read value and end byte-identical to the image
 //! QEMU's `cfi.pflash01` left.
 //!
 //! The recordings are in `tests/data/` (xz-compressed; `tests/data/README.md`
-//! says what each is). The ignored test `record_ovmf_traces` re-records them:
-//! `cargo test -p pflash --test traces -- --ignored record_ovmf_traces`.
+//! says what each is). The ignored tests `record_ovmf_traces` (QEMU 7.2) and
+//! `record_ovmf2025_qemu10_trace` (QEMU 10.0) re-record them:
+//! `cargo test -p pflash --test traces -- --ignored record_`.
 
 use std::fs;
 use std::io::Write;
@@ -14,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pflash::trace::{read_trace_file, replay, TraceLine, TraceOp};
-use pflash::{Geometry, NoEvents, NoStorage, Pflash};
-use testkit::{boot_ovmf, debian_firmware, require_tool, setvar_command, OvmfBoot};
+use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash};
+use testkit::{boot_ovmf, require_tool, setvar_command, OvmfBoot, Stack};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
 
@@ -24,9 +26,9 @@ fn data_dir() -> PathBuf {
 }
 
 /// Replays `{name}-ops.txt.xz` in `dir` from `{name}-before.fd.xz` on a
-/// q35-shaped device, which checks every recorded read, and checks the final
-/// memory against `{name}-after.fd.xz`. Returns the trace.
-fn replay_recording(dir: &Path, name: &str) -> Vec<TraceLine> {
+/// q35-shaped device in `compat`, which checks every recorded read, and
+/// checks the final memory against `{name}-after.fd.xz`. Returns the trace.
+fn replay_recording(dir: &Path, name: &str, compat: Compat) -> Vec<TraceLine> {
     let before = testkit::unxz(&dir.join(format!("{name}-before.fd.xz")));
     let after = testkit::unxz(&dir.join(format!("{name}-after.fd.xz")));
     let lines = read_trace_file(&dir.join(format!("{name}-ops.txt.xz")))
@@ -34,10 +36,15 @@ fn replay_recording(dir: &Path, name: &str) -> Vec<TraceLine> {
     assert_eq!(before.len(), after.len());
     assert_ne!(before, after, "{name}: the firmware changed the store");
 
-    let geometry = Geometry::q35(before.len() as u64).unwrap();
+    let geometry = Geometry::q35(before.len() as u64)
+        .unwrap()
+        .with_compat(compat);
     let mut dev = Pflash::new(geometry, before, NoStorage, NoEvents).unwrap();
-    let stats = replay(&mut dev, &lines).unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{name}: {} trace lines replayed: {stats:?}", lines.len());
+    let stats = replay(&mut dev, &lines).unwrap_or_else(|e| panic!("{name} ({compat}): {e}"));
+    println!(
+        "{name} ({compat}): {} trace lines replayed: {stats:?}",
+        lines.len()
+    );
     if let Some(at) = dev.memory().iter().zip(&after).position(|(a, b)| a != b) {
         panic!(
             "{name}: after the replay, byte {at:#x} is {:#04x}; QEMU left {:#04x}",
@@ -67,12 +74,41 @@ fn block_erases(lines: &[TraceLine]) -> Vec<u64> {
 
 /// (a) A boot of the 4M build to the shell, whose `startup.nsh` sets one
 /// non-volatile variable: the flash probe, then byte programs (0x10 + data)
-/// each range closed by 0xFF; no erase.
+/// each range closed by 0xFF; no erase. Recorded with QEMU 7.2; OVMF uses no
+/// buffered write, so it replays with either compatibility.
 #[test]
 fn ovmf_4m_boot_with_one_setvar_replays_exactly() {
-    let lines = replay_recording(&data_dir(), "ovmf-4m-setvar");
+    for compat in Compat::ALL {
+        let lines = replay_recording(&data_dir(), "ovmf-4m-setvar", compat);
+        assert!(lines.len() > 10_000, "{} lines", lines.len());
+        assert!(block_erases(&lines).is_empty());
+    }
+}
+
+/// (c) The same kind of run under today's stack: QEMU 10.0 with edk2
+/// 2025.02's `OVMF_CODE_4M.fd` + `OVMF_VARS_4M.fd`, one `setvar`, `reset -s`.
+/// It replays byte-identical on a `Compat::Qemu10_0` device (the default).
+#[test]
+fn ovmf2025_qemu10_setvar_replays_exactly_with_qemu_10_0_compat() {
+    let lines = replay_recording(&data_dir(), "ovmf2025-qemu10-setvar", Compat::Qemu10_0);
     assert!(lines.len() > 10_000, "{} lines", lines.len());
-    assert!(block_erases(&lines).is_empty());
+    let text = testkit::unxz(&data_dir().join("ovmf2025-qemu10-setvar-ops.txt.xz"));
+    let header: String = String::from_utf8_lossy(&text[..400]).into_owned();
+    assert!(
+        header.contains("QEMU 10.0") && header.contains("edk2 2025.02"),
+        "{header}"
+    );
+}
+
+/// The QEMU 10.0 recording under QEMU 7.2's behaviour replays exactly too:
+/// OVMF's flash driver (`QemuFlashFvbServicesRuntimeDxe`) programs byte by
+/// byte (0x10) and erases blocks, and never sends a buffered write (0xE8),
+/// the one command whose behaviour changed (`pflash::Compat`). A firmware
+/// that used one-word buffered writes would make this fail, as it should.
+#[test]
+fn ovmf2025_qemu10_setvar_also_replays_with_qemu_7_2_compat() {
+    let lines = replay_recording(&data_dir(), "ovmf2025-qemu10-setvar", Compat::Qemu7_2);
+    assert!(lines.len() > 10_000, "{} lines", lines.len());
 }
 
 /// (b) The 2M build rewriting a 1000-byte variable 80 times: the 56 KiB
@@ -80,7 +116,7 @@ fn ovmf_4m_boot_with_one_setvar_replays_exactly() {
 /// write spare, with block erases (0x20 + 0xD0) of both.
 #[test]
 fn ovmf_2m_reclaim_with_block_erases_replays_exactly() {
-    let lines = replay_recording(&data_dir(), "ovmf-2m-reclaim");
+    let lines = replay_recording(&data_dir(), "ovmf-2m-reclaim", Compat::Qemu7_2);
     let erases = block_erases(&lines);
     // The spare (0x10000..0x20000, 16 blocks) twice, the store's 14 blocks once.
     assert_eq!(erases.len(), 46, "{erases:x?}");
@@ -94,7 +130,9 @@ fn first_recorded_ovmf_boot_replays_exactly() {
     let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
     let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
     let lines = read_trace_file(&testkit::trace_data("ovmf-boot-ops.txt.xz")).unwrap();
-    let geometry = Geometry::q35(before.len() as u64).unwrap();
+    let geometry = Geometry::q35(before.len() as u64)
+        .unwrap()
+        .with_compat(Compat::Qemu7_2);
     let mut dev = Pflash::new(geometry, before, NoStorage, NoEvents).unwrap();
     replay(&mut dev, &lines).unwrap_or_else(|e| panic!("{e}"));
     assert!(dev.memory() == &after[..], "final image differs");
@@ -103,7 +141,7 @@ fn first_recorded_ovmf_boot_replays_exactly() {
 // ---------------------------------------------------------------------------
 // Recording
 
-/// Converts QEMU 7.2 log-backend trace output (`-trace pflash_io_read
+/// Converts QEMU 7.2 or 10.0 log-backend trace output (`-trace pflash_io_read
 /// -trace pflash_io_write -trace pflash_reset`) for the device `device`
 /// (`system.flash1` is the q35 vars flash) into the trace format: `X` for
 /// `pflash_reset`, `W`/`R 0xOFFSET SIZE 0xVALUE` for the MMIO accesses
@@ -171,17 +209,18 @@ fn write_xz(name: &str, data: &[u8]) -> u64 {
     output.stdout.len() as u64
 }
 
-/// Boots OVMF (`code` + a copy of the `vars` template) with `script` and
-/// QEMU's pflash tracing, and stores `{name}-before.fd.xz`,
-/// `{name}-ops.txt.xz` and `{name}-after.fd.xz`.
-fn record(name: &str, code: &str, vars_template: &str, script: &str, about: &str) {
+/// Boots OVMF (`code` + a copy of the `vars` template, both `stack`'s) on
+/// `stack`'s QEMU with `script` and QEMU's pflash tracing, and stores
+/// `{name}-before.fd.xz`, `{name}-ops.txt.xz` and `{name}-after.fd.xz`.
+fn record(stack: Stack, name: &str, code: &str, vars_template: &str, script: &str, about: &str) {
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
-    fs::copy(debian_firmware(vars_template), &vars).unwrap();
+    fs::copy(stack.firmware(vars_template), &vars).unwrap();
     let before = fs::read(&vars).unwrap();
     let log = dir.path().join("pflash-trace.log");
-    let code = debian_firmware(code);
+    let code = stack.firmware(code);
     let mut boot = OvmfBoot::new(&code, &vars, script);
+    boot.stack = stack;
     boot.timeout = std::time::Duration::from_secs(600);
     boot.extra_args = [
         "-trace",
@@ -206,9 +245,10 @@ fn record(name: &str, code: &str, vars_template: &str, script: &str, about: &str
     let header = format!(
         "# {about}\n# QEMU {} -trace pflash_io_read,pflash_io_write,pflash_reset of system.flash1 \
          (q35 vars flash), converted by crates/pflash/tests/traces.rs record_ovmf_traces\n\
-         # firmware {} with a copy of {vars_template}; boot took {:.1?}\n",
-        qemu_version(),
+         # firmware {} ({}) with a copy of its {vars_template}; boot took {:.1?}\n",
+        qemu_version(stack),
         code.display(),
+        firmware_name(stack),
         outcome.elapsed
     );
     let ops = header + &ops;
@@ -224,8 +264,16 @@ fn record(name: &str, code: &str, vars_template: &str, script: &str, about: &str
     );
 }
 
-fn qemu_version() -> String {
-    let output = Command::new(testkit::Stack::Debian12.qemu("x86_64"))
+/// The edk2 release of `stack`'s firmware, for the trace header.
+fn firmware_name(stack: Stack) -> &'static str {
+    match stack {
+        Stack::Debian12 => "edk2 2022.11, Debian 12",
+        Stack::Current => "edk2 2025.02, Debian 13",
+    }
+}
+
+fn qemu_version(stack: Stack) -> String {
+    let output = Command::new(stack.qemu("x86_64"))
         .arg("--version")
         .output()
         .unwrap();
@@ -237,11 +285,10 @@ fn qemu_version() -> String {
         .to_owned()
 }
 
-/// Re-records the traces in `tests/data/` (takes a minute or two).
-#[test]
-#[ignore = "re-records tests/data; run by hand"]
-fn record_ovmf_traces() {
-    let script = format!(
+/// The `startup.nsh` of the setvar recordings: one non-volatile variable,
+/// then `reset -s` so that QEMU exits.
+fn setvar_script() -> String {
+    format!(
         "{}\nreset -s\n",
         setvar_command(
             "NvramTrace",
@@ -249,8 +296,31 @@ fn record_ovmf_traces() {
             testkit::ATTR_NV | testkit::ATTR_BS | testkit::ATTR_RT,
             b"set from startup.nsh"
         )
-    );
+    )
+}
+
+/// Re-records the QEMU 10.0 trace in `tests/data/` (under a minute).
+#[test]
+#[ignore = "re-records tests/data; run by hand"]
+fn record_ovmf2025_qemu10_trace() {
     record(
+        Stack::Current,
+        "ovmf2025-qemu10-setvar",
+        "OVMF_CODE_4M.fd",
+        "OVMF_VARS_4M.fd",
+        &setvar_script(),
+        "OVMF 2025.02 4M boot to the shell under QEMU 10.0; startup.nsh sets NvramTrace \
+         (NV+BS+RT, 20 bytes)",
+    );
+}
+
+/// Re-records the QEMU 7.2 traces in `tests/data/` (takes a minute or two).
+#[test]
+#[ignore = "re-records tests/data; run by hand"]
+fn record_ovmf_traces() {
+    let script = setvar_script();
+    record(
+        Stack::Debian12,
         "ovmf-4m-setvar",
         "OVMF_CODE_4M.fd",
         "OVMF_VARS_4M.fd",
@@ -268,6 +338,7 @@ fn record_ovmf_traces() {
          =S%a\nendfor\nreset -s\n"
     );
     record(
+        Stack::Debian12,
         "ovmf-2m-reclaim",
         "OVMF_CODE.fd",
         "OVMF_VARS.fd",
