@@ -18,6 +18,59 @@ use crate::{require_tool, Stack};
 /// before running `startup.nsh`; any key but ESC ends the wait at once.
 const COUNTDOWN_PROMPT: &[u8] = b"or any other key to continue.";
 
+/// The architectures edk2 builds for QEMU, with the machine each runs on here (TCG).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// OVMF on `q35`.
+    X86_64,
+    /// AAVMF on `virt` with `-cpu max`.
+    Aarch64,
+    /// `RISCV_VIRT_CODE.fd` on `virt` (OpenSBI, then edk2).
+    Riscv64,
+    /// `QEMU_EFI.fd` on `virt` with `-cpu la464`.
+    Loongarch64,
+}
+
+impl Arch {
+    /// QEMU's target name: `qemu-system-<target>`.
+    pub fn qemu_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+            Arch::Loongarch64 => "loongarch64",
+        }
+    }
+
+    /// The file name UEFI boots from a removable medium: `BOOTX64.EFI`, `BOOTAA64.EFI`, …
+    pub fn default_boot_file(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "BOOTX64.EFI",
+            Arch::Aarch64 => "BOOTAA64.EFI",
+            Arch::Riscv64 => "BOOTRISCV64.EFI",
+            Arch::Loongarch64 => "BOOTLOONGARCH64.EFI",
+        }
+    }
+
+    /// `-machine`, `-cpu` and `-m` for this architecture; `smm` only applies to x86.
+    fn machine_args(self, smm: bool) -> Vec<&'static str> {
+        match self {
+            Arch::X86_64 if smm => vec![
+                "-machine",
+                "q35,smm=on,accel=tcg",
+                "-global",
+                "driver=cfi.pflash01,property=secure,value=on",
+                "-m",
+                "256",
+            ],
+            Arch::X86_64 => vec!["-machine", "q35,accel=tcg", "-m", "256"],
+            Arch::Aarch64 => vec!["-machine", "virt,accel=tcg", "-cpu", "max", "-m", "256"],
+            Arch::Riscv64 => vec!["-machine", "virt,accel=tcg", "-m", "512"],
+            Arch::Loongarch64 => vec!["-machine", "virt,accel=tcg", "-cpu", "la464", "-m", "1024"],
+        }
+    }
+}
+
 /// One OVMF boot: firmware, varstore, the shell script to run and the files
 /// to put next to it.
 ///
@@ -57,6 +110,9 @@ pub struct OvmfBoot<'a> {
     /// The QEMU that runs the boot ([`Stack::Debian12`] unless set; the firmware is whatever
     /// `code` and `vars` are).
     pub stack: Stack,
+    /// The firmware's architecture, which picks the QEMU binary and machine ([`Arch::X86_64`]
+    /// unless set).
+    pub arch: Arch,
 }
 
 impl<'a> OvmfBoot<'a> {
@@ -73,6 +129,7 @@ impl<'a> OvmfBoot<'a> {
             extra_args: Vec::new(),
             stop_when: None,
             stack: Stack::Debian12,
+            arch: Arch::X86_64,
         }
     }
 }
@@ -198,7 +255,7 @@ impl std::error::Error for BootError {}
 /// If the stack's `qemu-system-x86_64`, `mkfs.vfat` or mtools are not installed (see
 /// [`Stack::qemu`] and [`require_tool`]).
 pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
-    let qemu = boot.stack.qemu("x86_64");
+    let qemu = boot.stack.qemu(boot.arch.qemu_target());
     let dir = tempfile::Builder::new()
         .prefix("testkit-ovmf-")
         .tempdir()
@@ -212,13 +269,8 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
 
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-nic", "none", "-m", "256", "-serial", "stdio"]);
-    if boot.smm {
-        cmd.args(["-machine", "q35,smm=on,accel=tcg"])
-            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-    } else {
-        cmd.args(["-machine", "q35,accel=tcg"]);
-    }
+        .args(["-nic", "none", "-serial", "stdio"])
+        .args(boot.arch.machine_args(boot.smm));
     cmd.arg("-drive")
         .arg(drive_arg(
             "if=pflash,format=raw,unit=0,readonly=on",

@@ -42,7 +42,7 @@ mod stack;
 
 use std::path::{Path, PathBuf};
 
-pub use boot::{boot_ovmf, gpt_esp_disk, BootError, BootOutcome, OvmfBoot};
+pub use boot::{boot_ovmf, gpt_esp_disk, Arch, BootError, BootOutcome, OvmfBoot};
 pub use dmpstore::{parse_dmpstore, DumpedVariable};
 pub use http::{HttpFile, HttpFileServer, HttpRequest};
 pub use qmp::{free_local_port, make_startup_disk, QemuVm, Qmp, QmpError, VmConfig};

@@ -77,11 +77,14 @@ impl Stack {
         .collect()
     }
 
-    /// The QEMU firmware descriptors (`*.json`) that come with this stack's firmware.
+    /// The QEMU firmware descriptors (`*.json`) that come with this stack's firmware, naming
+    /// this stack's images: Debian 12's installed ones, or for the current stack a copy of
+    /// Debian 13's whose `/usr/share/…` paths point into the unpacked tree (made by
+    /// `scripts/install-test-deps`).
     pub fn firmware_descriptor_dir(self) -> PathBuf {
         match self {
             Stack::Debian12 => PathBuf::from("/usr/share/qemu/firmware"),
-            Stack::Current => peers().join("edk2-2025.02/usr/share/qemu/firmware"),
+            Stack::Current => peers().join("edk2-2025.02/descriptors"),
         }
     }
 
@@ -112,5 +115,11 @@ impl Stack {
 
 /// `target/peers`, where `scripts/install-test-deps` puts the peers it does not install.
 pub fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers")
+    // Without `..` components, so paths compare equal to the ones the install script wrote
+    // into the descriptors it rewrote.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit is two levels below the workspace");
+    workspace.join("target/peers")
 }

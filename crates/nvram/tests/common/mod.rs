@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, OvmfBoot, ATTR_NV};
+use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, Arch, OvmfBoot, Stack, ATTR_NV};
 
 /// One variable: (name, guid, attributes, data).
 pub type Variable = (String, String, u32, Vec<u8>);
@@ -46,11 +46,22 @@ pub fn debian(name: &str) -> PathBuf {
     debian_firmware(name)
 }
 
-/// Boots OVMF (`code` from Debian's firmware) with `vars` in place, runs `commands` (if any),
-/// dumps every variable with the firmware's own `dmpstore` and returns the non-volatile ones
-/// (the ones that live in the flash), collected in `dmpstore`'s order.
+/// Boots OVMF (`code` from Debian 12's firmware) with `vars` in place, runs `commands` (if
+/// any), dumps every variable with the firmware's own `dmpstore` and returns the non-volatile
+/// ones (the ones that live in the flash), collected in `dmpstore`'s order.
 pub fn boot_and_dump<C: FromIterator<Variable>>(code: &str, vars: &Path, commands: &str) -> C {
-    let code = debian_firmware(code);
+    boot_and_dump_on(Stack::Debian12, Arch::X86_64, code, vars, commands)
+}
+
+/// [`boot_and_dump`] with the firmware `code` of `stack` for `arch`, under the stack's QEMU.
+pub fn boot_and_dump_on<C: FromIterator<Variable>>(
+    stack: Stack,
+    arch: Arch,
+    code: &str,
+    vars: &Path,
+    commands: &str,
+) -> C {
+    let code = stack.firmware(code);
     let dump = "dmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n";
     let script = if commands.is_empty() {
         dump.to_string()
@@ -58,6 +69,8 @@ pub fn boot_and_dump<C: FromIterator<Variable>>(code: &str, vars: &Path, command
         format!("{commands}\n{dump}")
     };
     let mut boot = OvmfBoot::new(&code, vars, &script);
+    boot.stack = stack;
+    boot.arch = arch;
     boot.timeout = std::time::Duration::from_secs(240);
     let outcome = boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"));
     let dump = outcome
