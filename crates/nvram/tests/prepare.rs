@@ -1257,3 +1257,162 @@ fn the_qemu_binary_can_be_given_and_is_needed_only_for_aliases() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ---- Debian 13's descriptors: every architecture edk2 ships for QEMU ----
+
+/// `usr/share` of Debian 13's unpacked edk2 2025.02 packages.
+fn current_usr_share() -> PathBuf {
+    Stack::Current.firmware_dirs()[0]
+        .parent()
+        .expect("firmware dirs are under usr/share")
+        .to_path_buf()
+}
+
+/// Debian 13's descriptors as the packages ship them (`usr/share/qemu/firmware`).
+fn current_packaged_descriptors() -> PathBuf {
+    let dir = current_usr_share().join("qemu/firmware");
+    assert!(
+        dir.is_dir(),
+        "{} missing: run scripts/install-test-deps (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A copy of Debian 13's packaged descriptors in `dir`, their `filename`s moved from
+/// `/usr/share/…` to where the stack is unpacked: this machine's `/usr/share` holds Debian 12's
+/// firmware, which has no riscv64 or loongarch64 build.
+fn current_descriptors_unpacked(dir: &Path) -> PathBuf {
+    let usr_share = current_usr_share();
+    let out = dir.join("firmware");
+    fs::create_dir_all(&out).unwrap();
+    for entry in fs::read_dir(current_packaged_descriptors()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut doc: Value = serde_json::from_slice(&fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for file in ["executable", "nvram-template"] {
+            let Some(name) = doc["mapping"][file]["filename"].as_str() else {
+                continue;
+            };
+            let relative = Path::new(name)
+                .strip_prefix("/usr/share")
+                .unwrap_or_else(|_| {
+                    panic!("{}: {file} {name} is not under /usr/share", path.display())
+                });
+            doc["mapping"][file]["filename"] = usr_share.join(relative).to_str().unwrap().into();
+        }
+        fs::write(out.join(path.file_name().unwrap()), doc.to_string()).unwrap();
+    }
+    out
+}
+
+#[test]
+fn debian_13_descriptors_cover_every_architecture_and_instantiate_their_layouts() {
+    let real = current_packaged_descriptors();
+    // Listing needs only the descriptors; the versioned machine types (the descriptors'
+    // globs are `virt*`, `virt-*`, `pc-q35-*`) keep QEMU out of it.
+    for (arch, machine, expected) in [
+        ("riscv64", "virt-10.0", &["60-edk2-riscv64.json"][..]),
+        ("loongarch64", "virt-10.0", &["60-edk2-loongarch64.json"]),
+        (
+            "aarch64",
+            "virt-10.0",
+            &[
+                "40-edk2-aarch64-secure-enrolled.json",
+                "50-edk2-aarch64-secure.json",
+                "60-edk2-aarch64.json",
+            ],
+        ),
+        (
+            "x86_64",
+            "pc-q35-10.0",
+            &[
+                "40-edk2-x86_64-secure-enrolled.json",
+                "50-edk2-x86_64-secure.json",
+                "60-edk2-x86_64.json",
+            ],
+        ),
+    ] {
+        for machine in [None, Some(machine)] {
+            let mut args = vec![
+                "firmware",
+                "list",
+                "--firmware-dir",
+                s(&real),
+                "--arch",
+                arch,
+            ];
+            args.extend(machine.iter().flat_map(|m| ["--machine", *m]));
+            args.push("--json");
+            assert_eq!(names(&ok_json(nvram(&args))), expected, "{args:?}");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = current_descriptors_unpacked(dir.path());
+    for (arch, machine, descriptor, template, layout) in [
+        (
+            "riscv64",
+            "virt-10.0",
+            "60-edk2-riscv64.json",
+            "RISCV_VIRT_VARS.fd",
+            "riscv64",
+        ),
+        (
+            "loongarch64",
+            "virt-10.0",
+            "60-edk2-loongarch64.json",
+            "QEMU_VARS.fd",
+            "loongarch64",
+        ),
+        (
+            "aarch64",
+            "virt-10.0",
+            "40-edk2-aarch64-secure-enrolled.json",
+            "AAVMF_VARS.ms.fd",
+            "aavmf",
+        ),
+        (
+            "x86_64",
+            "pc-q35-10.0",
+            "40-edk2-x86_64-secure-enrolled.json",
+            "OVMF_VARS_4M.ms.fd",
+            "ovmf-4m",
+        ),
+    ] {
+        let template = Stack::Current.firmware(template);
+        let vars = dir.path().join(format!("{arch}_VARS.fd"));
+        let run = || {
+            ok_json(nvram(&[
+                "prepare",
+                "--nvram",
+                s(&vars),
+                "--firmware",
+                "auto",
+                "--firmware-dir",
+                s(&descriptors),
+                "--arch",
+                arch,
+                "--machine",
+                machine,
+                "--json",
+            ]))
+        };
+        let report = run();
+        assert_eq!(report["firmware"]["name"], descriptor, "{arch}: {report}");
+        assert_eq!(report["template"], s(&template), "{arch}: {report}");
+        assert_eq!(report["layout"], layout, "{arch}: {report}");
+        assert_eq!(report["outcome"], "created", "{arch}: {report}");
+        assert!(
+            fs::read(&vars).unwrap() == fs::read(&template).unwrap(),
+            "{arch}: the varstore is not a copy of {}",
+            template.display()
+        );
+        assert_eq!(mode(&vars), 0o600, "{arch}");
+        // Run again: the existing store is verified against the same template and layout.
+        let report = run();
+        assert_eq!(report["outcome"], "verified", "{arch}: {report}");
+        assert_eq!(report["layout"], layout, "{arch}: {report}");
+        fs::remove_file(&vars).unwrap();
+    }
+}

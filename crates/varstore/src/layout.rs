@@ -104,8 +104,11 @@ pub const OVMF_2M: Layout = Layout {
 
 /// ArmVirtQemu (`AAVMF_VARS.fd`): a 768 KiB volume padded with zeros to the 64 MiB flash bank.
 ///
-/// Debian 13's (edk2 2025.02) blank `AAVMF_VARS.fd` is exactly this; Debian 12's (edk2 2022.11)
-/// is 64 MiB of zeros, which the firmware formats into this at first boot.
+/// Debian 13's (edk2 2025.02) blank `AAVMF_VARS.fd` is exactly this. Debian 12's (edk2 2022.11)
+/// is 64 MiB of zeros, which the firmware formats at first boot into the same layout with a
+/// volume header of its own: Attributes 0xE36 and a block map of the whole bank (256 blocks),
+/// as in Debian 12's `AAVMF_VARS.ms.fd`. The firmware checks neither field, so both are
+/// this layout.
 pub const AAVMF: Layout = Layout {
     name: "aavmf",
     description: "AAVMF / ArmVirtQemu arm64 (64 MiB flash bank, 768 KiB volume)",

@@ -115,7 +115,7 @@ struct AddArgs {
     #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
     add_microsoft: Option<String>,
     /// Add Microsoft's dbx updates (signed with the 2011 KEK, the 2023 KEK, or all) for each
-    /// store's architecture.
+    /// store's architecture (x86_64 or aarch64; riscv64 and loongarch64 stores are refused).
     #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
     add_microsoft_dbx: Option<String>,
     /// Add a distribution's CA certificate to db (repeatable).

@@ -136,7 +136,7 @@ struct AddArgs {
     inputs: Vec<PathBuf>,
     /// Add Microsoft's certificates for this database that are missing; for dbx, Microsoft's
     /// dbx updates signed with that year's KEK (for the store's architecture: x86_64 for
-    /// OVMF, aarch64 for AAVMF).
+    /// OVMF, aarch64 for AAVMF; Microsoft publishes none for riscv64 or loongarch64).
     #[arg(long, value_enum)]
     microsoft: Option<MicrosoftArg>,
     /// Add a distribution's CA certificate (add-db only; repeatable).
