@@ -44,9 +44,10 @@ fn create_is_byte_identical_to_debian_templates() {
 
 #[test]
 fn aavmf_layout_matches_the_firmware_formatted_debian_store_outside_the_variables() {
-    // Debian's blank AAVMF_VARS.fd is all zeros (the firmware formats it at first boot); the
+    // Debian 12's blank AAVMF_VARS.fd is all zeros (the firmware formats it at first boot); the
     // formatted AAVMF_VARS.ms.fd shows the layout: 64 MiB, FTW working block at 0x40000, spare
-    // at 0x80000, zero padding from 0xC0000.
+    // at 0x80000, zero padding from 0xC0000. (Its volume header is the one the firmware writes;
+    // byte-identity with Debian 13's formatted template is in tests/layouts.rs.)
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aavmf.fd");
     assert!(

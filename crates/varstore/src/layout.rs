@@ -25,7 +25,8 @@ pub struct Layout {
     pub name: &'static str,
     /// What it is for, in a few words.
     pub description: &'static str,
-    /// Size of the whole file. AAVMF pads the firmware volume to the 64 MiB flash bank.
+    /// Size of the whole file: the flash bank QEMU maps, which it requires the file to fill
+    /// exactly. The aarch64, riscv64 and loongarch64 builds pad their volume with zeros to it.
     pub file_size: u64,
     /// `FvLength` of the firmware volume.
     pub fv_length: u64,
