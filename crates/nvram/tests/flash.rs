@@ -193,6 +193,146 @@ fn bad_images_are_errors_naming_the_file() {
     );
 }
 
+/// The QEMU 10.0 + edk2 2025.02 recording (`crates/pflash/tests/data`) through the CLI
+/// with `--compat qemu-10.0`: every read matches and the image ends as QEMU 10.0 left it.
+#[test]
+fn the_qemu10_recording_replays_byte_identical_with_compat_qemu_10_0() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pflash/tests/data");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("vars.fd");
+    fs::write(
+        &image,
+        testkit::unxz(&data.join("ovmf2025-qemu10-setvar-before.fd.xz")),
+    )
+    .unwrap();
+    let trace = data.join("ovmf2025-qemu10-setvar-ops.txt.xz");
+    let out = nvram(&[
+        "flash",
+        "replay",
+        "--compat",
+        "qemu-10.0",
+        "--image",
+        s(&image),
+        "--trace",
+        s(&trace),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["matched"], true);
+    assert_eq!(doc["compat"], "qemu-10.0");
+    assert!(
+        fs::read(&image).unwrap()
+            == testkit::unxz(&data.join("ovmf2025-qemu10-setvar-after.fd.xz")),
+        "the image differs from the one QEMU 10.0 left"
+    );
+}
+
+/// A one-word buffered write with QEMU 10.0's answers (status 0x90, nothing written; the
+/// same sequence against both real QEMUs is in `crates/pflash/tests/compat.rs`) matches
+/// with the default `--compat qemu-10.0` and fails with `--compat qemu-7.2`, naming the
+/// line of the status read.
+#[test]
+fn compat_selects_the_qemu_release_the_trace_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("one-word.txt");
+    fs::write(
+        &trace,
+        "# one-word buffered write as QEMU 10.0 answers it\n\
+         W 0x100 1 0xe8\n\
+         W 0x100 1 0x0\n\
+         W 0x100 1 0x42\n\
+         R 0x100 1 0x90\n\
+         W 0x100 1 0xd0\n\
+         R 0x100 1 0xff\n",
+    )
+    .unwrap();
+    for (compat, code) in [(None, 0), (Some("qemu-10.0"), 0), (Some("qemu-7.2"), 1)] {
+        let image = dir.path().join("vars.fd");
+        fs::write(&image, vec![0xff; 8192]).unwrap();
+        let mut args = vec![
+            "flash",
+            "replay",
+            "--image",
+            s(&image),
+            "--trace",
+            s(&trace),
+        ];
+        if let Some(c) = compat {
+            args.extend(["--compat", c]);
+        }
+        let out = nvram(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{compat:?}: {}",
+            stderr(&out)
+        );
+        if code == 1 {
+            assert!(
+                stderr(&out)
+                    .contains("one-word.txt:5: read at offset 0x100: expected 0x90, got 0x80"),
+                "{}",
+                stderr(&out)
+            );
+        } else {
+            assert!(stdout(&out).contains("as qemu-10.0"), "{}", stdout(&out));
+            assert!(fs::read(&image).unwrap().iter().all(|&b| b == 0xff));
+        }
+    }
+    let out = nvram(&[
+        "flash", "replay", "--compat", "qemu-8.0", "--image", "x", "--trace", "y",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("qemu-7.2") && stderr(&out).contains("qemu-10.0"));
+}
+
+/// The riscv and loongarch `virt` presets: 32 MiB and 16 MiB banks of two 16-bit chips
+/// (ids 0x89, 0x18 in each), and the bank size checked against the image.
+#[test]
+fn riscv_and_loongarch_virt_presets() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("ids.txt");
+    fs::write(
+        &trace,
+        "W 0x0 4 0x900090\nR 0x0 4 0x890089\nR 0x4 4 0x180018\nW 0x0 4 0xff00ff\nR 0x0 4 0x0\n",
+    )
+    .unwrap();
+    for (preset, len) in [("riscv-virt", 32usize << 20), ("loongarch-virt", 16 << 20)] {
+        let image = dir.path().join(format!("{preset}.fd"));
+        fs::write(&image, vec![0u8; len]).unwrap();
+        let out = nvram(&[
+            "flash",
+            "replay",
+            "--preset",
+            preset,
+            "--image",
+            s(&image),
+            "--trace",
+            s(&trace),
+        ]);
+        assert!(out.status.success(), "{preset}: {}", stderr(&out));
+        // The other bank size is refused, naming the file.
+        fs::write(&image, vec![0u8; len / 2]).unwrap();
+        let out = nvram(&[
+            "flash",
+            "replay",
+            "--preset",
+            preset,
+            "--image",
+            s(&image),
+            "--trace",
+            s(&trace),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{preset}");
+        assert!(
+            stderr(&out).contains(&format!("{preset}.fd: wrong size for this flash")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // SIGKILL at random instants: the image must always be the content after a prefix of the
 // operations.

@@ -40,9 +40,20 @@ struct Destination {
 }
 
 fn start_destination(listen: &str, image: &Path, then: Option<(&Path, usize)>) -> Destination {
+    start_destination_with(listen, image, then, &[])
+}
+
+/// [`start_destination`] with more arguments (`--compat`, `--accept-compat-mismatch`).
+fn start_destination_with(
+    listen: &str,
+    image: &Path,
+    then: Option<(&Path, usize)>,
+    extra: &[&str],
+) -> Destination {
     let mut cmd = nvram();
     cmd.args(["flash", "incoming", "--listen", listen, "--image", s(image)])
-        .args(["--timeout", "30"]);
+        .args(["--timeout", "30"])
+        .args(extra);
     if let Some((trace, from)) = then {
         cmd.args(["--then-replay", s(trace), "--from-line", &from.to_string()]);
     }
@@ -296,6 +307,76 @@ fn a_size_mismatch_fails_on_both_sides_leaving_both_images_intact() {
         );
         assert!(fs::read(&src).unwrap() == replayed(&before, &lines[..at]));
     }
+}
+
+/// A source replaying with `--compat qemu-7.2` and a destination with the default
+/// `qemu-10.0`: both fail naming both compatibilities, and both images stay as they were;
+/// with `--accept-compat-mismatch` the same migration goes through and the destination
+/// finishes the trace as QEMU left it (the boot trace has no buffered write, the only
+/// command whose behaviour differs).
+#[test]
+fn a_compat_mismatch_fails_on_both_sides_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = testkit::trace_data("ovmf-boot-ops.txt.xz");
+    let lines = read_trace_file(&trace).unwrap();
+    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
+    let after = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-after.fd.xz"));
+    let (src, dst) = (dir.path().join("src.fd"), dir.path().join("dst.fd"));
+    let at = 5000;
+    fs::write(&src, &before).unwrap();
+    let template: Vec<u8> = (0..before.len()).map(|i| i as u8).collect();
+    fs::write(&dst, &template).unwrap();
+
+    let dest = start_destination("tcp:127.0.0.1:0", &dst, Some((&trace, at)));
+    let out = source(&src, &trace, at, &dest.address)
+        .args(["--compat", "qemu-7.2"])
+        .output()
+        .unwrap();
+    let (dout, _) = dest.finish();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(dout.status.code(), Some(2));
+    let expected = format!(
+        "QEMU compatibility mismatch for {}: the source's flash behaved like qemu-7.2, this \
+         destination's behaves like qemu-10.0",
+        dst.display()
+    );
+    let (serr, derr) = (text(&out.stderr), text(&dout.stderr));
+    assert!(serr.contains(&expected), "source: {serr}");
+    assert!(
+        serr.contains("the destination refused the migration"),
+        "{serr}"
+    );
+    assert!(derr.contains(&expected), "destination: {derr}");
+    assert!(derr.contains("--accept-compat-mismatch"), "{derr}");
+    assert!(
+        fs::read(&dst).unwrap() == template,
+        "destination file touched"
+    );
+    assert!(fs::read(&src).unwrap() == replayed(&before, &lines[..at]));
+
+    // Accepted: the destination goes on as QEMU 10.0 and says so.
+    fs::write(&src, &before).unwrap();
+    let dest = start_destination_with(
+        "tcp:127.0.0.1:0",
+        &dst,
+        Some((&trace, at)),
+        &["--accept-compat-mismatch"],
+    );
+    let out = source(&src, &trace, at, &dest.address)
+        .args(["--compat", "qemu-7.2"])
+        .output()
+        .unwrap();
+    let (dout, rest) = dest.finish();
+    assert!(out.status.success(), "source: {}", text(&out.stderr));
+    assert!(dout.status.success(), "destination: {}", text(&dout.stderr));
+    assert!(
+        rest.contains("the source ran qemu-7.2, this device goes on as qemu-10.0"),
+        "{rest}"
+    );
+    assert!(
+        fs::read(&dst).unwrap() == after,
+        "the destination did not end as QEMU did"
+    );
 }
 
 /// Closes both relay connections for good (the reply thread holds clones of them).

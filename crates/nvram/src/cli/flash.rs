@@ -2,9 +2,13 @@
 //! migrate the device between two processes in the middle of one.
 
 use anyhow::{anyhow, bail, Context, Result};
-use pflash::migration::{self, Deferred, DirtyTracking, Outgoing, TransferStats};
+use pflash::migration::{
+    self, Deferred, DirtyTracking, IncomingOptions, MigrationError, Outgoing, TransferStats,
+};
 use pflash::trace::{ReplayMismatch, ReplayStats, TraceError};
-use pflash::{Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats};
+use pflash::{
+    Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats,
+};
 use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,9 +52,13 @@ pub struct ReplayArgs {
     /// compressed or plain).
     #[arg(long, value_name = "TRACE")]
     trace: PathBuf,
-    /// Flash geometry: q35 (x86 vars flash of the image's size) or virt (arm 64 MiB bank).
+    /// Flash geometry: q35 (x86 vars flash of the image's size), virt (arm 64 MiB bank),
+    /// riscv-virt (32 MiB bank) or loongarch-virt (16 MiB vars flash).
     #[arg(long, value_enum, default_value_t = Preset::Q35)]
     preset: Preset,
+    /// Behave like this QEMU release's cfi.pflash01 (they differ in buffered writes).
+    #[arg(long, value_enum, default_value_t = CompatArg::Qemu10_0)]
+    compat: CompatArg,
     /// When to fdatasync the image.
     #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
     durability: DurabilityArg,
@@ -78,7 +86,9 @@ pub struct ReplayArgs {
 /// at the commit point, and optionally continue the trace.
 ///
 /// The incoming geometry is checked against the local one (the preset, and for q35 the
-/// image's size) before anything else. The image is not written until the migration is
+/// image's size) before anything else, then the QEMU compatibility the source ran against
+/// `--compat`: a mismatch is refused, naming both, unless `--accept-compat-mismatch`. The
+/// image is not written until the migration is
 /// complete and the source has closed the connection (it has stopped and released its
 /// file); then it is replaced atomically (a block device is written in place and synced).
 /// On any failure the image is left untouched.
@@ -95,9 +105,16 @@ pub struct IncomingArgs {
     /// Where to listen: `tcp:HOST:PORT` or `unix:PATH`.
     #[arg(long, value_name = "ADDR")]
     listen: Address,
-    /// Flash geometry: q35 (x86 vars flash of the image's size) or virt (arm 64 MiB bank).
+    /// Flash geometry: q35 (x86 vars flash of the image's size), virt (arm 64 MiB bank),
+    /// riscv-virt (32 MiB bank) or loongarch-virt (16 MiB vars flash).
     #[arg(long, value_enum, default_value_t = Preset::Q35)]
     preset: Preset,
+    /// Behave like this QEMU release's cfi.pflash01; the source must have run the same.
+    #[arg(long, value_enum, default_value_t = CompatArg::Qemu10_0)]
+    compat: CompatArg,
+    /// Accept a source that ran another --compat: the device goes on with this side's.
+    #[arg(long)]
+    accept_compat_mismatch: bool,
     /// After the commit, replay this trace from the line after `--from-line`.
     #[arg(long, value_name = "TRACE", requires = "from_line")]
     then_replay: Option<PathBuf>,
@@ -216,7 +233,31 @@ impl Write for &Conn {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Preset {
     Q35,
+    /// arm `virt`.
+    #[value(alias = "arm-virt")]
     Virt,
+    RiscvVirt,
+    LoongarchVirt,
+}
+
+/// `--compat`: the QEMU release the device behaves like (`pflash::Compat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompatArg {
+    /// Debian 12's QEMU 7.2.
+    #[value(name = "qemu-7.2")]
+    Qemu7_2,
+    /// QEMU 10.0.
+    #[value(name = "qemu-10.0")]
+    Qemu10_0,
+}
+
+impl From<CompatArg> for Compat {
+    fn from(arg: CompatArg) -> Self {
+        match arg {
+            CompatArg::Qemu7_2 => Compat::Qemu7_2,
+            CompatArg::Qemu10_0 => Compat::Qemu10_0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -276,17 +317,21 @@ fn trace_error(path: &Path, error: TraceError) -> anyhow::Error {
     }
 }
 
-/// The geometry of `preset` for `image` (q35 takes the image's size).
-fn local_geometry(preset: Preset, image: &Path) -> Result<Geometry> {
-    Ok(match preset {
+/// The geometry of `preset` for `image` (q35 takes the image's size), behaving like
+/// `compat`.
+fn local_geometry(preset: Preset, image: &Path, compat: CompatArg) -> Result<Geometry> {
+    let geometry = match preset {
         Preset::Q35 => Geometry::q35(image_len(image)?)
             .with_context(|| format!("{}: cannot be a q35 vars flash", image.display()))?,
         Preset::Virt => Geometry::arm_virt(),
-    })
+        Preset::RiscvVirt => Geometry::riscv_virt(),
+        Preset::LoongarchVirt => Geometry::loongarch_virt(),
+    };
+    Ok(geometry.with_compat(compat.into()))
 }
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let geometry = local_geometry(args.preset, &args.image)?;
+    let geometry = local_geometry(args.preset, &args.image, args.compat)?;
     let len = usize::try_from(geometry.size()).context("the flash does not fit in memory")?;
     let trace =
         pflash::trace::read_trace_file(&args.trace).map_err(|e| trace_error(&args.trace, e))?;
@@ -413,7 +458,7 @@ fn migrate_out(
 }
 
 fn incoming(args: IncomingArgs) -> Result<ExitCode> {
-    let geometry = local_geometry(args.preset, &args.image)?;
+    let geometry = local_geometry(args.preset, &args.image, args.compat)?;
     let trace = match &args.then_replay {
         Some(path) => Some(pflash::trace::read_trace_file(path).map_err(|e| trace_error(path, e))?),
         None => None,
@@ -421,9 +466,21 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.timeout);
     let conn = accept(&args.listen, timeout)?;
     conn.set_read_timeout(Some(timeout))?;
-    let received = migration::incoming(&conn, &conn, &geometry, &args.image)
-        .with_context(|| format!("incoming migration on {}", args.listen))?;
+    let options = IncomingOptions {
+        accept_compat_mismatch: args.accept_compat_mismatch,
+    };
+    let received = match migration::incoming_with(&conn, &conn, &geometry, &args.image, &options) {
+        Ok(received) => received,
+        Err(e @ MigrationError::CompatMismatch { .. }) => {
+            return Err(anyhow!(e).context(format!(
+                "incoming migration on {} (--accept-compat-mismatch takes it anyway)",
+                args.listen
+            )))
+        }
+        Err(e) => return Err(anyhow!(e).context(format!("incoming migration on {}", args.listen))),
+    };
     let transfer = received.stats();
+    let source_compat = received.source_compat();
     let mut dev = received.into_device(Deferred::<FileStorage>::new(), Events::default());
 
     // The source closes the connection once it has stopped and released its image: only
@@ -472,6 +529,8 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     let output = if args.json {
         let doc = serde_json::json!({
             "image": args.image,
+            "compat": Compat::from(args.compat).name(),
+            "source_compat": source_compat.name(),
             "migration": transfer_json(&transfer),
             "commit": {
                 "bytes": commit.bytes,
@@ -503,6 +562,15 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
             },
             commit.elapsed.as_secs_f64() * 1e3
         );
+        if source_compat != Compat::from(args.compat) {
+            let _ = writeln!(
+                text,
+                "{}: the source ran {source_compat}, this device goes on as {} \
+                 (--accept-compat-mismatch)",
+                args.image.display(),
+                Compat::from(args.compat)
+            );
+        }
         if let Some(r) = replayed {
             let _ = writeln!(
                 text,
@@ -618,9 +686,10 @@ fn text_report(
     if let Some(r) = replayed {
         let _ = writeln!(
             text,
-            "{}: replayed {}: {} writes, {} reads (all matched), {} resets",
+            "{}: replayed {} as {}: {} writes, {} reads (all matched), {} resets",
             args.image.display(),
             args.trace.display(),
+            Compat::from(args.compat),
             r.writes,
             r.reads,
             r.resets
@@ -658,6 +727,7 @@ fn json_report(
         })),
         "image": args.image,
         "trace": args.trace,
+        "compat": Compat::from(args.compat).name(),
         "matched": mismatch.is_none(),
         "replayed": replayed.map(|r| serde_json::json!({
             "writes": r.writes,
