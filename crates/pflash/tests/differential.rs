@@ -4,7 +4,9 @@
 //! (`Stack::Debian12`'s QEMU 7.2 against `Compat::Qemu7_2`, `Stack::Current`'s
 //! QEMU 10.0 against `Compat::Qemu10_0`); every read must give the same value
 //! and, once QEMU has quit, its backing file must equal our memory byte for
-//! byte. Both QEMUs get the same sequences (same seeds, same templates).
+//! byte, and so must the registers QEMU migrates (wcycle, command, status,
+//! buffered-write counter), read from its own migration stream at the end.
+//! Both QEMUs get the same sequences (same seeds, same templates).
 //!
 //! Sequences are built from realistic command shapes (program + data, erase +
 //! confirm, buffered write with count, data and confirm, lock + confirm,
@@ -710,6 +712,26 @@ fn run_config(config: &Config, stack: Stack, seed: u64, ops_total: usize) -> Run
         }
     }
 
+    // The registers the guest cannot all read (the buffered-write counter), from QEMU's
+    // own migration stream.
+    let regs = qemu
+        .vars_vmstate()
+        .unwrap_or_else(|e| panic!("{}: {e}", config.name));
+    let st = dev.state();
+    let (theirs, ours) = (
+        (regs.wcycle, regs.cmd, regs.status, regs.counter),
+        (st.wcycle, st.cmd, st.status, st.counter),
+    );
+    if theirs != ours {
+        report_mismatch(
+            &run,
+            &log,
+            &format!(
+                "final registers (wcycle, cmd, status, counter) differ: QEMU {theirs:x?}, ours \
+                 {ours:x?}"
+            ),
+        );
+    }
     let file = qemu.stop();
     let qemu_image = fs::read(&file).unwrap();
     let ours = dev.memory();

@@ -483,6 +483,73 @@ impl QtestFlash {
         }
     }
 
+    /// The registers QEMU migrates for the vars flash (its `pflash_cfi01` vmstate section,
+    /// instance 1: pflash1), read from a real migration stream: QMP `migrate` to
+    /// `exec:cat > FILE` in the QEMU's temporary directory, then the section is looked up
+    /// in the file. QEMU stays paused afterwards (`postmigrate`) and still answers qtest.
+    ///
+    /// For what the guest cannot read, such as the buffered-write counter.
+    ///
+    /// ```no_run
+    /// # let vars = std::path::Path::new("vars.fd");
+    /// let mut flash = testkit::QtestFlash::start_q35(testkit::Stack::Current, vars).unwrap();
+    /// flash.write(0x10, 1, 0x70);
+    /// let regs = flash.vars_vmstate().unwrap();
+    /// assert_eq!((regs.cmd, regs.status), (0x70, 0x80));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// QMP refuses, the migration fails or does not complete within 30 s, or the stream has
+    /// no such section (the message says which).
+    pub fn vars_vmstate(&mut self) -> Result<PflashVmstate, String> {
+        self.sync();
+        let file = self.dir.path().join("vmstate.bin");
+        let command = format!(
+            r#"{{"execute":"migrate","arguments":{{"uri":"exec:cat > {}"}}}}"#,
+            file.display()
+        );
+        self.qmp_command(&command, None)?;
+        let deadline = Instant::now() + QEMU_TIMEOUT;
+        loop {
+            let status = self.qmp_query(r#"{"execute":"query-migrate"}"#)?;
+            if status.contains(r#""status": "completed""#) {
+                break;
+            }
+            if status.contains(r#""status": "failed""#) || Instant::now() > deadline {
+                return Err(format!(
+                    "migration to {} did not complete: {status}",
+                    file.display()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let stream = fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        PflashVmstate::find(&stream, 1).ok_or_else(|| {
+            format!(
+                "{}: no pflash_cfi01 section of instance 1 in the {}-byte migration stream",
+                file.display(),
+                stream.len()
+            )
+        })
+    }
+
+    /// Sends a QMP command and returns its `return` line.
+    fn qmp_query(&mut self, command: &str) -> Result<String, String> {
+        self.qmp_out
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(|e| format!("sending to QMP: {e}"))?;
+        loop {
+            let line = self.qmp_line()?;
+            if line.contains(r#""error""#) {
+                return Err(format!("QMP {command} failed: {}", line.trim()));
+            }
+            if line.starts_with(r#"{"return""#) {
+                return Ok(line);
+            }
+        }
+    }
+
     /// Quits QEMU (QMP `quit`, so the backing file is complete and closed)
     /// and returns the path of the file.
     ///
@@ -639,6 +706,52 @@ impl QtestFlash {
 impl Drop for QtestFlash {
     fn drop(&mut self) {
         KillOnDrop(self.child.take());
+    }
+}
+
+/// The `pflash_cfi01` vmstate fields (version 1) of one flash, as QEMU migrates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PflashVmstate {
+    /// Write cycle.
+    pub wcycle: u8,
+    /// Current command (0 is read array).
+    pub cmd: u8,
+    /// Status register.
+    pub status: u8,
+    /// Buffered-write counter.
+    pub counter: u64,
+}
+
+impl PflashVmstate {
+    /// Finds the full device section `pflash_cfi01` of `instance` in a QEMU migration stream
+    /// (`QEMU_VM_SECTION_FULL` 0x04, section id, the name with its length byte, instance id
+    /// and version id as big-endian u32, then the fields: three bytes and a big-endian u64).
+    fn find(stream: &[u8], instance: u32) -> Option<PflashVmstate> {
+        const NAME: &[u8] = b"\x0cpflash_cfi01";
+        let mut from = 0;
+        while let Some(at) = stream[from..]
+            .windows(NAME.len())
+            .position(|w| w == NAME)
+            .map(|p| from + p)
+        {
+            from = at + 1;
+            let fields = at + NAME.len();
+            let Some(rest) = stream.get(fields..fields + 8 + 11) else {
+                break;
+            };
+            let is_full_section = at >= 5 && stream[at - 5] == 0x04;
+            let id = u32::from_be_bytes(rest[..4].try_into().ok()?);
+            let version = u32::from_be_bytes(rest[4..8].try_into().ok()?);
+            if is_full_section && id == instance && version == 1 {
+                return Some(PflashVmstate {
+                    wcycle: rest[8],
+                    cmd: rest[9],
+                    status: rest[10],
+                    counter: u64::from_be_bytes(rest[11..19].try_into().ok()?),
+                });
+            }
+        }
+        None
     }
 }
 
@@ -807,6 +920,32 @@ mod tests {
             flash.write(0, 4, 0x00ff_00ff);
             assert_eq!(flash.read(0, 8), u64::from_le_bytes(*b"VARSHEAD"));
             drop(flash);
+        }
+    }
+
+    /// The vmstate of the vars flash, from a real migration stream of both QEMUs.
+    #[test]
+    fn vars_vmstate_comes_from_the_migration_stream() {
+        for stack in Stack::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let vars = copy_of("OVMF_VARS_4M.fd", dir.path());
+            let mut flash = QtestFlash::start_q35(stack, &vars).unwrap();
+            flash.write(0x10, 1, 0x50); // status 0
+            flash.write(0x10, 1, 0xe8);
+            flash.write(0x10, 1, 0x05);
+            let regs = flash.vars_vmstate().unwrap();
+            assert_eq!(
+                regs,
+                PflashVmstate {
+                    wcycle: 2,
+                    cmd: 0xe8,
+                    status: 0x80,
+                    counter: 5
+                },
+                "{stack:?}"
+            );
+            // Still answering qtest.
+            assert_eq!(flash.read(0x10, 1), 0x80);
         }
     }
 
