@@ -435,10 +435,11 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
                         u64::from(value & ((1u32 << (8 * u32::from(bytes))) - 1))
                     };
                     self.wcycle = 2;
-                    // Difference 1 (block address), QEMU 7.2 side: 7.2.9 backported the update
-                    // buffer of 284a7ee2e290 ("hw/pflash: implement update buffer for block
-                    // writes", QEMU 9.0), which stages the block at this count cycle, at the
-                    // count cycle's address. QEMU 10.0 stages it at the first data cycle.
+                    // Difference 1 (block address), QEMU 7.2 side: Debian 12's 7.2 has the
+                    // update buffer of 284a7ee2e290 ("hw/pflash: implement update buffer for
+                    // block writes", QEMU 9.0, backported to the 7.2.x stable series) without
+                    // its later fix, so it stages the block here, at the count cycle's
+                    // address. QEMU 10.0 stages it at the first data cycle (below).
                     if self.geometry.compat == Compat::Qemu7_2 {
                         self.blk_write_start(offset);
                     }
@@ -465,13 +466,14 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
             2 => match self.cmd {
                 0xe8 => {
                     // Differences 1 and 2, QEMU 10.0 side: 2563be6317fa ("hw/pflash: fix
-                    // block write start", QEMU 9.1, stable 9.0.1, not in 7.2.x) moved the
-                    // staging to the first data cycle, so the block is the one the data goes
-                    // to whatever address the count cycle used (its motivation: u-boot's
-                    // buffered writes only worked in the first block). It only stages while
-                    // the counter is not 0, so a buffered write of a single word (count 0) never opens a
-                    // block: its data cycle is a program error (status 0x90) and its confirm
-                    // is refused. QEMU 7.2 opened the block at the count cycle instead.
+                    // block write start", QEMU 9.1, stable 9.0.1; Debian 12's 7.2 does not
+                    // have it) moved the staging to the first data cycle, so the block is the
+                    // one the data goes to, whatever address the count cycle used (its
+                    // motivation: u-boot's buffered writes only worked in the first block).
+                    // It only stages while the counter is not 0, so a buffered write of a
+                    // single word (count 0) never opens a block: its data cycle is a program
+                    // error (status 0x90) and its confirm is refused. Checked against both
+                    // QEMUs by `tests/compat.rs`.
                     if self.geometry.compat == Compat::Qemu10_0
                         && self.blk_offset.is_none()
                         && self.counter != 0
