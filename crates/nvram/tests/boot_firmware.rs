@@ -11,7 +11,7 @@ mod common;
 use common::nvram_ok;
 use serde_json::Value;
 use std::path::Path;
-use testkit::{boot_ovmf, debian_firmware, OvmfBoot};
+use testkit::{boot_ovmf, debian_firmware, OvmfBoot, Stack};
 use varstore::decode::LoadOption;
 use varstore::{boot, guid, Varstore};
 
@@ -20,16 +20,32 @@ fn boot_list(vars: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn boot(vars: &Path, script: &str, files: Vec<(String, Vec<u8>)>) -> testkit::BootOutcome {
-    let code = debian_firmware("OVMF_CODE_4M.fd");
+fn boot_on(
+    stack: Stack,
+    vars: &Path,
+    script: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> testkit::BootOutcome {
+    let code = stack.firmware("OVMF_CODE_4M.fd");
     let mut boot = OvmfBoot::new(&code, vars, script);
+    boot.stack = stack;
     boot.files = files;
     boot.timeout = std::time::Duration::from_secs(240);
     boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"))
 }
 
 #[test]
-fn ovmf_tries_an_added_boot_next_entry_and_lists_it() {
+fn ovmf_2022_11_tries_an_added_boot_next_entry_and_lists_it() {
+    boot_next_entry(Stack::Debian12);
+}
+
+#[test]
+fn ovmf_2025_02_tries_an_added_boot_next_entry_and_lists_it() {
+    boot_next_entry(Stack::Current);
+}
+
+fn boot_next_entry(stack: Stack) {
+    let boot = |vars: &Path, script: &str, files| boot_on(stack, vars, script, files);
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vm_VARS.fd");
     let v = vars.to_str().unwrap();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use testkit::debian_firmware;
+use testkit::{debian_firmware, Arch, Stack};
 use varstore::{FirmwareVerdict, Varstore};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
@@ -24,7 +24,18 @@ type Variables = BTreeMap<(String, String), (u32, Vec<u8>)>;
 
 /// Boots OVMF on `vars` and returns the non-volatile variables its `dmpstore` lists.
 fn boot_and_dump(vars: &Path) -> Variables {
-    by_key(common::boot_and_dump("OVMF_CODE_4M.fd", vars, ""))
+    boot_and_dump_on(Stack::Debian12, vars)
+}
+
+/// [`boot_and_dump`] with the OVMF and QEMU of `stack`.
+fn boot_and_dump_on(stack: Stack, vars: &Path) -> Variables {
+    by_key(common::boot_and_dump_on(
+        stack,
+        Arch::X86_64,
+        "OVMF_CODE_4M.fd",
+        vars,
+        "",
+    ))
 }
 
 /// The live variables as `nvram export` sees them.
@@ -101,10 +112,10 @@ fn key(name: &str, guid: &str) -> (String, String) {
 
 /// Sets and deletes variables in a copy of the enrolled 4M template with `strategy`, boots,
 /// and compares.
-fn edit_template_and_boot(strategy: &str) {
+fn edit_template_and_boot(stack: Stack, strategy: &str) {
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vm_VARS.fd");
-    fs::copy(debian_firmware("OVMF_VARS_4M.ms.fd"), &vars).unwrap();
+    fs::copy(stack.firmware("OVMF_VARS_4M.ms.fd"), &vars).unwrap();
     let v = path_str(&vars);
     let s = ["--strategy", strategy];
     // Secure Boot off, or the firmware refuses the unsigned shell: an edit like any other.
@@ -176,12 +187,28 @@ fn edit_template_and_boot(strategy: &str) {
         ]
         .concat(),
     );
-    nvram_ok(&[&["delete", v, "Attempt 8"][..], &s].concat());
+    // A deletion: of a template variable where the template has one the firmware does not
+    // re-create (2022.11's iSCSI "Attempt 8"; 2025.02's template no longer has it), else of one
+    // we set first.
+    let deleted = match stack {
+        Stack::Debian12 => key("Attempt 8", "59324945-ec44-4c0d-b1cd-9db139df070c"),
+        Stack::Current => {
+            nvram_ok(
+                &[
+                    &["set", v, "NvramGone", "--guid", TEST_GUID, "--u8", "1"][..],
+                    &s,
+                ]
+                .concat(),
+            );
+            key("NvramGone", TEST_GUID)
+        }
+    };
+    nvram_ok(&[&["delete", v, &deleted.0, "--guid", &deleted.1][..], &s].concat());
     let before = fs::read(&vars).unwrap();
     let written = exported(&vars);
-    assert!(!written.contains_key(&key("Attempt 8", "59324945-ec44-4c0d-b1cd-9db139df070c")));
+    assert!(!written.contains_key(&deleted));
 
-    let firmware = boot_and_dump(&vars);
+    let firmware = boot_and_dump_on(stack, &vars);
     for name in ["NvramText", "NvramBytes", "NvramNumber"] {
         let k = key(name, TEST_GUID);
         assert_eq!(firmware.get(&k), written.get(&k), "{name}");
@@ -195,26 +222,43 @@ fn edit_template_and_boot(strategy: &str) {
         Some(&(3, vec![0]))
     );
     assert!(
-        !firmware.contains_key(&key("Attempt 8", "59324945-ec44-4c0d-b1cd-9db139df070c")),
+        !firmware.contains_key(&deleted),
         "the deleted variable stays deleted"
     );
     // Everything the firmware did not rewrite at boot is as we left it: the Secure Boot
-    // databases with their timestamps, the iSCSI attempts.
-    for name in ["PK", "KEK", "db", "dbx", "Attempt 1", "Attempt 7"] {
-        let ours = written.iter().find(|(k, _)| k.0 == name).unwrap();
+    // databases with their timestamps, and 2022.11's iSCSI attempts.
+    let kept: &[&str] = match stack {
+        Stack::Debian12 => &["PK", "KEK", "db", "dbx", "Attempt 1", "Attempt 7"],
+        Stack::Current => &["PK", "KEK", "db", "dbx"],
+    };
+    for name in kept {
+        let ours = written
+            .iter()
+            .find(|(k, _)| k.0 == *name)
+            .unwrap_or_else(|| panic!("{name} is not in the template"));
         assert_eq!(firmware.get(ours.0), Some(ours.1), "{name}");
     }
     check_after_boot(&vars, &before, &firmware);
 }
 
 #[test]
-fn ovmf_boots_a_template_edited_with_the_append_strategy() {
-    edit_template_and_boot("append");
+fn ovmf_2022_11_boots_a_template_edited_with_the_append_strategy() {
+    edit_template_and_boot(Stack::Debian12, "append");
 }
 
 #[test]
-fn ovmf_boots_a_template_edited_with_the_compact_strategy() {
-    edit_template_and_boot("compact");
+fn ovmf_2022_11_boots_a_template_edited_with_the_compact_strategy() {
+    edit_template_and_boot(Stack::Debian12, "compact");
+}
+
+#[test]
+fn ovmf_2025_02_boots_a_template_edited_with_the_append_strategy() {
+    edit_template_and_boot(Stack::Current, "append");
+}
+
+#[test]
+fn ovmf_2025_02_boots_a_template_edited_with_the_compact_strategy() {
+    edit_template_and_boot(Stack::Current, "compact");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use testkit::{boot_ovmf, debian_firmware, require_tool, BootError, OvmfBoot};
+use testkit::{boot_ovmf, debian_firmware, require_tool, BootError, OvmfBoot, Stack};
 
 const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
@@ -68,8 +68,20 @@ fn self_signed(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
 /// Boots `loader` as \EFI\BOOT\BOOTX64.EFI and returns the serial log once `stop_when`
 /// holds for it (the outcome the test checks is decided by then) or the timeout hits.
 fn boot_with(vars: &Path, loader: Vec<u8>, seconds: u64, stop_when: fn(&str) -> bool) -> String {
-    let code = debian_firmware("OVMF_CODE_4M.secboot.fd");
+    boot_on(Stack::Debian12, vars, loader, seconds, stop_when)
+}
+
+/// [`boot_with`] with the Secure Boot OVMF and the QEMU of `stack`.
+fn boot_on(
+    stack: Stack,
+    vars: &Path,
+    loader: Vec<u8>,
+    seconds: u64,
+    stop_when: fn(&str) -> bool,
+) -> String {
+    let code = stack.firmware("OVMF_CODE_4M.secboot.fd");
     let mut boot = OvmfBoot::new(&code, vars, "reset -s\n");
+    boot.stack = stack;
     boot.smm = true;
     boot.stop_when = Some(stop_when);
     boot.files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), loader)];
@@ -87,71 +99,17 @@ fn systemd_boot_started(serial: &str) -> bool {
 }
 
 #[test]
-fn firmware_enforces_enrolled_keys() {
-    let sbsign = require_tool("sbsign");
+fn ovmf_2025_02_enforces_enrolled_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = self_signed(dir.path(), "db", "nvram test key");
-    let signed = dir.path().join("signed.efi");
-    run(
-        &sbsign,
-        &[
-            "--key",
-            path_str(&key),
-            "--cert",
-            path_str(&cert),
-            "--output",
-            path_str(&signed),
-            SYSTEMD_BOOT,
-        ],
-    );
-    let unsigned = fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
-    let signed = fs::read(&signed).unwrap();
+    enforces_enrolled_keys(Stack::Current, dir.path());
+}
+
+#[test]
+fn ovmf_2022_11_enforces_enrolled_keys_and_microsofts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = enforces_enrolled_keys(Stack::Debian12, dir.path());
     let blank = fs::read(debian_firmware("OVMF_VARS_4M.fd")).unwrap();
-
-    // 1. Setup mode: anything runs.
-    let vars = dir.path().join("setup.fd");
-    fs::write(&vars, &blank).unwrap();
-    let serial = boot_with(&vars, unsigned.clone(), 60, systemd_boot_started);
-    assert!(
-        systemd_boot_started(&serial) && !serial.contains("Security Violation"),
-        "setup mode did not start the unsigned binary:\n{serial}"
-    );
-
-    // 2. Enrolled: unsigned refused, signed accepted.
-    let vars = dir.path().join("enrolled.fd");
-    fs::write(&vars, &blank).unwrap();
     let c = path_str(&cert);
-    nvram_ok(&[
-        "secureboot",
-        "enroll",
-        path_str(&vars),
-        "--pk",
-        c,
-        "--kek",
-        c,
-        "--db",
-        c,
-    ]);
-    let enrolled = fs::read(&vars).unwrap();
-    let serial = boot_with(&vars, unsigned, 60, refused_or_started);
-    assert!(
-        serial.contains("Security Violation") && !systemd_boot_started(&serial),
-        "the unsigned binary was not refused:\n{serial}"
-    );
-    fs::write(&vars, &enrolled).unwrap();
-    let serial = boot_with(&vars, signed.clone(), 60, refused_or_started);
-    assert!(
-        systemd_boot_started(&serial) && !serial.contains("Security Violation"),
-        "the signed binary did not start:\n{serial}"
-    );
-    // Revoked: the signing certificate in dbx (`add-dbx CERT`) overrides db.
-    fs::write(&vars, &enrolled).unwrap();
-    nvram_ok(&["secureboot", "add-dbx", path_str(&vars), c]);
-    let serial = boot_with(&vars, signed, 60, refused_or_started);
-    assert!(
-        serial.contains("Security Violation") && !systemd_boot_started(&serial),
-        "the binary signed by a revoked certificate was not refused:\n{serial}"
-    );
 
     // 3. Microsoft profile: Debian's Microsoft-signed shim starts.
     let vars = dir.path().join("microsoft.fd");
@@ -174,6 +132,79 @@ fn firmware_enforces_enrolled_keys() {
         "all",
     ]);
     assert_shim_starts(&vars, "Microsoft's certificates and dbx");
+}
+
+/// Setup mode runs anything; with our own PK/KEK/db the stack's Secure Boot OVMF refuses an
+/// unsigned binary, runs a signed one, and refuses it again once its certificate is in dbx.
+/// Returns the certificate (the key pair lives in `dir`).
+fn enforces_enrolled_keys(stack: Stack, dir: &Path) -> PathBuf {
+    let boot_with =
+        |vars: &Path, loader, seconds, stop_when| boot_on(stack, vars, loader, seconds, stop_when);
+    let sbsign = require_tool("sbsign");
+    let (key, cert) = self_signed(dir, "db", "nvram test key");
+    let signed = dir.join("signed.efi");
+    run(
+        &sbsign,
+        &[
+            "--key",
+            path_str(&key),
+            "--cert",
+            path_str(&cert),
+            "--output",
+            path_str(&signed),
+            SYSTEMD_BOOT,
+        ],
+    );
+    let unsigned = fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
+    let signed = fs::read(&signed).unwrap();
+    let blank = fs::read(stack.firmware("OVMF_VARS_4M.fd")).unwrap();
+
+    // 1. Setup mode: anything runs.
+    let vars = dir.join("setup.fd");
+    fs::write(&vars, &blank).unwrap();
+    let serial = boot_with(&vars, unsigned.clone(), 60, systemd_boot_started);
+    assert!(
+        systemd_boot_started(&serial) && !refused(&serial),
+        "setup mode did not start the unsigned binary:\n{serial}"
+    );
+
+    // 2. Enrolled: unsigned refused, signed accepted.
+    let vars = dir.join("enrolled.fd");
+    fs::write(&vars, &blank).unwrap();
+    let c = path_str(&cert);
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        path_str(&vars),
+        "--pk",
+        c,
+        "--kek",
+        c,
+        "--db",
+        c,
+    ]);
+    let enrolled = fs::read(&vars).unwrap();
+    let serial = boot_with(&vars, unsigned, 60, refused_or_started);
+    assert!(
+        refused(&serial) && !systemd_boot_started(&serial),
+        "the unsigned binary was not refused:\n{serial}"
+    );
+    fs::write(&vars, &enrolled).unwrap();
+    let serial = boot_with(&vars, signed.clone(), 60, refused_or_started);
+    assert!(
+        systemd_boot_started(&serial) && !refused(&serial),
+        "the signed binary did not start:\n{serial}"
+    );
+    // Revoked: the signing certificate in dbx (`add-dbx CERT`) overrides db.
+    fs::write(&vars, &enrolled).unwrap();
+    nvram_ok(&["secureboot", "add-dbx", path_str(&vars), c]);
+    let serial = boot_with(&vars, signed, 60, refused_or_started);
+    assert!(
+        refused(&serial) && !systemd_boot_started(&serial),
+        "the binary signed by a revoked certificate was not refused:\n{serial}"
+    );
+
+    cert
 }
 
 /// `vars` as `blank` with `cert` as PK and KEK and all of Microsoft's KEK and db certificates.
@@ -199,7 +230,7 @@ fn assert_shim_starts(vars: &Path, enrolled: &str) -> String {
     let serial = boot_with(vars, shim, 60, internal_shell_refused);
     let refused_disk = serial
         .lines()
-        .any(|l| l.contains("Non-Block Boot Device") && l.contains("Security Violation"));
+        .any(|l| l.contains("Non-Block Boot Device") && refused(l));
     assert!(
         shim_started(&serial) && !refused_disk,
         "shim did not start with {enrolled}:\n{serial}"
@@ -210,7 +241,14 @@ fn assert_shim_starts(vars: &Path, enrolled: &str) -> String {
 /// The loader either started or the firmware refused it (it reports the violation before it
 /// would run anything else from the disk).
 fn refused_or_started(serial: &str) -> bool {
-    serial.contains("Security Violation") || systemd_boot_started(serial)
+    refused(serial) || systemd_boot_started(serial)
+}
+
+/// The firmware refused an image because of the Secure Boot databases. BdsDxe names the status
+/// LoadImage returned: edk2 2022.11 says "Security Violation", edk2 2025.02 "Access Denied"
+/// (measured under QEMU 7.2 and 10.0 with the same keys and binaries).
+fn refused(serial: &str) -> bool {
+    serial.contains("Security Violation") || serial.contains("Access Denied")
 }
 
 /// The firmware got past the disk's loader (shim, which returns without grub) to its own
@@ -218,7 +256,7 @@ fn refused_or_started(serial: &str) -> bool {
 fn internal_shell_refused(serial: &str) -> bool {
     serial
         .lines()
-        .any(|l| l.contains("EFI Internal Shell") && l.contains("Security Violation"))
+        .any(|l| l.contains("EFI Internal Shell") && refused(l))
 }
 
 /// shim, started without grub next to it, complains about the missing second stage.
@@ -236,7 +274,7 @@ const GRUB_MARKER: &str = "nvram-grub-config-ran";
 /// grub ran its configuration, or the firmware refused the disk's loader and went on to its
 /// own shell (refused, too, in user mode).
 fn grub_ran_or_refused(serial: &str) -> bool {
-    serial.contains(GRUB_MARKER) || serial.contains("Security Violation")
+    serial.contains(GRUB_MARKER) || refused(serial)
 }
 
 /// With only the Debian CA in db (`--distro debian`), the firmware itself verifies Debian's
