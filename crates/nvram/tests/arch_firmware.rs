@@ -12,10 +12,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{boot_and_dump_on, exported, nvram_ok, path_str, Variable};
-use testkit::{
-    boot_ovmf, parse_dmpstore, require_tool, Arch, BootError, BootOutcome, OvmfBoot, Stack,
+use common::{
+    assert_same_variables, boot_and_dump_on, exported, nvram_ok, path_str, sbsign, self_signed,
+    Variable,
 };
+use testkit::{boot_ovmf, parse_dmpstore, Arch, BootError, BootOutcome, OvmfBoot, Stack};
 use varstore::{FirmwareVerdict, Varstore};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
@@ -28,14 +29,9 @@ fn create(dir: &Path, layout: &str) -> PathBuf {
     vars
 }
 
+/// nvram reads what the firmware wrote, and the firmware will accept the store as it is.
 fn assert_same(firmware: &VariableSet, vars: &Path) {
-    let ours: VariableSet = exported(vars);
-    let missing: Vec<_> = firmware.difference(&ours).map(|v| (&v.0, &v.1)).collect();
-    let extra: Vec<_> = ours.difference(firmware).map(|v| (&v.0, &v.1)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "firmware and nvram disagree.\n  only in dmpstore: {missing:?}\n  only in nvram: {extra:?}"
-    );
+    assert_same_variables(firmware, &exported(vars));
     let image = fs::read(vars).unwrap();
     let store = Varstore::parse(&image).unwrap();
     assert_eq!(
@@ -177,40 +173,6 @@ fn aavmf_sees_a_variable_we_set_and_tries_a_boot_next_entry_we_added() {
     eprintln!("AAVMF boot took {:?}", outcome.elapsed);
 }
 
-/// Signs `input` with `key`/`cert` by sbsign.
-fn sign(dir: &Path, key: &Path, cert: &Path, input: &Path) -> Vec<u8> {
-    let output = dir.join("signed.efi");
-    let out = std::process::Command::new(require_tool("sbsign"))
-        .args(["--key", path_str(key), "--cert", path_str(cert), "--output"])
-        .arg(&output)
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sbsign: {out:?}");
-    fs::read(&output).unwrap()
-}
-
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let key = dir.join("db.key");
-    let cert = dir.join("db.pem");
-    let out = std::process::Command::new(require_tool("openssl"))
-        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args([
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=nvram arm64 test key",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl: {out:?}");
-    (key, cert)
-}
-
 const SIGNED_MARKER: &str = "NVRAM-REMOVABLE-SHELL-RAN";
 
 /// The outcome on the console: a refusal, or the removable-media shell ran our script.
@@ -243,12 +205,12 @@ fn boot_secure(vars: &Path, loader: Vec<u8>) -> String {
 #[test]
 fn aavmf_secure_boot_enforces_keys_we_enrolled() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = self_signed(dir.path());
+    let (key, cert) = self_signed(dir.path(), "db", "nvram arm64 test key");
     // edk2's UEFI shell built as a standalone arm64 application (Debian 13's efi-shell-aa64):
     // an unsigned binary that, once signed, shows it ran by executing startup.nsh.
     let shell = testkit::peers().join("edk2-2025.02/usr/share/efi-shell-aa64/shellaa64.efi");
     let unsigned = fs::read(&shell).unwrap_or_else(|e| panic!("{}: {e}", shell.display()));
-    let signed = sign(dir.path(), &key, &cert, &shell);
+    let signed = sbsign(&key, &cert, &shell, &dir.path().join("signed.efi"));
 
     let vars = create(dir.path(), "aavmf");
     let c = path_str(&cert);

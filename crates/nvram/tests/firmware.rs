@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{boot_and_dump_on, exported, nvram, Variable};
+use common::{assert_same_variables, boot_and_dump_on, exported, nvram, Variable};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -15,15 +15,6 @@ use varstore::{FirmwareVerdict, Varstore};
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
 
 type VariableSet = BTreeSet<Variable>;
-
-fn assert_same(firmware: &VariableSet, ours: &VariableSet) {
-    let missing: Vec<_> = firmware.difference(ours).map(|v| (&v.0, &v.1)).collect();
-    let extra: Vec<_> = ours.difference(firmware).map(|v| (&v.0, &v.1)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "firmware and nvram disagree.\n  only in dmpstore: {missing:?}\n  only in nvram: {extra:?}"
-    );
-}
 
 fn set_test_variables() -> String {
     [
@@ -65,7 +56,7 @@ fn boot_created_store(stack: Stack) {
         firmware.iter().any(|v| v.0 == "Boot0000"),
         "the firmware created its boot entries"
     );
-    assert_same(&firmware, &exported(&vars));
+    assert_same_variables(&firmware, &exported(&vars));
 
     let image = fs::read(&vars).unwrap();
     let store = Varstore::parse(&image).unwrap();
@@ -106,7 +97,7 @@ fn boot_template(stack: Stack, code: &str, template: &str) {
     switch_secure_boot_off(&vars);
     let firmware = boot_and_dump(stack, code, &vars, &set_test_variables());
     assert!(firmware.iter().any(|v| v.0 == "NvramBytes" && v.2 == 0x3));
-    assert_same(&firmware, &exported(&vars));
+    assert_same_variables(&firmware, &exported(&vars));
     let image = fs::read(&vars).unwrap();
     let store = Varstore::parse(&image).unwrap();
     assert_eq!(
@@ -272,7 +263,7 @@ fn assert_reclaimed(firmware: &VariableSet, vars: &Path, times: u32, area_len: u
         "the last rewrite wins"
     );
     assert!(firmware.iter().any(|v| v.0 == "NvramAfter"));
-    assert_same(firmware, &exported(vars));
+    assert_same_variables(firmware, &exported(vars));
 
     let image = fs::read(vars).unwrap();
     let store = Varstore::parse(&image).unwrap();

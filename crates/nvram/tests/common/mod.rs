@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use testkit::{boot_ovmf, debian_firmware, parse_dmpstore, Arch, OvmfBoot, Stack, ATTR_NV};
+use testkit::{
+    boot_ovmf, debian_firmware, parse_dmpstore, require_tool, Arch, OvmfBoot, Stack, ATTR_NV,
+};
 
 /// One variable: (name, guid, attributes, data).
 pub type Variable = (String, String, u32, Vec<u8>);
@@ -101,4 +104,71 @@ pub fn exported<C: FromIterator<Variable>>(vars: &Path) -> C {
             )
         })
         .collect()
+}
+
+/// Asserts that the firmware's `dmpstore` and nvram list the same variables, naming the
+/// differences.
+pub fn assert_same_variables(firmware: &BTreeSet<Variable>, ours: &BTreeSet<Variable>) {
+    let missing: Vec<_> = firmware.difference(ours).map(|v| (&v.0, &v.1)).collect();
+    let extra: Vec<_> = ours.difference(firmware).map(|v| (&v.0, &v.1)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "firmware and nvram disagree.\n  only in dmpstore: {missing:?}\n  only in nvram: {extra:?}"
+    );
+}
+
+/// Runs `program` with `args` and asserts that it succeeded, showing its stderr otherwise.
+pub fn run_tool(program: &Path, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new RSA-2048 key and self-signed certificate `NAME.key`/`NAME.pem` in `dir` (openssl).
+pub fn self_signed(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    let subject = format!("/CN={cn}");
+    run_tool(
+        &require_tool("openssl"),
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            &subject,
+            "-keyout",
+            path_str(&key),
+            "-out",
+            path_str(&cert),
+        ],
+    );
+    (key, cert)
+}
+
+/// `input` signed for Secure Boot with `key`/`cert` (sbsign), written to `output` and returned.
+pub fn sbsign(key: &Path, cert: &Path, input: &Path, output: &Path) -> Vec<u8> {
+    run_tool(
+        &require_tool("sbsign"),
+        &[
+            "--key",
+            path_str(key),
+            "--cert",
+            path_str(cert),
+            "--output",
+            path_str(output),
+            path_str(input),
+        ],
+    );
+    std::fs::read(output).unwrap()
 }
