@@ -240,6 +240,11 @@ fn live_migration(stack: Stack) {
         "the destination should exit with an error: {status:?}"
     );
     let stderr = dst_wrong.stderr();
+    eprintln!(
+        "QEMU {} destination said: {}",
+        stack.qemu_version(),
+        stderr.trim()
+    );
     assert!(
         stderr.contains("Size mismatch: system.flash1: 0x84000 != 0x20000"),
         "QEMU's destination said: {stderr}"
