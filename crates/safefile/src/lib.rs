@@ -22,6 +22,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod input;
+pub use input::{read_bounded, read_input, Accept, FileKind, Input, InputError};
+
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
