@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod edit;
+pub mod escape;
 pub mod files;
 pub mod firmware;
 pub mod inspect;

@@ -1,7 +1,11 @@
 //! `nvram`: create, inspect and check UEFI variable stores of virtual machines.
 //!
 //! Exit status: 0 success; 1 a check found problems or a variable was not found; 2 an error
-//! (unreadable file, not a varstore, bad arguments).
+//! (unreadable file, not a varstore, bad arguments; the file written is unchanged); 3 the new
+//! content is in place but may not be durable (the fsync of the directory after the rename
+//! failed: a host crash may bring the old content back; the message names the file). A stdout closed by its reader ends the
+//! output quietly and does not change the status; nor does a stderr that cannot be written
+//! (see `cli/out.rs`).
 
 mod cli;
 
@@ -12,14 +16,63 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
-            if error
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            {
-                return ExitCode::SUCCESS;
+            cli::out::message!("nvram: error: {}", causes(&error));
+            if error.chain().any(nvram::files::is_not_durable) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(2)
             }
-            eprintln!("nvram: error: {error:#}");
-            ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes, `: `-separated, each said once. Our error types often put their
+/// cause in their message and also return it as `source()` (`"{path}: {action}: {source}"`
+/// with `#[source]`), which `{:#}` would print twice (`… (os error 2): … (os error 2)`); a
+/// cause whose text is already in the message is left out.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("vm.fd: cannot open: {source}")]
+    struct Embedding {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let error = anyhow::Error::new(Embedding { source: io }).context("cannot import x.json");
+        let text = super::causes(&error);
+        assert_eq!(text.matches("(os error 2)").count(), 1, "{text}");
+        assert!(
+            text.starts_with("cannot import x.json: vm.fd: cannot open: "),
+            "{text}"
+        );
+        let plain = Err::<(), _>(std::io::Error::from_raw_os_error(13))
+            .context("cannot read y")
+            .unwrap_err();
+        let text = super::causes(&plain);
+        assert!(
+            text.starts_with("cannot read y: ") && text.ends_with("(os error 13)"),
+            "{text}"
+        );
     }
 }

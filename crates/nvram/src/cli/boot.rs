@@ -1,8 +1,10 @@
 //! `nvram boot`: list, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 
+use super::out::message;
 use super::set::{note_free_space, StrategyArg};
 use super::Loaded;
 use anyhow::{anyhow, bail, Result};
+use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -180,7 +182,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
             "boot_next": config.next.map(|n| format!("{n:04X}")),
             "entries": entries,
         });
-        out = serde_json::to_string_pretty(&doc)? + "\n";
+        out = nvram::escape::to_json_pretty(&doc)? + "\n";
     } else {
         let order: Vec<String> = config.order.iter().map(|n| format!("{n:04X}")).collect();
         let _ = writeln!(out, "BootOrder: {}", order.join(","));
@@ -203,8 +205,10 @@ fn list(args: ListArgs) -> Result<ExitCode> {
                         ""
                     };
                     format!(
-                        "{mark} Boot{:04X}  {:?}  {}{inactive}",
-                        e.number, o.description, o.device_path
+                        "{mark} Boot{:04X}  \"{}\"  {}{inactive}",
+                        e.number,
+                        terminal(&o.description),
+                        terminal(&o.device_path)
                     )
                 }
                 None => format!("{mark} Boot{:04X}  <malformed load option>", e.number),
@@ -215,7 +219,11 @@ fn list(args: ListArgs) -> Result<ExitCode> {
             let _ = writeln!(out, "! Boot{n:04X}  <in BootOrder but missing>");
         }
     }
-    super::emit(None, false, out.as_bytes())?;
+    if args.json {
+        super::emit(None, false, out.as_bytes())?;
+    } else {
+        super::out::text(&out)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -257,12 +265,12 @@ fn add(args: AddArgs) -> Result<ExitCode> {
     let edited = edit(&args.file, |editor| {
         boot::add(editor, &spec, placement, strategy)
     })?;
-    println!("Boot{:04X}", edited.value);
-    eprintln!(
-        "{}: added Boot{:04X} {:?}",
+    super::out::report(&format!("Boot{:04X}\n", edited.value));
+    message!(
+        "{}: added Boot{:04X} \"{}\"",
         args.file.display(),
         edited.value,
-        args.description
+        terminal(&args.description)
     );
     note_free_space(&edited);
     Ok(ExitCode::SUCCESS)
@@ -281,7 +289,7 @@ fn order(args: OrderArgs) -> Result<ExitCode> {
     })?;
     let text: Vec<String> = order.iter().map(|n| format!("{n:04X}")).collect();
     let what = if edited.written { "set" } else { "unchanged" };
-    eprintln!(
+    message!(
         "{}: BootOrder {what}: {}",
         args.file.display(),
         text.join(",")
@@ -294,7 +302,7 @@ fn remove(args: RemoveArgs) -> Result<ExitCode> {
     let n = number(&args.number)?;
     let strategy = Strategy::from(args.strategy);
     let edited = edit(&args.file, |editor| boot::remove(editor, n, strategy))?;
-    eprintln!("{}: removed Boot{n:04X}", args.file.display());
+    message!("{}: removed Boot{n:04X}", args.file.display());
     note_free_space(&edited);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,4 @@
+use super::out::message;
 use anyhow::{anyhow, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })?;
     let image = layout.create();
     nvram::files::write_output(&args.file, &image, args.force)?;
-    eprintln!(
+    message!(
         "created {} ({}, {} bytes)",
         args.file.display(),
         layout.description,

@@ -1,3 +1,4 @@
+use super::out::message;
 use super::set::StrategyArg;
 use anyhow::{anyhow, bail, Result};
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .transpose()?;
     let strategy = Strategy::from(args.strategy);
     let name = args.name.as_str();
+    let shown = nvram::escape::terminal(name);
     let guid = match wanted {
         Some(g) => g,
         // Resolved from a first read; the locked edit below checks again that it is live.
@@ -54,7 +56,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 many => {
                     let list: Vec<String> = many.iter().map(ToString::to_string).collect();
                     bail!(
-                        "{}: {} variables are named {name}; choose one with --guid: {}",
+                        "{}: {} variables are named {shown}; choose one with --guid: {}",
                         args.file.display(),
                         many.len(),
                         list.join(", ")
@@ -77,8 +79,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ""
     };
-    eprintln!(
-        "{}: {name} {guid}: {}{how}",
+    message!(
+        "{}: {shown} {guid}: {}{how}",
         args.file.display(),
         outcome.change
     );
@@ -86,10 +88,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn not_found(args: &Args) -> Result<ExitCode> {
-    eprintln!(
+    message!(
         "nvram: {}: no variable {}{}; nothing was changed",
         args.file.display(),
-        args.name,
+        nvram::escape::terminal(&args.name),
         args.guid
             .as_deref()
             .map(|g| format!(" with GUID {g}"))

@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             variables: Vec::new(),
         },
     };
-    let json = serde_json::to_string_pretty(&list)? + "\n";
+    let json = nvram::escape::to_json_pretty(&list)? + "\n";
     super::emit(args.output.as_deref(), args.force, json.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
 //! `nvram firmware`: QEMU firmware descriptors; and the `--template` / `--firmware` choice
 //! that `prepare` and `reset` share.
 
+use super::out::message;
 use anyhow::{anyhow, Context, Result};
+use nvram::escape::terminal;
 use nvram::firmware::{self, Catalog, Criteria, Firmware};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -38,7 +40,7 @@ impl Dirs {
             Catalog::load(&self.dirs)
         };
         for skipped in &catalog.skipped {
-            eprintln!(
+            message!(
                 "nvram: warning: {}: skipped: {}",
                 skipped.path.display(),
                 skipped.reason
@@ -103,7 +105,7 @@ impl Needs {
                 .qemu
                 .clone()
                 .unwrap_or_else(|| firmware::qemu_binary(architecture));
-            eprintln!(
+            message!(
                 "nvram: note: machine {machine} is {resolved} ({})",
                 binary.display()
             );
@@ -266,10 +268,12 @@ fn list(args: ListArgs) -> Result<ExitCode> {
             "firmware": shown,
             "skipped": catalog.skipped,
         });
-        out = serde_json::to_string_pretty(&doc)? + "\n";
+        out = nvram::escape::to_json_pretty(&doc)? + "\n";
     } else {
-        let width = shown.iter().map(|f| f.name.len()).max().unwrap_or(0);
-        for f in &shown {
+        // Descriptors are input files: their text is escaped, and aligned as printed.
+        let names: Vec<_> = shown.iter().map(|f| terminal(&f.name)).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        for (f, name) in shown.iter().zip(&names) {
             let d = &f.descriptor;
             let targets: Vec<String> = d
                 .targets
@@ -278,16 +282,15 @@ fn list(args: ListArgs) -> Result<ExitCode> {
                 .collect();
             let _ = writeln!(
                 out,
-                "{:<width$}  {:<5} {:<16} {:<36} {}",
-                f.name,
-                d.interface_types.join(","),
-                f.mapping_summary(),
-                targets.join(" "),
-                d.features.join(",")
+                "{name:<width$}  {:<5} {:<16} {:<36} {}",
+                terminal(&d.interface_types.join(",")),
+                terminal(&f.mapping_summary()),
+                terminal(&targets.join(" ")),
+                terminal(&d.features.join(","))
             );
         }
         if shown.is_empty() {
-            eprintln!(
+            message!(
                 "nvram: no firmware descriptor fits ({criteria}) in {}",
                 catalog
                     .dirs
@@ -298,7 +301,11 @@ fn list(args: ListArgs) -> Result<ExitCode> {
             );
         }
     }
-    super::emit(None, false, out.as_bytes())?;
+    if args.json {
+        super::emit(None, false, out.as_bytes())?;
+    } else {
+        super::out::text(&out)?;
+    }
     Ok(if shown.is_empty() {
         ExitCode::from(1)
     } else {
@@ -317,10 +324,10 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
     let doc = if args.json {
         serde_json::json!({ "name": firmware.name, "path": firmware.path, "descriptor": firmware.raw })
     } else {
-        eprintln!("{}", firmware.path.display());
+        message!("{}", firmware.path.display());
         firmware.raw.clone()
     };
-    let out = serde_json::to_string_pretty(&doc).context("cannot format the descriptor")? + "\n";
+    let out = nvram::escape::to_json_pretty(&doc).context("cannot format the descriptor")? + "\n";
     super::emit(None, false, out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,7 @@
+use super::out::message;
 use super::Loaded;
 use anyhow::{anyhow, bail, Result};
+use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +38,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .transpose()?;
     let loaded = Loaded::read(&args.file)?;
     let Some(store) = loaded.parse()? else {
-        eprintln!("nvram: {}: no variable {}", args.file.display(), args.name);
+        message!(
+            "nvram: {}: no variable {}",
+            args.file.display(),
+            terminal(&args.name)
+        );
         return Ok(ExitCode::from(1));
     };
     let matches: Vec<_> = store
@@ -46,7 +52,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .collect();
     let record = match matches.as_slice() {
         [] => {
-            eprintln!("nvram: {}: no variable {}", args.file.display(), args.name);
+            message!(
+                "nvram: {}: no variable {}",
+                args.file.display(),
+                terminal(&args.name)
+            );
             return Ok(ExitCode::from(1));
         }
         [one] => *one,
@@ -56,22 +66,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 "{}: {} variables are named {}; choose one with --guid: {}",
                 args.file.display(),
                 many.len(),
-                args.name,
+                terminal(&args.name),
                 guids.join(", ")
             );
         }
     };
-    let output: Vec<u8> = if args.raw {
-        record.data.to_vec()
+    if args.raw {
+        super::emit(None, false, record.data)?;
     } else if args.hex {
-        format!("{}\n", hex::encode(record.data)).into_bytes()
+        super::emit(
+            None,
+            false,
+            format!("{}\n", hex::encode(record.data)).as_bytes(),
+        )?;
     } else if args.json {
         let json = varstore::json::JsonVariable::from_record(record);
-        (serde_json::to_string_pretty(&json)? + "\n").into_bytes()
+        super::emit(
+            None,
+            false,
+            (nvram::escape::to_json_pretty(&json)? + "\n").as_bytes(),
+        )?;
     } else {
         let view = nvram::inspect::VariableView::new(record);
         let mut text = String::new();
-        let _ = writeln!(text, "name:       {}", view.name);
+        let _ = writeln!(text, "name:       {}", terminal(&view.name));
         let _ = writeln!(text, "guid:       {}", view.guid);
         let _ = writeln!(
             text,
@@ -84,12 +102,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let _ = writeln!(text, "time:       {time}");
         }
         if let Some(value) = &view.value {
-            let _ = writeln!(text, "value:      {value}");
+            let _ = writeln!(text, "value:      {}", terminal(value));
         }
         text.push_str(&hexdump(record.data));
-        text.into_bytes()
-    };
-    super::emit(None, false, &output)?;
+        super::out::text(&text)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,6 @@
 use super::Loaded;
 use anyhow::Result;
+use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,29 +24,36 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(store) => nvram::inspect::variables(&store, args.all),
         None => Vec::new(),
     };
-    let mut out = String::new();
     if args.json {
         let doc = serde_json::json!({ "file": args.file, "variables": views });
-        out = serde_json::to_string_pretty(&doc)? + "\n";
-    } else {
-        let name_width = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
-        for v in &views {
-            let prefix = if args.all {
-                format!("{:#08x} {:<13} ", v.offset, v.state)
-            } else {
-                String::new()
-            };
-            let value = v.value.as_deref().unwrap_or("");
-            let line = format!(
-                "{prefix}{}  {:<name_width$}  {:<10} {:>6}  {value}",
-                v.guid,
-                v.name,
-                v.flags.join(","),
-                v.size
-            );
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
+        let json = nvram::escape::to_json_pretty(&doc)? + "\n";
+        super::emit(None, false, json.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
     }
-    super::emit(None, false, out.as_bytes())?;
+    // Names and values come from the store: escaped, and aligned as they are printed.
+    let names: Vec<_> = views.iter().map(|v| terminal(&v.name)).collect();
+    let name_width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    for (v, name) in views.iter().zip(&names) {
+        let prefix = if args.all {
+            format!("{:#08x} {:<13} ", v.offset, v.state)
+        } else {
+            String::new()
+        };
+        let value = terminal(v.value.as_deref().unwrap_or(""));
+        let line = format!(
+            "{prefix}{}  {name:<name_width$}  {:<10} {:>6}  {value}",
+            v.guid,
+            v.flags.join(","),
+            v.size
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    super::out::text(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `nvram prepare`: instantiate or verify a VM's varstore before QEMU starts.
 
 use super::firmware::{firmware_json, TemplateSource};
+use super::out::message;
 use anyhow::{Context, Result};
 use nvram::prepare::{self, Template};
 use std::path::PathBuf;
@@ -40,15 +41,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 doc["incoming"] = args.incoming.into();
                 doc["firmware"] = firmware.unwrap_or_default();
                 doc["machine"] = chosen.machine.clone().into();
-                super::emit(
-                    None,
-                    false,
-                    (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
-                )?;
+                // The file is prepared: failing to print the report does not change that.
+                super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
             } else {
-                eprintln!("{prepared}");
+                message!("{prepared}");
                 if let Some(f) = &chosen.firmware {
-                    eprintln!("firmware: {} ({})", f.name, f.descriptor.description);
+                    message!("firmware: {} ({})", f.name, f.descriptor.description);
                 }
             }
             if !prepared.locks.is_empty() {
@@ -58,7 +56,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 } else {
                     "a VM seems to be running on it already; QEMU will refuse a second one"
                 };
-                eprintln!(
+                message!(
                     "nvram: note: {} is locked ({}): {note}",
                     args.nvram.display(),
                     locks.join(", ")
@@ -80,10 +78,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 super::emit(
                     None,
                     false,
-                    (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+                    (nvram::escape::to_json_pretty(&doc)? + "\n").as_bytes(),
                 )?;
             }
-            eprintln!("nvram: {e}");
+            message!("nvram: {e}");
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e).with_context(|| format!("cannot prepare {}", args.nvram.display())),

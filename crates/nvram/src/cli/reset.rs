@@ -1,6 +1,7 @@
 //! `nvram reset`: re-instantiate a VM's varstore from its template.
 
 use super::firmware::{firmware_json, TemplateSource};
+use super::out::message;
 use anyhow::{Context, Result};
 use nvram::prepare::{self, Template};
 use std::path::PathBuf;
@@ -35,13 +36,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .as_ref()
             .map(firmware_json)
             .unwrap_or_default();
-        super::emit(
-            None,
-            false,
-            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
-        )?;
+        // The file is reset: failing to print the report does not change that.
+        super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
     } else {
-        eprintln!("{reset}");
+        message!("{reset}");
     }
     Ok(ExitCode::SUCCESS)
 }

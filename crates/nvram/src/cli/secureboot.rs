@@ -1,3 +1,4 @@
+use super::out::message;
 use super::set::StrategyArg;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
@@ -277,8 +278,8 @@ fn enroll(args: EnrollArgs) -> Result<ExitCode> {
             let _ = std::fs::remove_file(cert);
         }
         (Ok(_), Some((key, cert, _))) => {
-            eprintln!("{}: PK private key: {}", args.file.display(), key.display());
-            eprintln!(
+            message!("{}: PK private key: {}", args.file.display(), key.display());
+            message!(
                 "{}: PK certificate: {}",
                 args.file.display(),
                 cert.display()
@@ -382,7 +383,7 @@ fn report(file: &Path, c: &sb::VariableChange) {
         .map(|t| format!(", time {t}"))
         .unwrap_or_default();
     if c.entries > 0 {
-        eprintln!(
+        message!(
             "{}: {}: {} ({} entries, {} new{time})",
             file.display(),
             c.name,
@@ -391,7 +392,7 @@ fn report(file: &Path, c: &sb::VariableChange) {
             c.added
         );
     } else {
-        eprintln!("{}: {}: {}", file.display(), c.name, c.change);
+        message!("{}: {}: {}", file.display(), c.name, c.change);
     }
 }
 
@@ -423,11 +424,11 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
         .ok_or_else(|| anyhow!("{}: no variable store", args.file.display()))?;
     let status = sb::status(&store);
     if args.json {
-        let mut text = serde_json::to_string_pretty(&status).context("JSON")?;
+        let mut text = nvram::escape::to_json_pretty(&status).context("JSON")?;
         text.push('\n');
         super::emit(None, false, text.as_bytes())?;
     } else {
-        super::emit(None, false, text_status(&status).as_bytes())?;
+        super::out::text(&text_status(&status))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -469,7 +470,11 @@ fn text_status(s: &Status) -> String {
                 .ok()
                 .and_then(guid::name_of)
                 .map_or(e.owner.clone(), str::to_string);
-            let _ = writeln!(out, "  {} [owner {owner}]", e.description);
+            let _ = writeln!(
+                out,
+                "  {} [owner {owner}]",
+                nvram::escape::terminal(&e.description)
+            );
         }
     }
     let _ = writeln!(out, "Microsoft certificates:");
