@@ -27,6 +27,7 @@ use crate::files::{FileError, LockedFile};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use varstore::edit::{Change, EditError, Editor, Strategy};
+use varstore::json::bounded;
 use varstore::{Attributes, EfiTime, Guid};
 
 /// Why editing a file failed. The file is unchanged in every case.
@@ -159,6 +160,24 @@ pub fn edit_file_with<T, E: Into<Failure>>(
     })
 }
 
+/// Largest import file (`--json`, `--import`) read. The biggest variable region of any layout
+/// is 256 KiB (0x40000, `varstore::layout`), so a list a store can hold has at most 256 KiB of
+/// names and data: 512 KiB as hex. Each variable also costs at least a 64-byte record header
+/// in the store against under 300 bytes of JSON keys, GUID, attributes and time, and a name
+/// may be written with `\uXXXX` escapes (3× its UTF-16 bytes); even pretty-printed, a list
+/// that fits in any store stays under 4 MiB. 16 MiB leaves room for indentation and QEMU's
+/// digests, and stops a 200 MB data field or `/dev/zero` before it is parsed.
+pub const MAX_IMPORT_JSON_LEN: u64 = 16 << 20;
+
+/// How an import file is named in a too-large error.
+pub const IMPORT_JSON_WHAT: &str = "a JSON variable list";
+
+/// Largest `--data-file` (and `apply --set NAME=file:PATH`) read: no layout allows a
+/// variable larger than 0x8400 bytes (`max_variable_size`) nor a variable region over
+/// 256 KiB; 1 MiB is far above both, so a data file that is merely too big for the store gets
+/// the editor's precise message, and a huge one is refused before it is read.
+pub const MAX_DATA_FILE_LEN: u64 = 1 << 20;
+
 /// A variable list to import: `{"version": 2, "variables": [...]}` as QEMU's uefi-vars
 /// device, virt-fw-vars and python-uefivars write it (docs/varstore-format.md §15, §16).
 #[derive(Debug, Clone, Deserialize)]
@@ -194,13 +213,16 @@ pub struct ImportVariable {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// Not JSON of the expected shape.
-    #[error("not a variable list ({{\"version\": 2, \"variables\": [...]}}): {0}")]
-    Json(#[from] serde_json::Error),
+    #[error(
+        "not a variable list ({{\"version\": 2, \"variables\": [...]}}): {}",
+        bounded_json_error(.0)
+    )]
+    Json(serde_json::Error),
     /// A version this reader does not know.
     #[error("version {0} (only version 2 is known)")]
     Version(u32),
     /// A field of one variable is malformed.
-    #[error("variable {index} ({name}): {problem}")]
+    #[error("variable {index} ({}): {problem}", bounded(name))]
     Field {
         /// Position in the list, from 0.
         index: usize,
@@ -217,6 +239,29 @@ pub enum ImportError {
         /// Why (part of the message, so not also a `source`).
         error: EditError,
     },
+}
+
+// Not `#[from]`, which would make the serde error a `source` too: `{:#}` would then print
+// it again, whole.
+impl From<serde_json::Error> for ImportError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
+}
+
+/// A serde_json message, which quotes the offending value whole (`invalid type: string
+/// "…"`), cut so that a huge value makes a short message; the position is kept.
+fn bounded_json_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if message.chars().count() <= 4 * varstore::json::QUOTE_CHARS {
+        return message;
+    }
+    let head = bounded(&message);
+    if error.line() == 0 {
+        head.into_owned()
+    } else {
+        format!("{head} at line {} column {}", error.line(), error.column())
+    }
 }
 
 /// What an import did.
@@ -285,7 +330,7 @@ pub fn import(
             problem,
         };
         let guid = Guid::try_parse(&v.guid)
-            .map_err(|_| field(format!("guid {:?} is not a GUID", v.guid)))?;
+            .map_err(|_| field(format!("guid {:?} is not a GUID", bounded(&v.guid))))?;
         let data = hex::decode(&v.data).map_err(|e| field(format!("data is not hex: {e}")))?;
         let at = Attributes(v.attr).is_time_based_authenticated();
         let time = match &v.time {
@@ -294,14 +339,16 @@ pub fn import(
                 let bytes: [u8; 16] = hex::decode(text)
                     .ok()
                     .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| field(format!("time {text:?} is not 32 hex digits")))?;
+                    .ok_or_else(|| {
+                        field(format!("time {:?} is not 32 hex digits", bounded(text)))
+                    })?;
                 if at {
                     Some(EfiTime(bytes))
                 } else {
                     if bytes != [0; 16] {
                         report.notes.push(format!(
                             "{}: time dropped: only time-based authenticated (at) variables store one",
-                            v.name
+                            bounded(&v.name)
                         ));
                     }
                     None
@@ -311,7 +358,7 @@ pub fn import(
         if v.digest.is_some() {
             report.notes.push(format!(
                 "{}: QEMU's certificate digest was dropped: edk2 keeps its own in the certdb variable, computed from different input (the signer's CN and the top-level certificate's tbsCertificate, where QEMU hashes that certificate's SHA-256 fingerprint), so it cannot be converted; without a certdb entry the firmware refuses later signed updates of this variable",
-                v.name
+                bounded(&v.name)
             ));
         }
         decoded.push((index, v.name.as_str(), guid, Attributes(v.attr), data, time));

@@ -11,8 +11,12 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Largest image we read: a 64 MiB AAVMF store is the biggest real one.
-pub const MAX_IMAGE_LEN: u64 = 256 << 20;
+/// Largest image we read: the biggest layout `varstore` knows is AAVMF's, padded to the
+/// 64 MiB flash bank (`varstore::layout`); a block device holding a store is no bigger.
+pub const MAX_IMAGE_LEN: u64 = 64 << 20;
+
+/// How an image is named in [`safefile::InputError::TooLarge`].
+const IMAGE_WHAT: &str = "a variable store";
 
 /// A file operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,10 @@ pub enum FileError {
     /// A replacement would not have the replaced file's owner.
     #[error(transparent)]
     Owner(SafeFileError),
+    /// An input that is not a regular file or block device (a FIFO, a character device…),
+    /// or is too large, or could not be read.
+    #[error(transparent)]
+    Input(#[from] safefile::InputError),
     /// An I/O error.
     #[error("{path}: {action}: {source}")]
     Io {
@@ -79,37 +87,16 @@ fn io_error<'p>(path: &'p Path, action: &'static str) -> impl FnOnce(io::Error) 
 }
 
 /// Reads a whole image, refusing anything that is not a regular file of plausible size.
+/// Never blocks: a FIFO, a character device (`/dev/zero`), a directory or a socket is refused
+/// at once ([`safefile::InputError::NotAccepted`]), and at most [`MAX_IMAGE_LEN`] bytes are
+/// read.
 pub fn read_image(path: &Path) -> Result<Vec<u8>, FileError> {
-    let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
-    let meta = file.metadata().map_err(io_error(path, "cannot stat"))?;
-    if !meta.is_file() && !meta.file_type().is_block_device_like() {
-        return Err(FileError::NotRegular {
-            path: path.to_path_buf(),
-        });
-    }
-    if meta.len() > MAX_IMAGE_LEN {
-        return Err(FileError::TooLarge {
-            path: path.to_path_buf(),
-            len: meta.len(),
-        });
-    }
-    let mut image = Vec::with_capacity(meta.len() as usize);
-    Read::by_ref(&mut file)
-        .take(MAX_IMAGE_LEN + 1)
-        .read_to_end(&mut image)
-        .map_err(io_error(path, "cannot read"))?;
-    Ok(image)
-}
-
-trait BlockDeviceLike {
-    fn is_block_device_like(&self) -> bool;
-}
-
-impl BlockDeviceLike for fs::FileType {
-    fn is_block_device_like(&self) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        self.is_block_device()
-    }
+    Ok(safefile::read_input(
+        path,
+        safefile::Accept::RegularFileOrBlockDevice,
+        MAX_IMAGE_LEN,
+        IMAGE_WHAT,
+    )?)
 }
 
 /// Writes `content` to a new file at `path`: exclusively (fails if anything, even a dangling
@@ -271,7 +258,14 @@ impl LockedFile {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for
+            // a writer; it is cleared once the file is known to be a regular one.
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::NOCTTY)
+                    .bits() as i32,
+            )
             .open(path)
             .map_err(|e| {
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
@@ -284,10 +278,16 @@ impl LockedFile {
             })?;
         let meta = file.metadata().map_err(io_error(path, "cannot stat"))?;
         if !meta.is_file() {
-            return Err(FileError::NotRegular {
+            return Err(FileError::Input(safefile::InputError::NotAccepted {
                 path: path.to_path_buf(),
-            });
+                kind: safefile::FileKind::of(meta.file_type()),
+                accept: safefile::Accept::RegularFile,
+            }));
         }
+        let flags = rustix::fs::fcntl_getfl(&file)
+            .map_err(|e| io_error(path, "cannot get the file status flags")(e.into()))?;
+        rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| io_error(path, "cannot clear O_NONBLOCK")(e.into()))?;
         let locked = |mechanism: &str| {
             let holders = lock_holders(path);
             let holder = if holders.is_empty() {

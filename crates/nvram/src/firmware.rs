@@ -326,14 +326,25 @@ impl Catalog {
 }
 
 fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
-    if meta.len() > MAX_DESCRIPTOR_LEN {
-        return Err(format!(
-            "{} bytes is too large for a firmware descriptor",
-            meta.len()
-        ));
-    }
-    let text = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let text = match safefile::read_input(
+        path,
+        safefile::Accept::RegularFile,
+        MAX_DESCRIPTOR_LEN,
+        "a firmware descriptor",
+    ) {
+        Ok(text) => text,
+        Err(safefile::InputError::NotAccepted { kind, .. }) => {
+            return Err(format!("is {kind}, not a regular file"))
+        }
+        Err(safefile::InputError::TooLarge { limit, .. }) => {
+            return Err(format!(
+                "too large for a firmware descriptor: more than {limit} bytes"
+            ))
+        }
+        Err(safefile::InputError::Io { action, source, .. }) => {
+            return Err(format!("{action}: {source}"))
+        }
+    };
     let raw: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("not JSON: {e}"))?;
     let descriptor =

@@ -412,26 +412,9 @@ pub fn prepare_with(
 }
 
 /// Size of a regular file or block device (whose `st_size` is 0).
+/// Never blocks: anything else (a FIFO…) is refused at once.
 fn file_size(path: &Path) -> Result<u64, FileError> {
-    use std::io::{Seek, SeekFrom};
-    let io = |action| {
-        move |source| FileError::Io {
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
-    };
-    let mut file = fs::File::open(path).map_err(io("cannot open"))?;
-    let meta = file.metadata().map_err(io("cannot stat"))?;
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.is_file() && !meta.file_type().is_block_device() {
-            return Err(FileError::NotRegular {
-                path: path.to_path_buf(),
-            });
-        }
-    }
-    file.seek(SeekFrom::End(0)).map_err(io("cannot seek"))
+    Ok(safefile::Input::open(path, safefile::Accept::RegularFileOrBlockDevice)?.size()?)
 }
 
 /// Most backups kept next to one varstore (`PATH.bak`, `PATH.bak.1` … `PATH.bak.N`).

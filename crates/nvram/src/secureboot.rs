@@ -348,16 +348,38 @@ pub struct VariableChange {
     pub time: Option<String>,
 }
 
-/// Reads a certificate, signature list or `.auth` file.
+/// Largest certificate, signature list or `.auth` file read: whatever it holds must fit in a
+/// variable, and no store's variable region is larger than 256 KiB (`varstore::layout`);
+/// 4 MiB leaves room for PEM armour and for lists that are filtered before being written.
+pub const MAX_SIGNATURE_INPUT_LEN: u64 = 4 << 20;
+
+/// Reads a certificate, signature list or `.auth` file: a regular file of at most
+/// [`MAX_SIGNATURE_INPUT_LEN`] bytes (a FIFO or device is refused at once).
 pub fn read_input(path: &Path) -> Result<SignatureInput, ReadInputError> {
-    let bytes = std::fs::read(path).map_err(|e| ReadInputError {
+    let bytes = safefile::read_input(
+        path,
+        safefile::Accept::RegularFile,
+        MAX_SIGNATURE_INPUT_LEN,
+        "a certificate, signature list or .auth file",
+    )
+    .map_err(|e| ReadInputError {
         path: path.display().to_string(),
-        problem: e.to_string(),
+        problem: without_path(&e),
     })?;
     read_signature_input(&bytes).map_err(|e: InputError| ReadInputError {
         path: path.display().to_string(),
         problem: e.to_string(),
     })
+}
+
+/// The message of `error` without the leading `PATH: ` that [`ReadInputError`] adds itself.
+fn without_path(error: &safefile::InputError) -> String {
+    let message = error.to_string();
+    let prefix = format!("{}: ", error.path().display());
+    match message.strip_prefix(&prefix) {
+        Some(rest) => rest.to_string(),
+        None => message,
+    }
 }
 
 /// A certificate or list file that could not be read.

@@ -23,7 +23,6 @@
 //! assert_eq!((stats.resets, stats.writes, stats.reads), (1, 2, 1));
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::device::{Pflash, PflashEvents};
@@ -75,6 +74,18 @@ pub enum TraceError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a regular file (a FIFO, a device…), is too large, or could not be
+    /// opened; names the file.
+    #[error(transparent)]
+    Input(#[from] safefile::InputError),
+    /// An `.xz` trace decompresses to more than the limit ([`MAX_TRACE_LEN`]).
+    #[error("{}: too large for a trace: decompresses to more than {limit} bytes", path.display())]
+    TooLarge {
+        /// The trace file.
+        path: PathBuf,
+        /// The most bytes of text accepted.
+        limit: u64,
+    },
     /// A line is not a valid operation.
     #[error("line {line}: {message}")]
     Syntax {
@@ -117,7 +128,7 @@ fn parse_number(line: usize, what: &str, s: &str) -> Result<u64, TraceError> {
     };
     parsed.map_err(|_| TraceError::Syntax {
         line,
-        message: format!("bad {what} {s:?}"),
+        message: format!("bad {what} {:?}", bounded(s)),
     })
 }
 
@@ -161,7 +172,7 @@ fn parse_line(line: usize, text: &str) -> Result<Option<TraceOp>, TraceError> {
                 }
             }))
         }
-        other => Err(syntax(format!("unknown operation {other:?}"))),
+        other => Err(syntax(format!("unknown operation {:?}", bounded(other)))),
     }
 }
 
@@ -182,33 +193,153 @@ pub fn parse_trace(text: &str) -> Result<Vec<TraceLine>, TraceError> {
         .collect()
 }
 
-/// Reads and parses a trace file, decompressing it if its name ends in `.xz`.
+/// Largest trace read, as a file and, for `.xz`, decompressed: 256 MiB of text is some
+/// 10 million operations, far beyond a firmware's boot (a recorded OVMF boot is under a
+/// megabyte); parsed, it takes about as much memory again. An xz "bomb" (a few hundred KB
+/// that expand to gigabytes) is stopped here instead of filling the memory.
+pub const MAX_TRACE_LEN: u64 = 256 << 20;
+
+/// Most characters of a token from a trace that an error message quotes.
+const QUOTE_CHARS: usize = 64;
+
+/// `text` cut to [`QUOTE_CHARS`] characters and `…`: a 100 MB token must not make a 100 MB
+/// message.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+    }
+}
+
+/// Reads and parses a trace file, decompressing it if its name ends in `.xz`. The file must
+/// be a regular file (a FIFO is refused at once, without waiting for a writer) of at most
+/// [`MAX_TRACE_LEN`] bytes, and decompress to at most as many.
 ///
 /// # Errors
 ///
-/// [`TraceError::Io`] if the file cannot be read, decompressed or is not UTF-8, else as
-/// [`parse_trace`].
+/// [`TraceError::Input`] if the file is not a regular file, is too large or cannot be
+/// opened, [`TraceError::TooLarge`] if it decompresses to too much, [`TraceError::Io`] if
+/// it cannot be read, decompressed or is not UTF-8, else as [`parse_trace`].
 pub fn read_trace_file(path: &Path) -> Result<Vec<TraceLine>, TraceError> {
+    read_trace_file_within(path, MAX_TRACE_LEN)
+}
+
+fn read_trace_file_within(path: &Path, limit: u64) -> Result<Vec<TraceLine>, TraceError> {
     let io = |source| TraceError::Io {
         path: path.to_owned(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io)?;
+    let raw = safefile::read_input(path, safefile::Accept::RegularFile, limit, "a trace")?;
     let bytes = if path.extension().is_some_and(|e| e == "xz") {
-        let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).map_err(|e| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e.to_string(),
-            ))
-        })?;
-        out
+        let too_large = || TraceError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        };
+        // The index at the end of the stream declares the size: refuse a bomb at once.
+        if xz_declared_size(&raw).is_some_and(|size| size > limit) {
+            return Err(too_large());
+        }
+        // The index may lie, or be missing: the decompression itself stops at the limit.
+        match xz_decompress_within(&raw, limit) {
+            Ok(out) => out,
+            Err(None) => return Err(too_large()),
+            Err(Some(e)) => {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                )))
+            }
+        }
     } else {
         raw
     };
-    let mut text = String::new();
-    bytes.as_slice().read_to_string(&mut text).map_err(io)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     parse_trace(&text)
+}
+
+/// Decompresses an xz file into at most `limit` bytes: `Err(None)` if it holds more (the
+/// decompression stops there), `Err(Some(_))` if it is not valid xz.
+fn xz_decompress_within(raw: &[u8], limit: u64) -> Result<Vec<u8>, Option<lzma_rs::error::Error>> {
+    let mut out = BoundedWriter {
+        out: Vec::new(),
+        limit,
+        over: false,
+    };
+    let result = lzma_rs::xz_decompress(&mut &raw[..], &mut out);
+    if out.over {
+        return Err(None);
+    }
+    result.map_err(Some)?;
+    Ok(out.out)
+}
+
+/// A `Vec` that refuses to grow past `limit` bytes (the write fails and `over` is set).
+struct BoundedWriter {
+    out: Vec<u8>,
+    limit: u64,
+    over: bool,
+}
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() as u64 + buf.len() as u64 > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The uncompressed size that the index of the last stream of an xz file declares (the sum
+/// of its records), or `None` if it cannot be found. Not verified (no CRC check): only used
+/// to refuse early what the bounded decompression would refuse anyway.
+fn xz_declared_size(data: &[u8]) -> Option<u64> {
+    // Stream padding: zero bytes, a multiple of four, after the stream footer.
+    let mut end = data.len();
+    while end >= 4 && data[end - 4..end] == [0; 4] {
+        end -= 4;
+    }
+    let data = &data[..end];
+    // Stream footer: CRC32 (4), backward size (4), stream flags (2), magic "YZ".
+    let footer = &data[data.len().checked_sub(12)?..];
+    if &footer[10..] != b"YZ" {
+        return None;
+    }
+    let backward = (u64::from(u32::from_le_bytes(footer[4..8].try_into().ok()?)) + 1) * 4;
+    let index_start = data
+        .len()
+        .checked_sub(12 + usize::try_from(backward).ok()?)?;
+    let index = &data[index_start..data.len() - 12];
+    // Index indicator 0x00, number of records, then (unpadded size, uncompressed size) pairs.
+    if index.first() != Some(&0) {
+        return None;
+    }
+    let mut pos = 1;
+    let varint = |pos: &mut usize| -> Option<u64> {
+        let mut value = 0u64;
+        for shift in 0..9 {
+            let byte = *index.get(*pos)?;
+            *pos += 1;
+            value |= u64::from(byte & 0x7F) << (7 * shift);
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    };
+    let records = varint(&mut pos)?;
+    let mut total = 0u64;
+    for _ in 0..records {
+        let _unpadded = varint(&mut pos)?;
+        total = total.checked_add(varint(&mut pos)?)?;
+    }
+    Some(total)
 }
 
 /// Byte image of a bus value of `size` bytes in the device's byte order.
@@ -366,6 +497,99 @@ mod tests {
     #[test]
     fn missing_file_is_an_io_error() {
         let e = read_trace_file(Path::new("/nonexistent/trace.txt")).unwrap_err();
-        assert!(matches!(e, TraceError::Io { .. }));
+        assert!(
+            matches!(e, TraceError::Input(safefile::InputError::Io { .. })),
+            "{e}"
+        );
+    }
+
+    /// `lines` copies of a write line, xz-compressed.
+    fn xz_trace(lines: usize) -> (Vec<u8>, usize) {
+        let text = "W 0x0 1 0xff\n".repeat(lines);
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut text.as_bytes(), &mut xz).unwrap();
+        (xz, text.len())
+    }
+
+    #[test]
+    fn xz_decompression_stops_at_the_limit() {
+        let (xz, len) = xz_trace(10_000);
+        assert_eq!(xz_declared_size(&xz), Some(len as u64));
+        assert_eq!(xz_decompress_within(&xz, len as u64).unwrap().len(), len);
+        // Without the index's help (as if it lied): the writer stops the decompression.
+        assert!(matches!(xz_decompress_within(&xz, 4096), Err(None)));
+        assert!(matches!(
+            xz_decompress_within(b"not xz at all", 4096),
+            Err(Some(_))
+        ));
+        assert_eq!(xz_declared_size(b"too short"), None);
+        assert_eq!(xz_declared_size(&[0; 64]), None);
+    }
+
+    #[test]
+    fn an_xz_bomb_is_refused_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.txt.xz");
+        // lzma-rs compresses nothing (literals only); xz makes a real bomb: 1.3 MB in 1 KB.
+        let len = 100_000 * "W 0x0 1 0xff\n".len();
+        let mut xz = std::process::Command::new(testkit::require_tool("xz"))
+            .args(["-0", "-T1", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let text = "W 0x0 1 0xff\n".repeat(100_000);
+        let mut stdin = xz.stdin.take().unwrap();
+        let writer =
+            std::thread::spawn(move || std::io::Write::write_all(&mut stdin, text.as_bytes()));
+        let out = xz.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success() && out.stdout.len() < 10_000);
+        std::fs::write(&path, &out.stdout).unwrap();
+        let e = read_trace_file_within(&path, len as u64 - 1).unwrap_err();
+        assert!(
+            matches!(e, TraceError::TooLarge { limit, .. } if limit == len as u64 - 1),
+            "{e}"
+        );
+        assert!(e.to_string().contains("too large for a trace"), "{e}");
+        assert_eq!(
+            read_trace_file_within(&path, len as u64).unwrap().len(),
+            100_000
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("trace.txt");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = read_trace_file(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let big = dir.path().join("big.txt");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_TRACE_LEN + 1)
+            .unwrap();
+        let e = read_trace_file(&big).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "too large for a trace: more than {MAX_TRACE_LEN} bytes"
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_huge_token_makes_a_short_message() {
+        let line = format!("W {} 1 0x1", "9".repeat(1_000_000));
+        let e = parse_trace(&line).unwrap_err();
+        assert!(e.to_string().len() < 200, "{} bytes", e.to_string().len());
     }
 }

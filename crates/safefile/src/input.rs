@@ -46,7 +46,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn of(file_type: std::fs::FileType) -> Self {
+    /// The kind of a file type from `stat`.
+    pub fn of(file_type: std::fs::FileType) -> Self {
         if file_type.is_file() {
             Self::Regular
         } else if file_type.is_block_device() {

@@ -180,7 +180,7 @@ pub enum EditError {
         offset: u64,
     },
     /// The name cannot be stored.
-    #[error("variable name {name:?}: {reason}")]
+    #[error("variable name {:?}: {reason}", crate::json::bounded(name))]
     InvalidName {
         /// The name.
         name: String,
@@ -188,7 +188,7 @@ pub enum EditError {
         reason: &'static str,
     },
     /// The attributes break a rule the firmware enforces (spec §5.4).
-    #[error("{name}: attributes 0x{attributes:X} ({}): {reason}", Attributes(*attributes))]
+    #[error("{}: attributes 0x{attributes:X} ({}): {reason}", crate::json::bounded(name), Attributes(*attributes))]
     InvalidAttributes {
         /// The variable.
         name: String,
@@ -198,19 +198,25 @@ pub enum EditError {
         reason: &'static str,
     },
     /// Empty data: `SetVariable` treats it as a delete, so such a variable cannot exist.
-    #[error("{name}: empty data would delete the variable; delete it instead")]
+    #[error(
+        "{}: empty data would delete the variable; delete it instead",
+        crate::json::bounded(name)
+    )]
     EmptyData {
         /// The variable.
         name: String,
     },
     /// A timestamp for a variable without the AT attribute: the firmware stores none.
-    #[error("{name}: only time-based authenticated (at) variables carry a timestamp")]
+    #[error(
+        "{}: only time-based authenticated (at) variables carry a timestamp",
+        crate::json::bounded(name)
+    )]
     TimestampWithoutAt {
         /// The variable.
         name: String,
     },
     /// Header + name + data exceed the firmware's per-variable limit.
-    #[error("{name}: {size} bytes (header + name + data) exceed the firmware's limit of {limit} bytes for {kind} variables")]
+    #[error("{}: {size} bytes (header + name + data) exceed the firmware's limit of {limit} bytes for {kind} variables", crate::json::bounded(name))]
     TooLarge {
         /// The variable.
         name: String,
@@ -222,7 +228,7 @@ pub enum EditError {
         kind: &'static str,
     },
     /// The store has no room even after compacting.
-    #[error("{name}: the store is full: the variable needs {needed} bytes, only {available} are free even after compacting")]
+    #[error("{}: the store is full: the variable needs {needed} bytes, only {available} are free even after compacting", crate::json::bounded(name))]
     StoreFull {
         /// The variable.
         name: String,
@@ -232,7 +238,7 @@ pub enum EditError {
         available: usize,
     },
     /// No live variable with this name and GUID.
-    #[error("no variable {name} with GUID {guid}")]
+    #[error("no variable {} with GUID {guid}", crate::json::bounded(name))]
     NotFound {
         /// The name.
         name: String,

@@ -4,6 +4,25 @@ use crate::record::VariableRecord;
 use crate::store::Varstore;
 use serde::{Deserialize, Serialize};
 
+/// Most characters of a name or value from an input that an error message quotes: a 10 MB
+/// variable name in an import file must not make a 10 MB message.
+pub const QUOTE_CHARS: usize = 64;
+
+/// `text` as an error message quotes it: whole if it has at most [`QUOTE_CHARS`] characters,
+/// else its first [`QUOTE_CHARS`] characters followed by `…`.
+///
+/// ```
+/// assert_eq!(varstore::json::bounded("Boot0001"), "Boot0001");
+/// let long = "x".repeat(10_000_000);
+/// assert_eq!(varstore::json::bounded(&long).chars().count(), varstore::json::QUOTE_CHARS + 1);
+/// ```
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+    }
+}
+
 /// A whole variable list: `{"version": 2, "variables": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VariableList {

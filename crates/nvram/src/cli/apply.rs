@@ -3,7 +3,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nvram::apply::{apply_all, FileResult, Plan, Status, Step, Summary};
 use nvram::secureboot::EnrollPlan;
 use std::collections::HashSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -315,8 +315,13 @@ fn plan_of(args: &Args) -> Result<Plan> {
     }
     steps.extend(args.add.steps()?);
     for path in &args.import {
-        let text =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = safefile::read_input(
+            path,
+            safefile::Accept::RegularFile,
+            nvram::edit::MAX_IMPORT_JSON_LEN,
+            nvram::edit::IMPORT_JSON_WHAT,
+        )
+        .context("--import")?;
         let list = nvram::edit::ImportList::from_json(&text)
             .with_context(|| format!("{}: cannot import", path.display()))?;
         steps.push(Step::Import {
@@ -374,23 +379,37 @@ fn name_and_guid(spec: &str) -> Result<(String, Option<varstore::Guid>)> {
     Ok((name.to_string(), guid))
 }
 
+/// Largest `--files-from` list read (a file, or standard input with `-`): a million paths of
+/// 16 characters, or 100 000 of 160, far more than one `apply` run is meant for; a bigger
+/// input (`/dev/zero` on standard input) is refused after `MAX_FILE_LIST_LEN + 1` bytes
+/// instead of filling the memory.
+const MAX_FILE_LIST_LEN: u64 = 16 << 20;
+
+/// How a file list is named in a too-large error.
+const FILE_LIST: &str = "a list of files";
+
 /// The files of all sources, in order, each path once (the same file twice would find its
 /// own lock and be reported as skipped).
 fn files_of(args: &Args) -> Result<Vec<PathBuf>> {
     let mut files = args.files.clone();
     for list in &args.files_from {
-        let reader: Box<dyn BufRead> = if list == Path::new("-") {
-            Box::new(std::io::stdin().lock())
+        let text = if list == Path::new("-") {
+            safefile::read_bounded(std::io::stdin().lock(), list, MAX_FILE_LIST_LEN, FILE_LIST)
         } else {
-            let file = std::fs::File::open(list)
-                .with_context(|| format!("--files-from: cannot read {}", list.display()))?;
-            Box::new(std::io::BufReader::new(file))
-        };
-        for line in reader.lines() {
-            let line =
-                line.with_context(|| format!("--files-from: cannot read {}", list.display()))?;
-            if !line.trim().is_empty() {
-                files.push(PathBuf::from(line));
+            safefile::read_input(
+                list,
+                safefile::Accept::RegularFile,
+                MAX_FILE_LIST_LEN,
+                FILE_LIST,
+            )
+        }
+        .context("--files-from")?;
+        // Paths need not be UTF-8: split the bytes, as `lines()` would the text.
+        for line in text.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.trim_ascii().is_empty() {
+                use std::os::unix::ffi::OsStrExt;
+                files.push(PathBuf::from(std::ffi::OsStr::from_bytes(line)));
             }
         }
     }

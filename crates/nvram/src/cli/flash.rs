@@ -10,7 +10,7 @@ use pflash::{
     Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats,
 };
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -303,16 +303,18 @@ impl PflashEvents for Events {
     }
 }
 
+/// The size of a flash image: a regular file or a block device; anything else (a FIFO…) is
+/// refused at once, without waiting for a writer.
 fn image_len(path: &Path) -> Result<u64> {
-    std::fs::File::open(path)
-        .and_then(|mut f| f.seek(SeekFrom::End(0)))
-        .with_context(|| format!("{}: cannot open", path.display()))
+    Ok(safefile::Input::open(path, safefile::Accept::RegularFileOrBlockDevice)?.size()?)
 }
 
 fn trace_error(path: &Path, error: TraceError) -> anyhow::Error {
     match error {
         // Already names the file.
-        TraceError::Io { .. } => anyhow!(error),
+        TraceError::Io { .. } | TraceError::Input(_) | TraceError::TooLarge { .. } => {
+            anyhow!(error)
+        }
         TraceError::Syntax { .. } => anyhow!("{}: {error}", path.display()),
     }
 }
@@ -331,6 +333,8 @@ fn local_geometry(preset: Preset, image: &Path, compat: CompatArg) -> Result<Geo
 }
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    // Refuses a FIFO or a device as the image before anything opens it for writing.
+    image_len(&args.image)?;
     let geometry = local_geometry(args.preset, &args.image, args.compat)?;
     let len = usize::try_from(geometry.size()).context("the flash does not fit in memory")?;
     let trace =

@@ -28,8 +28,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let text = std::fs::read(&args.json)
-        .with_context(|| format!("cannot read {}", args.json.display()))?;
+    let text = safefile::read_input(
+        &args.json,
+        safefile::Accept::RegularFile,
+        nvram::edit::MAX_IMPORT_JSON_LEN,
+        nvram::edit::IMPORT_JSON_WHAT,
+    )
+    .context("--json")?;
     let list = nvram::edit::ImportList::from_json(&text)
         .with_context(|| format!("{}: cannot import", args.json.display()))?;
     let strategy = Strategy::from(args.strategy);

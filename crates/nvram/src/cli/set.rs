@@ -105,8 +105,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn data_of(args: &Args) -> Result<Vec<u8>> {
     // A path need not be UTF-8, so it is not passed through encode_data's text.
     if let Some(path) = &args.data_file {
-        return std::fs::read(path)
-            .with_context(|| format!("--data-file: cannot read {}", path.display()));
+        return read_data_file(path).context("--data-file");
     }
     let given = [
         ("data-hex", args.data_hex.clone()),
@@ -120,6 +119,17 @@ fn data_of(args: &Args) -> Result<Vec<u8>> {
         Some((kind, value)) => encode_data(kind, &value),
         None => bail!("no data given"),
     }
+}
+
+/// The content of a data file: a regular file of at most [`nvram::edit::MAX_DATA_FILE_LEN`]
+/// bytes (a FIFO or `/dev/zero` is refused at once).
+fn read_data_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    Ok(safefile::read_input(
+        path,
+        safefile::Accept::RegularFile,
+        nvram::edit::MAX_DATA_FILE_LEN,
+        "variable data",
+    )?)
 }
 
 /// The data kinds of [`encode_data`], as `nvram set` spells its flags (without `--`).
@@ -142,7 +152,7 @@ pub(super) fn encode_data(kind: &str, value: &str) -> Result<Vec<u8>> {
             hex::decode(&compact).map_err(|e| anyhow!("--{kind}: {e}"))
         }
         "data-file" | "file" => {
-            std::fs::read(value).with_context(|| format!("--{kind}: cannot read {value}"))
+            read_data_file(std::path::Path::new(value)).with_context(|| format!("--{kind}"))
         }
         "string" => {
             let mut out: Vec<u8> = value.encode_utf16().flat_map(u16::to_le_bytes).collect();
