@@ -231,6 +231,22 @@ pub enum ImportError {
         /// What is wrong.
         problem: String,
     },
+    /// The same variable (name and GUID) is listed twice: which one should win is a guess,
+    /// so neither is taken.
+    #[error(
+        "variables {first} and {second} are both {} with GUID {guid}: a variable may be listed only once",
+        bounded(name)
+    )]
+    Duplicate {
+        /// Position of the first, from 0.
+        first: usize,
+        /// Position of the second, from 0.
+        second: usize,
+        /// The name.
+        name: String,
+        /// The GUID.
+        guid: Guid,
+    },
     /// The editor refused one variable.
     #[error("variable {index}: {error}")]
     Refused {
@@ -293,15 +309,51 @@ impl ImportList {
     pub fn from_json(json: &[u8]) -> Result<Self, ImportError> {
         let list: Self = serde_json::from_slice(json)?;
         match list.version {
-            None | Some(2) => Ok(list),
-            Some(v) => Err(ImportError::Version(v)),
+            None | Some(2) => {}
+            Some(v) => return Err(ImportError::Version(v)),
         }
+        list.check_duplicates()?;
+        Ok(list)
+    }
+
+    /// Refuses a list that names a variable (name and GUID, the GUID in either case) twice,
+    /// naming both positions. Entries whose GUID does not parse are left to [`import`] to
+    /// report.
+    ///
+    /// ```
+    /// let json = br#"{"variables": [
+    ///     {"name": "X", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"},
+    ///     {"name": "Y", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"},
+    ///     {"name": "X", "guid": "8BE4DF61-93CA-11D2-AA0D-00E098032B8C", "attr": 7, "data": "02"}]}"#;
+    /// let err = nvram::edit::ImportList::from_json(json).unwrap_err();
+    /// assert!(matches!(err, nvram::edit::ImportError::Duplicate { first: 0, second: 2, .. }));
+    /// ```
+    pub fn check_duplicates(&self) -> Result<(), ImportError> {
+        let mut seen: std::collections::HashMap<(&str, Guid), usize> =
+            std::collections::HashMap::with_capacity(self.variables.len());
+        for (second, v) in self.variables.iter().enumerate() {
+            let Ok(guid) = Guid::try_parse(&v.guid) else {
+                continue;
+            };
+            if let Some(&first) = seen.get(&(v.name.as_str(), guid)) {
+                return Err(ImportError::Duplicate {
+                    first,
+                    second,
+                    name: v.name.clone(),
+                    guid,
+                });
+            }
+            seen.insert((v.name.as_str(), guid), second);
+        }
+        Ok(())
     }
 }
 
 /// Sets every variable of `list` in order (and with `replace_all` deletes the live variables
 /// it does not name). Everything is decoded before the first change, so a malformed entry
-/// changes nothing; run it inside [`edit_file`] for all-or-nothing on the file too.
+/// changes nothing; run it inside [`edit_file`] for all-or-nothing on the file too. A list
+/// naming a variable twice is refused ([`ImportError::Duplicate`]). The work is linear in the
+/// number of variables (see [`varstore::edit`]).
 ///
 /// ```
 /// use nvram::edit::{import, ImportList};
@@ -321,6 +373,7 @@ pub fn import(
     strategy: Strategy,
     replace_all: bool,
 ) -> Result<ImportReport, ImportError> {
+    list.check_duplicates()?;
     let mut report = ImportReport::default();
     let mut decoded = Vec::with_capacity(list.variables.len());
     for (index, v) in list.variables.iter().enumerate() {

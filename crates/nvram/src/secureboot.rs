@@ -328,6 +328,18 @@ pub enum SecureBootError {
     /// Distribution certificates requested for a database other than db.
     #[error("distribution CA certificates go into db, not {0}")]
     DistroNotDb(&'static str),
+    /// An input that cannot be enrolled: a certificate that does not parse, an X.509 entry
+    /// of a list that is no certificate, lists without a single signature
+    /// ([`SignatureInput::check`]). [`read_input`] refuses such files already, naming them.
+    #[error("{database} input {index}: {error}")]
+    BadInput {
+        /// PK, KEK, db or dbx.
+        database: &'static str,
+        /// The input's position among that database's inputs, from 0.
+        index: usize,
+        /// What is wrong.
+        error: InputError,
+    },
     /// The editor refused a write.
     #[error(transparent)]
     Edit(#[from] EditError),
@@ -390,6 +402,21 @@ pub struct ReadInputError {
     pub path: String,
     /// Why.
     pub problem: String,
+}
+
+/// Refuses inputs that cannot be enrolled ([`SignatureInput::check`]).
+fn check_inputs<'a>(
+    database: Database,
+    inputs: impl IntoIterator<Item = &'a SignatureInput>,
+) -> Result<(), SecureBootError> {
+    for (index, input) in inputs.into_iter().enumerate() {
+        input.check().map_err(|error| SecureBootError::BadInput {
+            database: database.name(),
+            index,
+            error,
+        })?;
+    }
+    Ok(())
 }
 
 /// The signatures of some inputs added to `db`; returns (entries added, newest `.auth` time,
@@ -490,6 +517,14 @@ pub fn enroll(
     editor: &mut Editor,
     plan: &EnrollPlan,
 ) -> Result<Vec<VariableChange>, SecureBootError> {
+    for (database, inputs) in [
+        (Database::Pk, std::slice::from_ref(&plan.pk)),
+        (Database::Kek, &plan.kek[..]),
+        (Database::Db, &plan.db[..]),
+        (Database::Dbx, plan.dbx.as_slice()),
+    ] {
+        check_inputs(database, inputs)?;
+    }
     let mut work = editor.clone();
     let mut changes = Vec::new();
     for database in Database::ALL {
@@ -635,6 +670,7 @@ pub fn add(
         }
         _ => {}
     }
+    check_inputs(database, &addition.inputs)?;
     // Microsoft's dbx updates, next to the caller's inputs (which are not copied per store).
     let mut updates = Vec::new();
     if let (Database::Dbx, Some(ms)) = (database, microsoft) {

@@ -350,10 +350,112 @@ pub enum InputError {
     /// An `.auth` file whose header or signature lists are broken.
     #[error(".auth file: {0}")]
     BadAuth(&'static str),
+    /// Signature lists (an `.esl` file, or the lists of an `.auth` file) without a single
+    /// entry: nothing to enrol.
+    #[error("{}", if *.auth {
+        ".auth file without a single signature after its header (such a file deletes a variable; there is nothing in it to enrol)"
+    } else {
+        "signature lists without a single signature: nothing to enrol"
+    })]
+    NoSignatures {
+        /// The lists came from an `.auth` file.
+        auth: bool,
+    },
+    /// An entry of a signature list that is not what its type says.
+    #[error("signature list {list}, entry {entry}: {problem}")]
+    BadEntry {
+        /// The list's position among the input's lists that hold entries, from 0 (as
+        /// `efi-readvar` counts).
+        list: usize,
+        /// The entry's position in its list, from 0.
+        entry: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Checks every entry of some signature lists that the firmware (or the OS reading them)
+/// would parse: an `EFI_CERT_X509_GUID` entry must be a DER X.509 certificate that parses,
+/// an `EFI_CERT_SHA256_GUID` entry must be 32 bytes. Other types are not checked.
+///
+/// ```
+/// use varstore::secureboot::{check_signature_lists, dummy_dbx, InputError, SignatureDb};
+/// assert!(check_signature_lists(&dummy_dbx()).is_ok());
+/// let mut db = SignatureDb::default();
+/// db.add_x509(varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS, &[0x30, 0x03, 1, 2, 3]);
+/// assert!(matches!(
+///     check_signature_lists(&db),
+///     Err(InputError::BadEntry { list: 0, entry: 0, .. })
+/// ));
+/// ```
+pub fn check_signature_lists(db: &SignatureDb) -> Result<(), InputError> {
+    for (list, l) in db.lists.iter().enumerate() {
+        for (entry, (_, data)) in l.entries.iter().enumerate() {
+            let problem = if l.signature_type == guid::CERT_X509 {
+                certificate_not_before(data).is_none().then(|| {
+                    format!(
+                        "the X.509 entry ({} bytes) is not a certificate that parses (DER)",
+                        data.len()
+                    )
+                })
+            } else if l.signature_type == guid::CERT_SHA256 && data.len() != 32 {
+                Some(format!(
+                    "a SHA-256 entry of {} bytes (a SHA-256 hash has 32)",
+                    data.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(InputError::BadEntry {
+                    list,
+                    entry,
+                    problem,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl SignatureInput {
+    /// Checks what [`read_signature_input`] checks, for an input built otherwise: every
+    /// certificate parses, lists hold at least one signature and their entries are what
+    /// their types say ([`check_signature_lists`]).
+    pub fn check(&self) -> Result<(), InputError> {
+        match self {
+            Self::Certificates(certs) => {
+                if certs.is_empty() {
+                    return Err(InputError::Unrecognised);
+                }
+                for (i, der) in certs.iter().enumerate() {
+                    if certificate_not_before(der).is_none() {
+                        return Err(InputError::BadPem {
+                            index: i + 1,
+                            problem: "the certificate does not parse",
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Self::Lists { db, time } => {
+                if db.is_empty() {
+                    return Err(InputError::NoSignatures {
+                        auth: time.is_some(),
+                    });
+                }
+                check_signature_lists(db)
+            }
+        }
+    }
 }
 
 /// Reads a certificate (PEM, possibly several blocks, or DER), signature lists (`.esl`) or an
 /// authenticated variable payload (`.auth`: `EFI_VARIABLE_AUTHENTICATION_2` then lists).
+///
+/// Refuses what cannot be enrolled: certificates that do not parse (also as entries of a
+/// list: [`InputError::BadEntry`] names the list and entry), SHA-256 entries of another size,
+/// and lists or `.auth` files without a single signature ([`InputError::NoSignatures`]).
 ///
 /// ```
 /// use varstore::secureboot::{read_signature_input, SignatureInput, dummy_dbx};
@@ -372,19 +474,21 @@ pub fn read_signature_input(bytes: &[u8]) -> Result<SignatureInput, InputError> 
         let db = SignatureDb::parse(payload).ok_or(InputError::BadAuth(
             "the data after the header is not signature lists",
         ))?;
-        return Ok(SignatureInput::Lists {
+        let input = SignatureInput::Lists {
             db,
             time: Some(time),
-        });
+        };
+        input.check()?;
+        return Ok(input);
     }
     if bytes.first() == Some(&0x30) && certificate_not_before(bytes).is_some() {
         return Ok(SignatureInput::Certificates(vec![bytes.to_vec()]));
     }
     if !bytes.is_empty() {
         if let Some(db) = SignatureDb::parse(bytes) {
-            if !db.is_empty() {
-                return Ok(SignatureInput::Lists { db, time: None });
-            }
+            let input = SignatureInput::Lists { db, time: None };
+            input.check()?;
+            return Ok(input);
         }
     }
     Err(InputError::Unrecognised)
