@@ -1,6 +1,7 @@
 //! `nvram flash`: drive the CFI flash device model without a VMM: replay a trace, and
 //! migrate the device between two processes in the middle of one.
 
+use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
 use pflash::migration::{
     self, Deferred, DirtyTracking, IncomingOptions, MigrationError, Outgoing, TransferStats,
@@ -417,11 +418,12 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         text
     };
-    super::emit(None, false, output.as_bytes())?;
+    // The image was written: failing to print the report does not change the status.
+    super::out::report(&output);
     match mismatch {
         None => Ok(ExitCode::SUCCESS),
         Some(m) => {
-            eprintln!(
+            message!(
                 "nvram: {}:{}: read at offset {:#x}: expected {:#x}, got {:#x}",
                 args.trace.display(),
                 m.line,
@@ -551,7 +553,7 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
             },
             "seconds": elapsed.as_secs_f64(),
         });
-        serde_json::to_string_pretty(&doc)? + "\n"
+        nvram::escape::to_json_pretty(&doc)? + "\n"
     } else {
         let mut text = format!(
             "{}: received {} bytes in {} rounds, committed {} bytes ({}) in {:.3} ms\n",
@@ -587,10 +589,11 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
         }
         text
     };
-    super::emit(None, false, output.as_bytes())?;
+    // The image was written: failing to print the report does not change the status.
+    super::out::report(&output);
     match (mismatch, &args.then_replay) {
         (Some(m), Some(path)) => {
-            eprintln!(
+            message!(
                 "nvram: {}:{}: read at offset {:#x}: expected {:#x}, got {:#x}",
                 path.display(),
                 m.line,
@@ -607,12 +610,8 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
 /// Listens on `address`, says so on stdout, and accepts one connection within `timeout`.
 fn accept(address: &Address, timeout: Duration) -> Result<Conn> {
     let deadline = Instant::now() + timeout;
-    let announce = |what: String| -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {what}")?;
-        out.flush()?;
-        Ok(())
-    };
+    let announce =
+        |what: String| -> Result<()> { super::out::text(&format!("listening on {what}\n")) };
     let wait = |e: std::io::Error| -> Result<()> {
         if e.kind() != std::io::ErrorKind::WouldBlock {
             return Err(e).context("cannot accept a connection");
@@ -755,7 +754,7 @@ fn json_report(
         },
         "seconds": elapsed.as_secs_f64(),
     });
-    Ok(serde_json::to_string_pretty(&doc)?)
+    Ok(nvram::escape::to_json_pretty(&doc)?)
 }
 
 fn durability_name(arg: DurabilityArg) -> &'static str {

@@ -1,3 +1,4 @@
+use super::out::message;
 use super::set::StrategyArg;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -44,14 +45,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     .with_context(|| format!("cannot import {}", args.json.display()))?;
     let report = &edited.value;
     for note in &report.notes {
-        eprintln!("note: {note}");
+        message!("note: {note}");
     }
     let how = if report.compacted {
         " (store compacted)"
     } else {
         ""
     };
-    eprintln!(
+    message!(
         "{}: imported {} variables from {}: {} added, {} replaced, {} unchanged, {} deleted{how}",
         args.file.display(),
         list.variables.len(),

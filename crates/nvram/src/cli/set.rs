@@ -1,3 +1,4 @@
+use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use std::path::PathBuf;
@@ -92,10 +93,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ""
     };
-    eprintln!(
+    message!(
         "{}: {} {guid}: {}{how}",
         args.file.display(),
-        args.name,
+        nvram::escape::terminal(&args.name),
         outcome.change
     );
     note_free_space(&edited);
@@ -192,7 +193,7 @@ pub(super) fn parse_time(text: &str) -> Result<varstore::EfiTime> {
 /// less than its largest variable size is free (`ReclaimForOS`, docs/varstore-format.md §8.5).
 pub(super) fn note_free_space<T>(edited: &nvram::edit::Edited<T>) {
     if edited.reclaim_at_boot {
-        eprintln!(
+        message!(
             "note: only {} bytes are free after the last variable; the firmware compacts the store at its next boot",
             edited.free_space
         );
