@@ -4,7 +4,9 @@
 //!
 //! Every file gets a [`FileResult`]: [`Status::Changed`], [`Status::Unchanged`] (the plan was
 //! already in effect, nothing was written), [`Status::Skipped`] (locked by a running VM or
-//! another tool) or [`Status::Failed`] with the reason.
+//! another tool), [`Status::NotDurable`] (changed, but the fsync of the directory after the
+//! rename failed, so a host crash may bring the old content back) or [`Status::Failed`] with
+//! the reason (not changed).
 //!
 //! Plans are idempotent by design: setting what is already there and deleting what is not
 //! there both leave a file unchanged, so re-running a plan over a fleet (after a partial run,
@@ -221,6 +223,10 @@ impl Plan {
 pub enum Status {
     /// The file was edited and replaced.
     Changed,
+    /// The file was edited and replaced, but the fsync of its directory after the rename
+    /// failed: it holds the new content, which a host crash may undo.
+    #[serde(rename = "changed-not-durable")]
+    NotDurable,
     /// Dry run: the plan would change the file (it was not written).
     #[serde(rename = "would-change")]
     WouldChange,
@@ -237,6 +243,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Changed => "changed",
+            Self::NotDurable => "changed-not-durable",
             Self::WouldChange => "would-change",
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
@@ -266,8 +273,10 @@ pub struct FileResult {
 /// Counts per [`Status`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Summary {
-    /// Files changed.
+    /// Files changed (durably).
     pub changed: usize,
+    /// Files changed whose directory could not be fsync'ed after the rename.
+    pub not_durable: usize,
     /// Files a dry run would change.
     pub would_change: usize,
     /// Files already as planned.
@@ -292,6 +301,7 @@ impl Summary {
     pub fn add(&mut self, status: Status) {
         match status {
             Status::Changed => self.changed += 1,
+            Status::NotDurable => self.not_durable += 1,
             Status::WouldChange => self.would_change += 1,
             Status::Unchanged => self.unchanged += 1,
             Status::Skipped => self.skipped += 1,
@@ -301,7 +311,12 @@ impl Summary {
 
     /// All files counted.
     pub fn total(&self) -> usize {
-        self.changed + self.would_change + self.unchanged + self.skipped + self.failed
+        self.changed
+            + self.not_durable
+            + self.would_change
+            + self.unchanged
+            + self.skipped
+            + self.failed
     }
 }
 
@@ -312,6 +327,8 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
     // kept here and the closure aborts with a stand-in `EditError` (which is then ignored):
     // either way nothing is written.
     let mut refused: Option<StepError> = None;
+    // What the steps did, also for a file that is changed but not durable (an error).
+    let mut did = String::new();
     let result = edit_file_with(path, !plan.dry_run, |editor| {
         let mut done = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
@@ -327,7 +344,8 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
                 }
             }
         }
-        Ok::<_, EditError>(done.join("; "))
+        did = done.join("; ");
+        Ok::<_, EditError>(did.clone())
     });
     let (status, detail) = match result {
         // `written` is what counts: a step may report a change that leaves the bytes as they
@@ -340,6 +358,10 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
             (Status::Skipped, holder)
         }
         Err(EditFileError::Locked { holder, .. }) => (Status::Skipped, format!("locked: {holder}")),
+        Err(EditFileError::File(e)) if e.is_not_durable() => (
+            Status::NotDurable,
+            format!("{did}; {}", strip_path(path, &e.to_string())),
+        ),
         Err(e) => {
             let why = match refused {
                 Some(step) => step.to_string(),

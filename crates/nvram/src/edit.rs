@@ -6,7 +6,9 @@
 //! runs, plus the POSIX lock that conflicts with QEMU's), reads it through the locked
 //! descriptor, applies the edit to a copy and, only if the edit succeeded and changed
 //! something, replaces the file atomically (temporary file, fsync, rename) while still holding
-//! the lock. On any error the file is left as it was.
+//! the lock. On any error the file is left as it was, except when only the fsync of the
+//! directory after the rename fails ([`crate::files::FileError::NotDurable`]): the file then
+//! holds the new content, which a host crash may undo.
 //!
 //! ```
 //! use nvram::edit::edit_file;
@@ -30,7 +32,9 @@ use varstore::edit::{Change, EditError, Editor, Strategy};
 use varstore::json::bounded;
 use varstore::{Attributes, EfiTime, Guid};
 
-/// Why editing a file failed. The file is unchanged in every case.
+/// Why editing a file failed. The file is unchanged in every case but
+/// `File(FileError::NotDurable)` ([`crate::files::FileError::is_not_durable`]): new content in
+/// place, directory fsync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EditFileError {
     /// Another process holds a lock on the file.

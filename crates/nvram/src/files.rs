@@ -61,6 +61,11 @@ pub enum FileError {
     /// A replacement would not have the replaced file's owner.
     #[error(transparent)]
     Owner(SafeFileError),
+    /// The new content is in place, but the fsync of the directory after the rename failed,
+    /// so a host crash may bring the old content back ([`SafeFileError::NotDurable`]). The
+    /// only error after which the file is not as it was; `nvram` exits with status 3.
+    #[error(transparent)]
+    NotDurable(SafeFileError),
     /// An input that is not a regular file or block device (a FIFO, a character device…),
     /// or is too large, or could not be read.
     #[error(transparent)]
@@ -115,11 +120,25 @@ pub fn replace(path: &Path, content: &[u8]) -> Result<(), FileError> {
 }
 
 /// Writes `content` to `path` as a new file, or replaces an existing one when `force` is set.
+/// An existing file is replaced under its lock ([`LockedFile`]), so a store a running VM
+/// holds is refused (or waited for, [`lock_wait`]) rather than pulled from under it.
 pub fn write_output(path: &Path, content: &[u8], force: bool) -> Result<(), FileError> {
-    if force {
-        replace(path, content)
-    } else {
-        create_new(path, content)
+    if !force {
+        return create_new(path, content);
+    }
+    match LockedFile::open(path) {
+        Ok(locked) => locked.replace(content),
+        // Absent: created. Not writable by us (a read-only file we may still replace, as
+        // the directory is what counts): replaced unlocked, as before.
+        Err(FileError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            replace(path, content)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -139,8 +158,61 @@ impl From<SafeFileError> for FileError {
                 source,
             },
             owner @ SafeFileError::Owner { .. } => FileError::Owner(owner),
+            late @ SafeFileError::NotDurable { .. } => FileError::NotDurable(late),
         }
     }
+}
+
+impl FileError {
+    /// Whether the file holds the new content although the write failed
+    /// ([`FileError::NotDurable`]).
+    pub fn is_not_durable(&self) -> bool {
+        matches!(self, Self::NotDurable(_))
+    }
+}
+
+/// Whether `error` is (or, found in a source chain, comes from) a write whose new content is
+/// in place but may not be durable: `error.chain().any(is_not_durable)` picks the exit status.
+pub fn is_not_durable(error: &(dyn std::error::Error + 'static)) -> bool {
+    error.is::<safefile::DirectorySyncError>()
+}
+
+/// How long [`LockedFile::open`] waits for a lock that another process holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once with [`FileError::Locked`] (the default).
+    #[default]
+    Fail,
+    /// Wait up to this long, then fail with [`FileError::Locked`].
+    Up(std::time::Duration),
+    /// Wait until the lock is free.
+    Forever,
+}
+
+static LOCK_WAIT: std::sync::Mutex<LockWait> = std::sync::Mutex::new(LockWait::Fail);
+
+/// Sets how long [`LockedFile::open`] (and so every edit, reset and replacement by this
+/// crate) waits for a lock, for the whole process: the `--wait` of the `nvram` command.
+pub fn set_lock_wait(wait: LockWait) {
+    *LOCK_WAIT.lock().unwrap_or_else(|e| e.into_inner()) = wait;
+}
+
+/// The wait set by [`set_lock_wait`].
+pub fn lock_wait() -> LockWait {
+    *LOCK_WAIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the temporary files that killed writers left next to `path`
+/// ([`safefile::remove_leftovers`]) while holding the lock of `path` (as every edit does), so
+/// that no write of it can be under way: a file a running VM or tool holds is refused with
+/// [`FileError::Locked`] (after [`lock_wait`]). An absent `path` (a killed `create`) needs
+/// no lock; temporary files a writer still holds are left ([`safefile::Removal::in_use`]).
+pub fn clean(path: &Path) -> Result<safefile::Removal, FileError> {
+    let _locked = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        _ => Some(LockedFile::open(path)?),
+    };
+    Ok(safefile::remove_leftovers(path)?)
 }
 
 /// A lock on a file as `/proc/locks` shows it.
@@ -253,8 +325,49 @@ pub struct LockedFile {
 
 impl LockedFile {
     /// Opens `path` read-write without following a symlink and locks it; fails with
-    /// [`FileError::Locked`] (naming the holder if `/proc/locks` tells) if anyone holds a lock.
+    /// [`FileError::Locked`] (naming the holder if `/proc/locks` tells) if anyone holds a lock
+    /// (after waiting as [`set_lock_wait`] says; by default not at all).
     pub fn open(path: &Path) -> Result<Self, FileError> {
+        Self::open_waiting(path, lock_wait())
+    }
+
+    /// [`LockedFile::open`], waiting for a held lock as `wait` says. The `flock` could be
+    /// waited for in the kernel, but QEMU's OFD locks cannot (a blocking POSIX lock would
+    /// not stop at a deadline), so both are polled, from 1 ms apart up to 50 ms apart. A file
+    /// that another process replaced (renamed over the name) while we waited for it is
+    /// opened again: the lock of the old one is worth nothing.
+    pub fn open_waiting(path: &Path, wait: LockWait) -> Result<Self, FileError> {
+        use std::time::{Duration, Instant};
+        let deadline = match wait {
+            LockWait::Fail => Some(Instant::now()),
+            LockWait::Up(d) => Instant::now().checked_add(d),
+            LockWait::Forever => None,
+        };
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Self::try_open(path) {
+                Ok(locked) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let ours = locked
+                        .file
+                        .metadata()
+                        .map_err(io_error(path, "cannot stat"))?;
+                    let now = fs::symlink_metadata(path).map_err(io_error(path, "cannot stat"))?;
+                    if (now.dev(), now.ino()) == (ours.dev(), ours.ino()) {
+                        return Ok(locked);
+                    }
+                }
+                Err(FileError::Locked { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt of [`LockedFile::open`].
+    fn try_open(path: &Path) -> Result<Self, FileError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

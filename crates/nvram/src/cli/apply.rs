@@ -1,9 +1,12 @@
+use super::out::message;
 use super::set::{encode_data, parse_guid, StrategyArg, DATA_KINDS};
 use anyhow::{anyhow, bail, Context, Result};
 use nvram::apply::{apply_all, FileResult, Plan, Status, Step, Summary};
+use nvram::escape::terminal;
 use nvram::secureboot::EnrollPlan;
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,14 +42,17 @@ use varstore::edit::Strategy;
 ///
 /// Output: one line per file on stdout, `RESULT FILE: DETAIL`, RESULT being changed,
 /// unchanged (the edit was already in effect; not written), skipped (locked by a running VM
-/// or another tool; not touched) or failed (not touched); with --dry-run, would-change
+/// or another tool; not touched), changed-not-durable (changed, but the fsync of the
+/// directory after the rename failed: a host crash may bring the old content back) or failed
+/// (not touched); with --dry-run, would-change
 /// instead of changed, and no file is written; a summary on stderr. With --json,
 /// stdout is a JSON array of {"file", "result", "detail"}. A progress bar is drawn on stderr
 /// when it is a terminal.
 ///
 /// Exit status: 0 when no file failed (skipped files do not count, so a fleet with running
 /// VMs can be edited and the run repeated later; with --strict they do); 1 when some failed;
-/// 2 on bad arguments (then no file is touched).
+/// 2 on bad arguments (then no file is touched); 3 when none failed but some are
+/// changed-not-durable.
 #[derive(Debug, clap::Args)]
 #[command(
     group(clap::ArgGroup::new("edits").required(true).multiple(true)),
@@ -272,16 +278,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(p) = &progress {
         p.clear();
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &results)?;
-        writeln!(out)?;
+    // The files are edited: failing to print the report does not change the status.
+    let report = if args.json {
+        nvram::escape::to_json_pretty(&results)? + "\n"
     } else {
+        let mut text = String::new();
         for r in &results {
-            writeln!(out, "{} {}: {}", r.status, r.file.display(), r.detail)?;
+            // File names (from --dir, --files-from) and details (variable names) are input.
+            let _ = writeln!(
+                text,
+                "{} {}: {}",
+                r.status,
+                terminal(&r.file.to_string_lossy()),
+                terminal(&r.detail)
+            );
         }
-    }
-    out.flush()?;
+        text
+    };
+    super::out::report(&report);
     let summary = Summary::of(&results);
     let (changed, verb) = if args.dry_run {
         (
@@ -291,8 +305,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         (summary.changed, "changed")
     };
-    eprintln!(
-        "nvram: {} files: {changed} {verb}, {} unchanged, {} skipped (locked), {} failed",
+    let late = match summary.not_durable {
+        0 => String::new(),
+        n => format!(", {n} changed but not durable (directory fsync failed)"),
+    };
+    message!(
+        "nvram: {} files: {changed} {verb}{late}, {} unchanged, {} skipped (locked), {} failed",
         summary.total(),
         summary.unchanged,
         summary.skipped,
@@ -301,6 +319,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bad = summary.failed > 0 || (args.strict && summary.skipped > 0);
     Ok(if bad {
         ExitCode::from(1)
+    } else if summary.not_durable > 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
@@ -470,17 +490,17 @@ impl Progress {
         *last = Instant::now();
         const WIDTH: usize = 30;
         let filled = WIDTH * done / self.total.max(1);
-        eprint!(
+        super::out::control(&format!(
             "\r[{}{}] {done}/{} files, {} failed, {} skipped\x1b[K",
             "#".repeat(filled),
             " ".repeat(WIDTH - filled),
             self.total,
             self.failed.load(Ordering::Relaxed),
             self.skipped.load(Ordering::Relaxed),
-        );
+        ));
     }
 
     fn clear(&self) {
-        eprint!("\r\x1b[K");
+        super::out::control("\r\x1b[K");
     }
 }

@@ -1,4 +1,5 @@
 use anyhow::Result;
+use nvram::escape::terminal;
 use nvram::inspect::CheckReport;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -6,6 +7,9 @@ use std::process::ExitCode;
 use varstore::Varstore;
 
 /// Validate a store and say what the firmware will do with it.
+///
+/// Also lists the temporary files that interrupted writes left next to the store (warnings,
+/// `temp_files` in --json; `nvram clean` removes them): they do not change the status.
 ///
 /// Exit status: 0 healthy, 1 problems found, 2 not a varstore or unreadable.
 #[derive(Debug, clap::Args)]
@@ -23,10 +27,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Ok(store) => CheckReport::of_store(&store),
         Err(e) => CheckReport::of_error(&e, image.len()),
     };
-    let output = if args.json {
+    // Temporary files that killed writers left next to the store: a warning about the
+    // directory, not a problem of the store, so the status stays the store's.
+    let leftovers: Vec<safefile::Leftover> = safefile::leftovers(&args.file)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| !l.in_use)
+        .collect();
+    if args.json {
         let mut doc = serde_json::to_value(&report)?;
         doc["file"] = serde_json::json!(args.file);
-        serde_json::to_string_pretty(&doc)? + "\n"
+        doc["temp_files"] = leftovers
+            .iter()
+            .map(|l| serde_json::json!({"path": l.path, "bytes": l.len}))
+            .collect();
+        let json = nvram::escape::to_json_pretty(&doc)? + "\n";
+        super::emit(None, false, json.as_bytes())?;
     } else {
         let mut text = String::new();
         let layout = report
@@ -35,7 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .unwrap_or_default();
         let _ = writeln!(text, "{}: {}{layout}", args.file.display(), report.status);
         if let Some(error) = &report.error {
-            let _ = writeln!(text, "  {error}");
+            let _ = writeln!(text, "  {}", terminal(error));
         } else {
             let _ = writeln!(
                 text,
@@ -44,11 +60,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
         for finding in &report.findings {
-            let _ = writeln!(text, "  {finding}");
+            let _ = writeln!(text, "  {}", terminal(&finding.to_string()));
         }
         let _ = writeln!(text, "  firmware: {}", report.verdict_text);
-        text
-    };
-    super::emit(None, false, output.as_bytes())?;
+        for l in &leftovers {
+            let _ = writeln!(
+                text,
+                "  warning: {} ({} bytes) is a temporary file an interrupted write left; \
+                 `nvram clean {}` removes it",
+                l.path.display(),
+                l.len,
+                args.file.display()
+            );
+        }
+        super::out::text(&text)?;
+    }
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -3,6 +3,7 @@
 mod apply;
 mod boot;
 mod check;
+mod clean;
 mod create;
 mod delete;
 mod export;
@@ -11,6 +12,7 @@ mod flash;
 mod get;
 mod import;
 mod list;
+pub(crate) mod out;
 mod prepare;
 mod reset;
 mod secureboot;
@@ -28,6 +30,36 @@ use varstore::{ErrorKind, ParseError, Varstore};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Wait for the lock of a store that another process (a running VM, another nvram)
+    /// holds instead of failing at once: without SECONDS until it is free, with --wait=SECONDS
+    /// up to that long, then fail as without --wait. For the commands that write a store: set,
+    /// delete, import, boot add/order/remove, secureboot enroll/add-*, reset, apply, clean,
+    /// create --force and export -o --force replacing a file (prepare never writes an
+    /// existing file, so it never waits); the other commands take no lock.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "forever",
+        value_parser = parse_wait
+    )]
+    wait: Option<nvram::files::LockWait>,
+}
+
+/// `--wait[=SECONDS]`: `forever` (the bare flag) or a number of seconds (fractions allowed).
+fn parse_wait(text: &str) -> Result<nvram::files::LockWait, String> {
+    use nvram::files::LockWait;
+    if text == "forever" {
+        return Ok(LockWait::Forever);
+    }
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map(LockWait::Up)
+        .map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,10 +80,12 @@ enum Command {
     // Boxed: its many flags make it far larger than the other commands.
     Apply(Box<apply::Args>),
     Boot(boot::Args),
+    Clean(clean::Args),
 }
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    nvram::files::set_lock_wait(cli.wait.unwrap_or_default());
     match cli.command {
         Command::Create(args) => create::run(args),
         Command::List(args) => list::run(args),
@@ -68,6 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secureboot(args) => secureboot::run(args),
         Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
+        Command::Clean(args) => clean::run(args),
     }
 }
 
@@ -92,7 +127,7 @@ impl Loaded {
         match Varstore::parse(&self.image) {
             Ok(store) => Ok(Some(store)),
             Err(e) if e.kind() == ErrorKind::Unformatted => {
-                eprintln!("nvram: {}: {e}; it holds no variables", self.path.display());
+                out::message!("nvram: {}: {e}; it holds no variables", self.path.display());
                 Ok(None)
             }
             Err(e) => Err(parse_error(&self.path, e)),
@@ -107,16 +142,11 @@ fn parse_error(path: &Path, error: ParseError) -> anyhow::Error {
     ))
 }
 
-/// Writes command output to stdout or, with `-o`, safely to a file.
+/// Writes command output as it is (JSON, raw bytes) to stdout (see [`out::result`]) or, with
+/// `-o`, safely to a file. Human text goes to [`out::text`] instead.
 fn emit(output: Option<&Path>, force: bool, content: &[u8]) -> Result<()> {
-    use std::io::Write;
     match output {
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(content)?;
-            stdout.flush()?;
-            Ok(())
-        }
+        None => out::result(content),
         Some(path) => nvram::files::write_output(path, content, force)
             .with_context(|| format!("cannot write {}", path.display())),
     }
