@@ -1,6 +1,7 @@
 //! Fleet-wide edits: the same [`Plan`] applied to many store files in parallel, each file on
 //! its own (its own lock, its own all-or-nothing edit, its own atomic replacement through
-//! [`edit_file`]), so one bad, locked or vanished file never stops or corrupts the others.
+//! [`edit_file`](crate::edit::edit_file)), so one bad, locked or vanished file never stops or
+//! corrupts the others.
 //!
 //! Every file gets a [`FileResult`]: [`Status::Changed`], [`Status::Unchanged`] (the plan was
 //! already in effect, nothing was written), [`Status::Skipped`] (locked by a running VM or

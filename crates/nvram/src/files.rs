@@ -1,9 +1,14 @@
 //! Safe file operations shared by every command that writes.
 //!
 //! - New files are created exclusively and owner-only, and never through a symlink.
-//! - Content is first written to a temporary file in the same directory and fsync'ed; only then
+//! - Content is first written to a new file in the same directory and fsync'ed; only then
 //!   is it renamed into place and the directory fsync'ed, so a reader (or a crash) sees the old
-//!   file or the new one, never a half-written one.
+//!   file or the new one, never a half-written one ([`safefile`]: the new file is unnamed
+//!   while written where the filesystem has `O_TMPFILE`, else randomly named; [`clean`]
+//!   removes what killed writers left). A failure of that last fsync alone is
+//!   [`FileError::NotDurable`]: the new content is in place.
+//! - A file is locked before it is read for an edit and until it is replaced
+//!   ([`LockedFile`]); [`set_lock_wait`] makes that wait for a held lock.
 
 use safefile::SafeFileError;
 use std::fs::{self, File, OpenOptions};
