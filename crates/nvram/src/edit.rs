@@ -420,6 +420,23 @@ pub fn import(
         }
         decoded.push((index, v.name.as_str(), guid, Attributes(v.attr), data, time));
     }
+    // With the compact strategy the edits are made the firmware's way (append) and the store
+    // is compacted once at the end: the same bytes as compacting after every variable (the
+    // live variables keep their order, the changed ones follow in list order), in time
+    // linear in the number of variables rather than one rewrite of the store each. A store
+    // with a live in-transition copy is the exception (the first compaction would put it
+    // before the changed variables, a final one after them): it gets one compaction per
+    // change.
+    let batched = strategy == Strategy::Compact && {
+        let store = editor
+            .store()
+            .map_err(|error| ImportError::Refused { index: 0, error })?;
+        !store
+            .live_variables()
+            .iter()
+            .any(|r| r.state() == varstore::RecordState::InDeletedTransition)
+    };
+    let each = if batched { Strategy::Append } else { strategy };
     if replace_all {
         let wanted: std::collections::HashSet<(&str, Guid)> =
             decoded.iter().map(|d| (d.1, d.2)).collect();
@@ -435,7 +452,7 @@ pub fn import(
         drop(store);
         for (name, guid) in extra {
             let outcome = editor
-                .delete(&name, guid, strategy)
+                .delete(&name, guid, each)
                 .map_err(|error| ImportError::Refused { index: 0, error })?;
             report.deleted += 1;
             report.compacted |= outcome.compacted;
@@ -443,7 +460,7 @@ pub fn import(
     }
     for (index, name, guid, attrs, data, time) in decoded {
         let outcome = editor
-            .set(name, guid, attrs, &data, time, strategy)
+            .set(name, guid, attrs, &data, time, each)
             .map_err(|error| ImportError::Refused { index, error })?;
         report.compacted |= outcome.compacted;
         match outcome.change {
@@ -452,6 +469,12 @@ pub fn import(
             Change::Unchanged => report.unchanged += 1,
             Change::Deleted => report.deleted += 1,
         }
+    }
+    if batched && report.added + report.replaced + report.deleted > 0 {
+        editor
+            .compact()
+            .map_err(|error| ImportError::Refused { index: 0, error })?;
+        report.compacted = true;
     }
     Ok(report)
 }

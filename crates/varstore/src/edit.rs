@@ -713,37 +713,9 @@ impl Editor {
         })
     }
 
-    /// The attributes, data and timestamp of the complete record at `at` (one the index
-    /// lists, so its header, name and data are inside the variable area).
+    /// The attributes, data and timestamp of the complete record at `at`.
     fn read_record(&self, at: usize) -> (u32, &[u8], Option<EfiTime>) {
-        let header = &self.image[at..at + self.format.header_len()];
-        let (attributes, name_size, data_size, timestamp) = match self.format {
-            StoreFormat::Authenticated => {
-                let h = AuthVariableHeader::read_from_bytes(header).expect("header length");
-                let time = Some(EfiTime(h.timestamp));
-                (
-                    h.attributes.get(),
-                    h.name_size.get(),
-                    h.data_size.get(),
-                    time,
-                )
-            }
-            StoreFormat::Plain => {
-                let h = PlainVariableHeader::read_from_bytes(header).expect("header length");
-                (
-                    h.attributes.get(),
-                    h.name_size.get(),
-                    h.data_size.get(),
-                    None,
-                )
-            }
-        };
-        let data_at = at + header.len() + name_size as usize;
-        (
-            attributes,
-            &self.image[data_at..data_at + data_size as usize],
-            timestamp,
-        )
+        record_at(&self.image, self.format, at)
     }
 
     /// The bytes of a record in state 0x3F, without padding.
@@ -798,73 +770,115 @@ impl Editor {
         append: Option<(&str, &[u8])>,
     ) -> Result<(), EditError> {
         let header_len = self.format.header_len();
-        let mut region = vec![0xFFu8; self.store_end - self.first_record];
-        let mut cursor = 0;
-        // The live copies in store order, with their state bytes.
-        let mut live: Vec<(usize, u8, &Key)> = self
+        let (image, format, first_record) = (&self.image, self.format, self.first_record);
+        // The live copies other than `skip` in store order: (offset, state, length, copies).
+        let mut live: Vec<(usize, u8, usize, &mut Copies)> = self
             .index
             .keys
-            .iter()
+            .iter_mut()
             .filter(|(key, _)| skip != Some(*key))
             .filter_map(|(key, c)| {
                 let at = c.live?;
                 let state = c.copies.iter().find(|copy| copy.0 == at)?.1;
-                Some((at, state, key))
+                let len = header_len + key.0.len() + record_at(image, format, at).1.len();
+                Some((at, state, len, c))
             })
             .collect();
         live.sort_unstable_by_key(|l| l.0);
-        let ordered = live
+        // 0x3F copies first, then the in-transition ones, each in store order.
+        let (mut ordered, in_transition): (Vec<_>, Vec<_>) =
+            live.into_iter().partition(|l| l.1 == STATE_ADDED);
+        ordered.extend(in_transition);
+        let live_bytes: usize = ordered
             .iter()
-            .filter(|l| l.1 == STATE_ADDED)
-            .chain(live.iter().filter(|l| l.1 != STATE_ADDED));
-        let mut keys = HashMap::with_capacity(live.len() + 1);
-        for &(at, _, key) in ordered {
-            let len = header_len + key.0.len() + self.read_record(at).1.len();
+            .map(|l| align_header(l.2).expect("record length is small"))
+            .sum();
+        let region_len = self.store_end - first_record;
+        let appended = match append {
+            Some((name, record)) => {
+                let needed = align_header(record.len()).expect("record length is small");
+                if live_bytes + needed > region_len {
+                    return Err(EditError::StoreFull {
+                        name: name.into(),
+                        needed,
+                        available: region_len - live_bytes,
+                    });
+                }
+                needed
+            }
+            None => 0,
+        };
+        let mut region = vec![0xFFu8; region_len];
+        let mut cursor = 0;
+        for (at, _, len, copies) in ordered {
             // Copied byte for byte (MonotonicCount, PubKeyIndex and all), only the state
             // changes; padding becomes 0xFF.
-            region[cursor..cursor + len].copy_from_slice(&self.image[at..at + len]);
+            region[cursor..cursor + len].copy_from_slice(&image[at..at + len]);
             region[cursor + 2] = STATE_ADDED;
-            let new_at = self.first_record + cursor;
-            keys.insert(
-                key.clone(),
-                Copies {
-                    copies: vec![(new_at, STATE_ADDED)],
-                    live: Some(new_at),
-                },
-            );
+            let new_at = first_record + cursor;
+            copies.copies.clear();
+            copies.copies.push((new_at, STATE_ADDED));
+            copies.live = Some(new_at);
             cursor += align_header(len).expect("record length is small");
         }
-        if let Some((name, record)) = append {
-            let needed = align_header(record.len()).expect("record length is small");
-            if cursor + needed > region.len() {
-                return Err(EditError::StoreFull {
-                    name: name.into(),
-                    needed,
-                    available: region.len() - cursor,
-                });
+        if let Some(key) = skip {
+            match append {
+                Some((_, record)) => {
+                    region[cursor..cursor + record.len()].copy_from_slice(record);
+                    let new_at = first_record + cursor;
+                    self.index.keys.insert(
+                        key.clone(),
+                        Copies {
+                            copies: vec![(new_at, STATE_ADDED)],
+                            live: Some(new_at),
+                        },
+                    );
+                }
+                None => {
+                    self.index.keys.remove(key);
+                }
             }
-            region[cursor..cursor + record.len()].copy_from_slice(record);
-            let key = skip.expect("the appended record replaces the skipped key");
-            let new_at = self.first_record + cursor;
-            keys.insert(
-                key.clone(),
-                Copies {
-                    copies: vec![(new_at, STATE_ADDED)],
-                    live: Some(new_at),
-                },
-            );
-            cursor += needed;
         }
-        self.image[self.first_record..self.store_end].copy_from_slice(&region);
-        self.index = Index {
-            keys,
-            free_offset: self.first_record + cursor,
-            live_bytes: cursor,
-            clean: true,
-            packed: true,
-        };
+        self.image[first_record..self.store_end].copy_from_slice(&region);
+        self.index.free_offset = first_record + live_bytes + appended;
+        self.index.live_bytes = live_bytes + appended;
+        self.index.clean = true;
+        self.index.packed = true;
         Ok(())
     }
+}
+
+/// The attributes, data and timestamp of the complete record at `at` in `image` (one the
+/// index lists, so its header, name and data are inside the variable area).
+fn record_at(image: &[u8], format: StoreFormat, at: usize) -> (u32, &[u8], Option<EfiTime>) {
+    let header = &image[at..at + format.header_len()];
+    let (attributes, name_size, data_size, timestamp) = match format {
+        StoreFormat::Authenticated => {
+            let h = AuthVariableHeader::read_from_bytes(header).expect("header length");
+            let time = Some(EfiTime(h.timestamp));
+            (
+                h.attributes.get(),
+                h.name_size.get(),
+                h.data_size.get(),
+                time,
+            )
+        }
+        StoreFormat::Plain => {
+            let h = PlainVariableHeader::read_from_bytes(header).expect("header length");
+            (
+                h.attributes.get(),
+                h.name_size.get(),
+                h.data_size.get(),
+                None,
+            )
+        }
+    };
+    let data_at = at + header.len() + name_size as usize;
+    (
+        attributes,
+        &image[data_at..data_at + data_size as usize],
+        timestamp,
+    )
 }
 
 /// UCS-2LE with the terminating NUL, as names are stored and compared (spec §5.3).
