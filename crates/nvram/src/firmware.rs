@@ -345,8 +345,25 @@ fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), Strin
             return Err(format!("{action}: {source}"))
         }
     };
+    parse_descriptor(&text)
+}
+
+/// Parses the bytes of one descriptor file as [`Catalog::load`] does: the descriptor, and the
+/// file as JSON (unknown members included); on failure why, as a [`Skipped`] reason. Never
+/// panics, whatever the bytes (it is fuzzed: `fuzz/fuzz_targets/firmware_descriptor.rs`).
+///
+/// ```
+/// let (descriptor, _) = nvram::firmware::parse_descriptor(
+///     br#"{"interface-types": ["uefi"], "mapping": {"device": "memory", "filename": "/fw.bin"},
+///          "targets": [], "features": []}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(descriptor.interface_types, ["uefi"]);
+/// assert!(nvram::firmware::parse_descriptor(b"[]").is_err());
+/// ```
+pub fn parse_descriptor(text: &[u8]) -> Result<(Descriptor, serde_json::Value), String> {
     let raw: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| format!("not JSON: {e}"))?;
+        serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
     let descriptor =
         Descriptor::deserialize(&raw).map_err(|e| format!("not a firmware descriptor: {e}"))?;
     Ok((descriptor, raw))
