@@ -116,12 +116,17 @@ impl From<ImportError> for Failure {
 ///
 /// The lock is held from before the read until the new file is in place, so a VM cannot start
 /// on the old content in between, and an nvram pflash device or QEMU that has the file open
-/// makes this fail with [`EditFileError::Locked`].
+/// makes this fail with [`EditFileError::Locked`]. Once it has succeeded, the temporary files
+/// that killed writers left next to the file are removed
+/// ([`crate::files::clean_after_write`]).
 pub fn edit_file<T, E: Into<Failure>>(
     path: &Path,
     edit: impl FnOnce(&mut Editor) -> Result<T, E>,
 ) -> Result<Edited<T>, EditFileError> {
-    edit_file_with(path, true, edit)
+    let edited = edit_file_with(path, true, edit)?;
+    // What killed writers left next to it goes once this edit has succeeded.
+    crate::files::clean_after_write(path);
+    Ok(edited)
 }
 
 /// [`edit_file`] when `write`; otherwise the same without writing anything:

@@ -129,10 +129,16 @@ pub fn replace(path: &Path, content: &[u8]) -> Result<(), FileError> {
 /// holds is refused (or waited for, [`lock_wait`]) rather than pulled from under it.
 pub fn write_output(path: &Path, content: &[u8], force: bool) -> Result<(), FileError> {
     if !force {
-        return create_new(path, content);
+        create_new(path, content)?;
+        clean_after_write(path);
+        return Ok(());
     }
     match LockedFile::open(path) {
-        Ok(locked) => locked.replace(content),
+        Ok(locked) => {
+            locked.replace(content)?;
+            clean_after_write(path);
+            Ok(())
+        }
         // Absent: created. Not writable by us (a read-only file we may still replace, as
         // the directory is what counts): replaced unlocked, as before.
         Err(FileError::Io { source, .. })
@@ -205,6 +211,16 @@ pub fn set_lock_wait(wait: LockWait) {
 /// The wait set by [`set_lock_wait`].
 pub fn lock_wait() -> LockWait {
     *LOCK_WAIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// After a successful write of `path` by a command that writes one file: removes what killed
+/// writers left next to it ([`clean`]) if its lock is free at once; otherwise, or on any
+/// error, leaves them (best effort: the write has succeeded). Not done per file by `apply`,
+/// where a directory of thousands of stores would be listed once per store.
+pub fn clean_after_write(path: &Path) {
+    if let Ok(_locked) = LockedFile::open_waiting(path, LockWait::Fail) {
+        let _ = safefile::remove_leftovers(path);
+    }
 }
 
 /// Removes the temporary files that killed writers left next to `path`
