@@ -12,7 +12,8 @@ use std::process::ExitCode;
 /// complete. Where the filesystem has O_TMPFILE that file has no name until then, so nothing is
 /// left behind; elsewhere (or killed in the instant between naming and renaming) a killed
 /// `nvram` leaves `.NAME.nvram-XXXXXXXXXXXXXXXX.tmp` (`.NAME.PID-N.tmp` from older versions),
-/// as big as the store. `nvram check` lists them.
+/// as big as the store. `nvram check` lists them; the next successful edit of the store also
+/// removes them.
 ///
 /// Only regular files with such a name are removed, never through a symlink, and only while
 /// the store's lock is held (as every edit holds it), so no write of the store can be under
