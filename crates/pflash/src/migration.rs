@@ -1623,6 +1623,16 @@ pub fn commit_file(
             };
             return Ok((storage, stats));
         }
+        // Opening a FIFO for the lock probe would block until a writer comes; a character
+        // device or a directory is no flash either.
+        if !meta.file_type().is_file() {
+            return Err(error("not a regular file or a block device")(
+                io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "refusing to commit the flash content to it",
+                ),
+            ));
+        }
         // Probe the lock: replacing a file that a running source still writes would lose
         // its last writes.
         let probe = File::open(path).map_err(error("cannot open"))?;
@@ -1660,6 +1670,16 @@ pub fn commit_file(
                 path.display()
             ),
             source,
+        },
+        // The destination's file holds the migrated content already; only the directory
+        // entry may not survive a host crash. Said as such, not as a failed commit.
+        safefile::SafeFileError::NotDurable { path, source } => StorageError {
+            context: format!(
+                "{}: the committed content is in place but may not be durable: fsync of {} failed",
+                path.display(),
+                source.dir.display()
+            ),
+            source: source.error,
         },
         other => StorageError {
             context: format!("{}: cannot commit", path.display()),

@@ -914,6 +914,31 @@ fn the_destination_serves_from_memory_until_an_atomic_commit() {
     assert!(fs::read(&fresh).unwrap() == template);
 }
 
+/// A commit onto a FIFO (or anything but a regular file or block device) is refused at once,
+/// naming the path, instead of blocking in the lock probe's open until a writer comes.
+#[test]
+fn a_commit_onto_a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("vars.fd");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (done, result) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    thread::spawn(move || {
+        let outcome = migration::commit_file(&path, &[0xff; 4096], Durability::None);
+        let _ = done.send(outcome.err().map(|e| e.to_string()));
+    });
+    let message = result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the commit returned instead of blocking on the FIFO")
+        .expect("the commit onto a FIFO failed");
+    assert!(message.contains(&fifo.display().to_string()), "{message}");
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
 /// A loop device over a file of `len` zero bytes, detached on drop.
 struct LoopDevice {
     device: PathBuf,
