@@ -138,15 +138,7 @@ fn aavmf_sees_a_variable_we_set_and_tries_a_boot_next_entry_we_added() {
     let files = vec![("EFI/BOOT/TEST.EFI".to_string(), b"not a PE image".to_vec())];
     let script = "dmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n";
     let outcome = boot_aavmf(&vars, script, files);
-    let tried = format!("{name} \"Test\"");
-    assert!(
-        outcome
-            .serial
-            .lines()
-            .any(|l| l.contains("BdsDxe") && l.contains(&tried)),
-        "BdsDxe did not try {name}; serial log:\n{}",
-        outcome.serial
-    );
+    common::assert_bds_tried(&outcome.serial, &name, "Test");
     let dump = outcome
         .read_file("dump.txt")
         .unwrap_or_else(|| panic!("no dump; serial log:\n{}", outcome.serial));

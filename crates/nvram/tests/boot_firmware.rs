@@ -88,15 +88,7 @@ fn boot_next_entry(stack: Stack) {
                   bcfg boot dump -v >a fs0:\\bcfg.txt\nreset -s\n";
     let files = vec![("EFI/BOOT/TEST.EFI".to_string(), b"not a PE image".to_vec())];
     let outcome = boot(&vars, script, files);
-    let tried = format!("{name} \"Test\"");
-    assert!(
-        outcome
-            .serial
-            .lines()
-            .any(|l| l.contains("BdsDxe") && l.contains(&tried)),
-        "BdsDxe did not try {name}; serial log:\n{}",
-        outcome.serial
-    );
+    common::assert_bds_tried(&outcome.serial, &name, "Test");
     let dump = outcome
         .read_file("bcfg.txt")
         .unwrap_or_else(|| panic!("no bcfg output; serial log:\n{}", outcome.serial));

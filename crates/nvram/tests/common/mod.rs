@@ -172,3 +172,15 @@ pub fn sbsign(key: &Path, cert: &Path, input: &Path, output: &Path) -> Vec<u8> {
     );
     std::fs::read(output).unwrap()
 }
+
+/// Asserts that the firmware's boot manager tried the boot entry `name` ("Boot0003") with
+/// `description`: BdsDxe says so on the serial console, whether the entry then starts or not.
+pub fn assert_bds_tried(serial: &str, name: &str, description: &str) {
+    let tried = format!("{name} \"{description}\"");
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.contains("BdsDxe") && l.contains(&tried)),
+        "BdsDxe did not try {name}; serial log:\n{serial}"
+    );
+}
