@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{assert_same_variables, boot_and_dump_on, exported, nvram, Variable};
+use common::{assert_read_back, boot_and_dump_on, nvram, Variable};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use testkit::{setvar_command, Arch, Stack};
-use varstore::{FirmwareVerdict, Varstore};
+use varstore::Varstore;
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
 
@@ -56,16 +56,7 @@ fn boot_created_store(stack: Stack) {
         firmware.iter().any(|v| v.0 == "Boot0000"),
         "the firmware created its boot entries"
     );
-    assert_same_variables(&firmware, &exported(&vars));
-
-    let image = fs::read(&vars).unwrap();
-    let store = Varstore::parse(&image).unwrap();
-    assert_eq!(
-        store.verdict(),
-        FirmwareVerdict::Accept,
-        "{:?}",
-        store.findings()
-    );
+    assert_read_back(&firmware, &vars);
     let check = nvram(&["check", vars.to_str().unwrap()]);
     assert_eq!(
         check.status.code(),
@@ -97,15 +88,8 @@ fn boot_template(stack: Stack, code: &str, template: &str) {
     switch_secure_boot_off(&vars);
     let firmware = boot_and_dump(stack, code, &vars, &set_test_variables());
     assert!(firmware.iter().any(|v| v.0 == "NvramBytes" && v.2 == 0x3));
-    assert_same_variables(&firmware, &exported(&vars));
-    let image = fs::read(&vars).unwrap();
+    let image = assert_read_back(&firmware, &vars);
     let store = Varstore::parse(&image).unwrap();
-    assert_eq!(
-        store.verdict(),
-        FirmwareVerdict::Accept,
-        "{:?}",
-        store.findings()
-    );
     assert!(
         store.records().len() > store.live_variables().len(),
         "the firmware's updates left replaced records behind"
@@ -263,16 +247,8 @@ fn assert_reclaimed(firmware: &VariableSet, vars: &Path, times: u32, area_len: u
         "the last rewrite wins"
     );
     assert!(firmware.iter().any(|v| v.0 == "NvramAfter"));
-    assert_same_variables(firmware, &exported(vars));
-
-    let image = fs::read(vars).unwrap();
+    let image = assert_read_back(firmware, vars);
     let store = Varstore::parse(&image).unwrap();
-    assert_eq!(
-        store.verdict(),
-        FirmwareVerdict::Accept,
-        "{:?}",
-        store.findings()
-    );
     let ftw = store.ftw().expect("FTW working block");
     let reclaim = ftw
         .writes

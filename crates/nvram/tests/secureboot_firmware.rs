@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{nvram_ok, path_str, sbsign, self_signed};
+use common::{enroll_own_key, nvram_ok, path_str, sbsign, self_signed};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,18 +124,8 @@ fn enforces_enrolled_keys(stack: Stack, dir: &Path) -> PathBuf {
     // 2. Enrolled: unsigned refused, signed accepted.
     let vars = dir.join("enrolled.fd");
     fs::write(&vars, &blank).unwrap();
+    enroll_own_key(&vars, &cert);
     let c = path_str(&cert);
-    nvram_ok(&[
-        "secureboot",
-        "enroll",
-        path_str(&vars),
-        "--pk",
-        c,
-        "--kek",
-        c,
-        "--db",
-        c,
-    ]);
     let enrolled = fs::read(&vars).unwrap();
     let serial = boot_with(&vars, unsigned, 60, refused_or_started);
     assert!(

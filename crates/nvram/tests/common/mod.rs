@@ -184,3 +184,35 @@ pub fn assert_bds_tried(serial: &str, name: &str, description: &str) {
         "BdsDxe did not try {name}; serial log:\n{serial}"
     );
 }
+
+/// Asserts that nvram reads exactly what the firmware's `dmpstore` listed from `vars` and that
+/// the firmware will accept the store as it is; returns the image for further checks.
+pub fn assert_read_back(firmware: &BTreeSet<Variable>, vars: &Path) -> Vec<u8> {
+    assert_same_variables(firmware, &exported(vars));
+    let image = std::fs::read(vars).unwrap();
+    let store = varstore::Varstore::parse(&image).unwrap();
+    assert_eq!(
+        store.verdict(),
+        varstore::FirmwareVerdict::Accept,
+        "{:?}",
+        store.findings()
+    );
+    image
+}
+
+/// `nvram secureboot enroll` with `cert` as PK, KEK and db: a store whose Secure Boot trusts
+/// exactly what that key signs.
+pub fn enroll_own_key(vars: &Path, cert: &Path) {
+    let c = path_str(cert);
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        path_str(vars),
+        "--pk",
+        c,
+        "--kek",
+        c,
+        "--db",
+        c,
+    ]);
+}
