@@ -4,6 +4,7 @@ mod apply;
 mod boot;
 mod check;
 mod clean;
+mod convert;
 mod create;
 mod delete;
 mod export;
@@ -17,6 +18,7 @@ mod prepare;
 mod reset;
 mod secureboot;
 mod set;
+mod upgrade;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -81,6 +83,8 @@ enum Command {
     Apply(Box<apply::Args>),
     Boot(boot::Args),
     Clean(clean::Args),
+    Convert(convert::Args),
+    Upgrade(upgrade::Args),
 }
 
 /// Runs one command.
@@ -103,6 +107,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Clean(args) => clean::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
     }
 }
 
