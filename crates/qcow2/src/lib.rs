@@ -19,7 +19,7 @@
 //! # fn main() -> Result<(), qcow2::Qcow2Error> {
 //! let mut store = vec![0u8; 128 * 1024];
 //! store[..4].copy_from_slice(b"_FVH");
-//! let file = qcow2::create(&store, qcow2::CreateOptions { cluster_bits: 12 })?;
+//! let file = qcow2::create(&store, qcow2::CreateOptions { cluster_bits: 12 });
 //! let image = qcow2::Image::parse(&file)?;
 //! assert_eq!(image.read_active()?, store);
 //!
@@ -180,7 +180,7 @@ pub(crate) fn unsupported(feature: impl Into<String>) -> Qcow2Error {
 ///
 /// ```
 /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-/// let file = qcow2::create(&[7u8; 8192], qcow2::CreateOptions::default())?;
+/// let file = qcow2::create(&[7u8; 8192], qcow2::CreateOptions::default());
 /// let image = qcow2::Image::parse(&file)?;
 /// assert_eq!(image.virtual_size(), 8192);
 /// assert_eq!(image.cluster_size(), 65536);
@@ -230,7 +230,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default());
     /// assert_eq!(qcow2::Image::parse(&file)?.virtual_size(), 4096);
     /// # Ok(()) }
     /// ```
@@ -242,7 +242,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions { cluster_bits: 12 })?;
+    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions { cluster_bits: 12 });
     /// assert_eq!(qcow2::Image::parse(&file)?.cluster_size(), 4096);
     /// # Ok(()) }
     /// ```
@@ -254,7 +254,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default());
     /// assert_eq!(qcow2::Image::parse(&file)?.version(), 3);
     /// # Ok(()) }
     /// ```
@@ -266,7 +266,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default());
     /// assert!(qcow2::Image::parse(&file)?.snapshots().is_empty());
     /// # Ok(()) }
     /// ```
@@ -278,7 +278,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(b"hello, world", qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(b"hello, world", qcow2::CreateOptions::default());
     /// assert_eq!(qcow2::Image::parse(&file)?.read_active()?, b"hello, world");
     /// # Ok(()) }
     /// ```
@@ -292,7 +292,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default());
     /// let err = qcow2::Image::parse(&file)?.read_snapshot(0).unwrap_err();
     /// assert!(matches!(err, qcow2::Qcow2Error::NoSuchSnapshot { index: 0, count: 0 }));
     /// # Ok(()) }
@@ -318,7 +318,7 @@ impl<'a> Image<'a> {
     ///
     /// ```
     /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-    /// let file = qcow2::create(&[0u8; 8192], qcow2::CreateOptions::default())?;
+    /// let file = qcow2::create(&[0u8; 8192], qcow2::CreateOptions::default());
     /// let image = qcow2::Image::parse(&file)?;
     /// let mut content = image.read_active()?;
     /// content[4096] = 0xaa;
@@ -383,31 +383,24 @@ impl Default for CreateOptions {
 /// A new qcow2 (version 3, 16-bit refcounts, `qemu-img create`'s defaults) file holding
 /// `content`; all-zero clusters are left unallocated.
 ///
-/// Fails if `cluster_bits` is outside 9..=21 or `content` is longer than
-/// [`MAX_VIRTUAL_SIZE`].
+/// The content is not capped here (it is the caller's), but [`Image::parse`] refuses a
+/// virtual size over [`MAX_VIRTUAL_SIZE`].
+///
+/// # Panics
+///
+/// If `options.cluster_bits` is outside 9..=21: a program constant, not input.
 ///
 /// ```
-/// # fn main() -> Result<(), qcow2::Qcow2Error> {
-/// let file = qcow2::create(&[1u8; 4096], qcow2::CreateOptions { cluster_bits: 12 })?;
+/// let file = qcow2::create(&[1u8; 4096], qcow2::CreateOptions { cluster_bits: 12 });
 /// assert!(qcow2::is_qcow2(&file));
-/// assert!(qcow2::create(&[], qcow2::CreateOptions { cluster_bits: 8 }).is_err());
-/// # Ok(()) }
 /// ```
-pub fn create(content: &[u8], options: CreateOptions) -> Result<Vec<u8>, Qcow2Error> {
+pub fn create(content: &[u8], options: CreateOptions) -> Vec<u8> {
     let cluster_bits = options.cluster_bits;
-    if !(9..=21).contains(&cluster_bits) {
-        return Err(invalid(
-            20,
-            "cluster_bits",
-            format!("{cluster_bits} is outside 9..=21 (512 bytes to 2 MiB clusters)"),
-        ));
-    }
+    assert!(
+        (9..=21).contains(&cluster_bits),
+        "qcow2 cluster_bits {cluster_bits} is outside 9..=21 (512 bytes to 2 MiB clusters)"
+    );
     let size = content.len() as u64;
-    if size > MAX_VIRTUAL_SIZE {
-        return Err(unsupported(format!(
-            "a virtual size of {size} bytes (a variable store is at most {MAX_VIRTUAL_SIZE})"
-        )));
-    }
     // QEMU 10's version 3 header: 112 bytes, the last 8 being the compression type (zlib)
     // and padding.
     let header_length = 112;
@@ -432,7 +425,7 @@ pub fn create(content: &[u8], options: CreateOptions) -> Result<Vec<u8>, Qcow2Er
     bytes[20..24].copy_from_slice(&cluster_bits.to_be_bytes());
     bytes[96..100].copy_from_slice(&4u32.to_be_bytes());
     bytes[100..104].copy_from_slice(&(header_length as u32).to_be_bytes());
-    rebuild::build(rebuild::Plan {
+    let plan = rebuild::Plan {
         file: &[],
         header: &header,
         header_bytes: bytes,
@@ -441,5 +434,7 @@ pub fn create(content: &[u8], options: CreateOptions) -> Result<Vec<u8>, Qcow2Er
         l1_size,
         old_l1: None,
         snapshots: Vec::new(),
-    })
+    };
+    // Errors come only from reading an old image's tables, and there are none here.
+    rebuild::build(plan).unwrap_or_else(|e| unreachable!("qcow2::create read an old table: {e}"))
 }

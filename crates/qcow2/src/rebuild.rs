@@ -13,8 +13,8 @@ use crate::header::{Header, EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO, EXT_DAT
 use crate::map::{self, Cluster, COPIED};
 use crate::{unsupported, Qcow2Error};
 
-/// The most L2 entries a rewrite visits: tables shared by many snapshots are walked once per
-/// reference (that is how their data clusters' refcounts are counted), so without a bound a
+/// The most old L2 entries a rewrite visits (the new content's are bounded by its length):
+/// tables shared by many snapshots are walked once per reference (that is how their data clusters' refcounts are counted), so without a bound a
 /// small crafted file could cost hours. 2^26 covers 512 snapshots of a 64 MiB store with
 /// 512-byte clusters.
 const MAX_VISITS: u64 = 1 << 26;
@@ -219,7 +219,6 @@ impl<'a> Builder<'a> {
                 });
                 continue;
             }
-            self.visit(per_l2)?;
             let mut entries = Vec::with_capacity(per_l2 as usize);
             for j in 0..per_l2 {
                 let start = first + j * cs;

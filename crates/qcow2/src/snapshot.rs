@@ -14,7 +14,7 @@ const ENTRY_FIXED: usize = 40;
 ///
 /// ```
 /// # fn main() -> Result<(), qcow2::Qcow2Error> {
-/// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default())?;
+/// let file = qcow2::create(&[0u8; 4096], qcow2::CreateOptions::default());
 /// let image = qcow2::Image::parse(&file)?;
 /// for s in image.snapshots() {
 ///     println!("{} {} ({} bytes)", s.id, s.name, s.virtual_size);

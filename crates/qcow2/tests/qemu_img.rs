@@ -269,7 +269,7 @@ fn create_is_clean_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let content = template(OVMF_4M);
     for bits in [12, 16] {
-        let file = qcow2::create(&content, qcow2::CreateOptions { cluster_bits: bits }).unwrap();
+        let file = qcow2::create(&content, qcow2::CreateOptions { cluster_bits: bits });
         let out = write(dir.path(), &format!("created{bits}.qcow2"), &file);
         assert_clean(&out);
         assert_eq!(info_field(&out, "virtual-size"), content.len().to_string());
@@ -410,7 +410,7 @@ fn zstd_compressed_clusters_are_refused_plain_zstd_images_read() {
 
 #[test]
 fn wrong_length_is_refused() {
-    let file = qcow2::create(&[1u8; 8192], qcow2::CreateOptions::default()).unwrap();
+    let file = qcow2::create(&[1u8; 8192], qcow2::CreateOptions::default());
     let image = qcow2::Image::parse(&file).unwrap();
     let err = image.with_active(&[0u8; 4096]).unwrap_err();
     assert_eq!(
@@ -420,4 +420,104 @@ fn wrong_length_is_refused() {
             got: 4096
         }
     );
+}
+
+/// QEMU 10's system emulator: on the PATH, or where `scripts/install-test-deps` unpacks it.
+fn qemu_system() -> std::path::PathBuf {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/peers/qemu-10.0/bin/qemu-system-x86_64");
+    if peers.exists() {
+        return peers;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.exists());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "qemu-system-x86_64 is missing: run scripts/install-test-deps (it unpacks QEMU 10 \
+             into target/peers/) or install qemu-system-x86; this test does not skip"
+        )
+    })
+}
+
+/// Runs HMP `commands` on a QEMU with no machine and only `image` as a drive; returns the
+/// monitor's output, failing if QEMU does or the output mentions an error.
+fn monitor(image: &Path, commands: &str) -> String {
+    use std::io::Write;
+    let drive = format!("if=none,id=d,file={},format=qcow2", path(image));
+    let mut child = std::process::Command::new(qemu_system())
+        .args([
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "stdio",
+        ])
+        .args(["-drive", &drive])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{commands}\nquit\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "QEMU failed on {commands}: {text}");
+    assert!(
+        !text.to_lowercase().contains("error"),
+        "QEMU reports an error on {commands}: {text}"
+    );
+    text
+}
+
+/// A snapshot with VM state (`savevm`, which stores it past the end of the disk in the
+/// snapshot's L1 range) survives a rewrite: QEMU still loads it.
+#[test]
+fn savevm_state_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let v1 = template(OVMF_2M);
+    let raw = write(d, "v1.raw", &v1);
+    for compat in ["1.1", "0.10"] {
+        let img = d.join(format!("vm-{compat}.qcow2"));
+        let opts = format!("cluster_size=4096,compat={compat}");
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-o",
+            &opts,
+            path(&raw),
+            path(&img),
+        ]);
+        monitor(&img, "savevm vm1");
+        let file = std::fs::read(&img).unwrap();
+        let image = qcow2::Image::parse(&file).unwrap();
+        let before = image.snapshots().to_vec();
+        assert_eq!(before.len(), 1);
+        assert!(before[0].vm_state_size > 0, "{before:?}");
+        let v2 = edited(&v1, 4096);
+        let out = image.with_active(&v2).unwrap();
+        assert_eq!(qcow2::Image::parse(&out).unwrap().snapshots(), &before[..]);
+        std::fs::write(&img, &out).unwrap();
+        assert_clean(&img);
+        assert!(to_raw(&img, d) == v2);
+        monitor(&img, "loadvm vm1");
+        assert_clean(&img);
+        assert!(
+            to_raw(&img, d) == v1,
+            "{compat}: loadvm restored other content"
+        );
+    }
 }
