@@ -89,6 +89,15 @@ pub enum Step {
     /// [`crate::secureboot::add`] does (e.g. Microsoft's 2023 certificates across a fleet).
     /// A file that has them all already is left unchanged.
     AddSignatures(Box<crate::secureboot::Addition>),
+    /// Give the store a newer template's Secure Boot databases, keeping the VM's own
+    /// variables, as [`crate::upgrade::upgrade_with`] does (`nvram upgrade`). The template is
+    /// read once, when the plan is made; a store that has it all already is left unchanged.
+    Upgrade {
+        /// The template's databases.
+        template: Box<crate::upgrade::TemplateDatabases>,
+        /// Whether the template's PK replaces a different one (or fills a missing one).
+        replace_pk: bool,
+    },
 }
 
 /// Why a step refused to run on one file.
@@ -177,6 +186,36 @@ impl Step {
                 Ok(match change.added {
                     0 => format!("{}: unchanged", change.name),
                     n => format!("{}: {} (+{n})", change.name, change.change),
+                })
+            }
+            Self::Upgrade {
+                template,
+                replace_pk,
+            } => {
+                let options = crate::upgrade::UpgradeOptions {
+                    replace_pk: *replace_pk,
+                    strategy,
+                };
+                let report = crate::upgrade::upgrade_with(editor, template, &options).map_err(
+                    |e| match e {
+                        crate::upgrade::UpgradeError::Edit(e) => StepError::Edit(e),
+                        other => StepError::Other(other.to_string()),
+                    },
+                )?;
+                let what: Vec<String> = report
+                    .variables
+                    .iter()
+                    .map(|v| match (v.change, v.added.len()) {
+                        (c, n) if c.is_write() && n > 0 => format!("{}: {c} (+{n})", v.name),
+                        (crate::upgrade::Change::Kept, _) if v.name == "PK" => {
+                            format!("{}: kept (differs from the template's)", v.name)
+                        }
+                        (c, _) => format!("{}: {c}", v.name),
+                    })
+                    .collect();
+                Ok(match what.is_empty() {
+                    true => "upgrade: the template has no Secure Boot databases".to_string(),
+                    false => format!("upgrade: {}", what.join(", ")),
                 })
             }
             Self::Import {

@@ -18,3 +18,4 @@ pub mod firmware;
 pub mod inspect;
 pub mod prepare;
 pub mod secureboot;
+pub mod upgrade;

@@ -17,7 +17,7 @@ use varstore::edit::Strategy;
 /// Apply the same edit to many stores in parallel (a fleet of VMs).
 ///
 /// Edits, applied to each file in this order, all or nothing per file: the Secure Boot
-/// enrolment (--enroll-pk …), the Secure Boot additions (--add-kek/--add-db/--add-dbx/
+/// enrolment (--enroll-pk …), the template upgrade (--upgrade-template), the Secure Boot additions (--add-kek/--add-db/--add-dbx/
 /// --add-microsoft/--add-microsoft-dbx/--add-distro), every --import (in the order given), then every --set, then
 /// every --delete. At least one is required.
 ///
@@ -35,6 +35,11 @@ use varstore::edit::Strategy;
 ///                          as `nvram secureboot add-kek/add-db/add-dbx`: adds what is
 ///                          missing, keeps every entry. The Microsoft 2023 rollout of a
 ///                          fleet is `nvram apply --add-microsoft 2023 --dir DIR`.
+///   --upgrade-template TEMPLATE [--replace-pk]
+///                          as `nvram upgrade --template TEMPLATE`: the template's KEK and
+///                          db entries each store lacks added, dbx the union, every other
+///                          variable kept; a PK differing from the template's kept unless
+///                          --replace-pk. The template is read once for all files.
 ///
 /// Files: the FILE arguments, the lines of --files-from LIST (- for stdin) and the *.fd files
 /// of --dir DIR, in that order, each once. Each file is locked, edited on a copy and replaced
@@ -95,6 +100,13 @@ pub struct Args {
     dir: Vec<PathBuf>,
     /// The stores.
     files: Vec<PathBuf>,
+    /// Give each store this template's Secure Boot databases, keeping its own variables, as
+    /// `nvram upgrade --template` does.
+    #[arg(long, value_name = "TEMPLATE", group = "edits")]
+    upgrade_template: Option<PathBuf>,
+    /// With --upgrade-template: take the template's PK where a store's differs or is missing.
+    #[arg(long, requires = "upgrade_template")]
+    replace_pk: bool,
     #[command(flatten)]
     enroll: EnrollArgs,
     #[command(flatten)]
@@ -332,6 +344,13 @@ fn plan_of(args: &Args) -> Result<Plan> {
     let mut steps = Vec::new();
     if let Some(enrolment) = args.enroll.plan(strategy)? {
         steps.push(Step::Enroll(Box::new(enrolment)));
+    }
+    if let Some(template) = &args.upgrade_template {
+        let template = super::upgrade::load_template(template).context("--upgrade-template")?;
+        steps.push(Step::Upgrade {
+            template: Box::new(template),
+            replace_pk: args.replace_pk,
+        });
     }
     steps.extend(args.add.steps()?);
     for path in &args.import {

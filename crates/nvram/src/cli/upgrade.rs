@@ -1,13 +1,157 @@
 //! `nvram upgrade`: give an existing VM's store a newer template's Secure Boot databases.
 
-use anyhow::{bail, Result};
+use super::firmware::{firmware_json, TemplateSource};
+use super::out::message;
+use anyhow::{anyhow, bail, Context, Result};
+use nvram::escape::terminal;
+use nvram::upgrade::{upgrade_with, TemplateDatabases, UpgradeError, UpgradeOptions};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use varstore::edit::EditError;
+use varstore::{ErrorKind, Varstore};
 
 /// Give a VM's store the Secure Boot databases of a newer template, keeping the VM's own
 /// variables.
+///
+/// KEK and db get the template's entries they lack (appended, with the template's owner
+/// GUIDs; the VM's entries stay, in order) and dbx becomes the union of both: nothing of the
+/// VM's is removed. Every other variable (Boot####, BootOrder, BootNext, shim's MOK state,
+/// SecureBootEnable, …) is left byte for byte. A PK that differs from the template's, or a
+/// missing one (setup mode), is kept and reported unless --replace-pk. dbt and dbr are not
+/// merged (reported when the template's differ). Running it again changes nothing.
+///
+/// Prints one line per Secure Boot variable: its name, what happened (added, replaced,
+/// unchanged, kept) and why. Exit status: 0 done (or nothing to do), 2 an error (the file is
+/// unchanged), 3 written but the directory's fsync failed.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The VM's varstore.
+    #[arg(long, value_name = "PATH")]
+    nvram: PathBuf,
+    #[command(flatten)]
+    source: TemplateSource,
+    /// Take the template's PK where the VM's differs or the VM has none (setup mode:
+    /// enrolling a PK turns Secure Boot on at the next boot).
+    #[arg(long)]
+    replace_pk: bool,
+    /// Write nothing: report what would change.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    bail!("not yet implemented")
+pub fn run(args: Args) -> Result<ExitCode> {
+    let chosen = args.source.resolve()?;
+    let template = load_template(&chosen.template)?;
+    let options = UpgradeOptions {
+        replace_pk: args.replace_pk,
+        ..UpgradeOptions::default()
+    };
+    let mut failure = None;
+    let edited = nvram::edit::edit_file_with(
+        &args.nvram,
+        !args.dry_run,
+        |editor| -> Result<_, EditError> {
+            match upgrade_with(editor, &template, &options) {
+                Ok(report) => Ok(Some(report)),
+                Err(UpgradeError::Edit(e)) => Err(e),
+                Err(other) => {
+                    // The editor is unchanged, so nothing is written.
+                    failure = Some(other);
+                    Ok(None)
+                }
+            }
+        },
+    )
+    .with_context(|| format!("cannot upgrade {}", args.nvram.display()))?;
+    if edited.written && !args.dry_run {
+        // What killed writers left next to the file goes once this edit has succeeded.
+        nvram::files::clean_after_write(&args.nvram);
+    }
+    let report = match (edited.value, failure) {
+        (Some(report), _) => report,
+        (None, Some(e)) => {
+            return Err(anyhow!(e).context(format!(
+                "{}: cannot upgrade from {}; nothing was changed",
+                args.nvram.display(),
+                chosen.template.display()
+            )))
+        }
+        (None, None) => bail!("internal error: no result"),
+    };
+    if args.json {
+        let mut doc = serde_json::to_value(&report)?;
+        doc["file"] = serde_json::json!(args.nvram);
+        doc["template"] = serde_json::json!(chosen.template);
+        doc["dry_run"] = serde_json::json!(args.dry_run);
+        doc["written"] = serde_json::json!(edited.written && !args.dry_run);
+        doc["firmware"] = chosen
+            .firmware
+            .as_ref()
+            .map(firmware_json)
+            .unwrap_or_default();
+        super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
+    } else {
+        let mut text = String::new();
+        for v in &report.variables {
+            let _ = writeln!(text, "{}: {}: {}", v.name, v.change, terminal(&v.why));
+            for entry in &v.added {
+                let _ = writeln!(
+                    text,
+                    "  + {} {} (owner {})",
+                    entry.signature_type,
+                    terminal(&entry.description),
+                    entry.owner
+                );
+            }
+        }
+        super::out::report(&text);
+        let file = terminal(&args.nvram.to_string_lossy()).into_owned();
+        let from = terminal(&chosen.template.to_string_lossy()).into_owned();
+        let kept = report.kept_variables;
+        match (report.changed, args.dry_run) {
+            (true, true) => message!(
+                "{file}: would be upgraded from {from} (dry run, nothing written); its {kept} \
+                 other variables kept"
+            ),
+            (true, false) => {
+                message!("{file}: upgraded from {from}; its {kept} other variables kept")
+            }
+            (false, _) => message!("{file}: unchanged: it has what {from} has"),
+        }
+        if report.pk_kept {
+            message!(
+                "nvram: note: the PK is the VM's own and was kept; --replace-pk takes the \
+                 template's"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the template and its Secure Boot databases, once.
+pub(super) fn load_template(path: &Path) -> Result<TemplateDatabases> {
+    let template = nvram::prepare::Template::load(path)?;
+    let store = match Varstore::parse(template.image()) {
+        Ok(store) => store,
+        Err(e) if e.kind() == ErrorKind::Unformatted => {
+            bail!(
+                "{}: the template is blank: it holds no Secure Boot databases to upgrade to",
+                path.display()
+            )
+        }
+        Err(e) => return Err(super::parse_error(path, e)),
+    };
+    let databases = TemplateDatabases::of(&store)
+        .with_context(|| format!("{}: cannot use the template", path.display()))?;
+    if databases.is_empty() {
+        message!(
+            "nvram: note: {}: the template has no Secure Boot databases (PK, KEK, db, dbx)",
+            terminal(&path.to_string_lossy())
+        );
+    }
+    Ok(databases)
 }
