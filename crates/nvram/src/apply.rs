@@ -213,9 +213,10 @@ impl Step {
                         (c, _) => format!("{}: {c}", v.name),
                     })
                     .collect();
-                Ok(match what.is_empty() {
-                    true => "upgrade: the template has no Secure Boot databases".to_string(),
-                    false => format!("upgrade: {}", what.join(", ")),
+                Ok(if what.is_empty() {
+                    "upgrade: the template has no Secure Boot databases".to_string()
+                } else {
+                    format!("upgrade: {}", what.join(", "))
                 })
             }
             Self::Import {

@@ -791,3 +791,56 @@ fn pem_der(pem: &Path) -> Vec<u8> {
         other => panic!("{other:?}"),
     }
 }
+
+/// `--firmware auto` takes the new template from the QEMU firmware descriptor that fits, as
+/// `nvram reset` does, and the report names the descriptor.
+#[test]
+fn upgrade_from_the_template_of_a_firmware_descriptor() {
+    let fleet = Fleet::new();
+    let vm = fleet.vm("vm.fd");
+    let descriptors = fleet.path("firmware");
+    fs::create_dir(&descriptors).unwrap();
+    let descriptor = serde_json::json!({
+        "description": "OVMF with the new template",
+        "interface-types": ["uefi"],
+        "mapping": {
+            "device": "flash",
+            "executable": {"filename": "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "format": "raw"},
+            "nvram-template": {"filename": p(&fleet.new), "format": "raw"},
+        },
+        "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}],
+        "features": ["secure-boot", "enrolled-keys", "requires-smm"],
+        "tags": [],
+    });
+    write(
+        &descriptors,
+        "30-new.json",
+        descriptor.to_string().as_bytes(),
+    );
+    let out = nvram_ok(&[
+        "upgrade",
+        "--nvram",
+        p(&vm),
+        "--firmware",
+        "auto",
+        "--firmware-dir",
+        p(&descriptors),
+        "--arch",
+        "x86_64",
+        "--machine",
+        "pc-q35-7.2",
+        "--feature",
+        "enrolled-keys",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["firmware"]["name"], "30-new.json", "{report:#}");
+    assert_eq!(report["template"], p(&fleet.new));
+    assert_eq!(
+        report_of(&report, "db")["added"].as_array().unwrap().len(),
+        3
+    );
+    for entry in entries(&fleet.new, "db") {
+        assert!(entries(&vm, "db").contains(&entry));
+    }
+}
