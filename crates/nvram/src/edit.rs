@@ -141,7 +141,8 @@ pub fn edit_file_with<T, E: Into<Failure>>(
         FileError::Locked { path, holder } => EditFileError::Locked { path, holder },
         other => EditFileError::File(other),
     })?;
-    let image = locked.read_all().map_err(EditFileError::File)?;
+    let file = locked.read_all().map_err(EditFileError::File)?;
+    let store = crate::files::unwrap_store(path, file).map_err(EditFileError::File)?;
     let failed = |f: Failure| match f {
         Failure::Edit(error) => EditFileError::Edit {
             path: path.to_path_buf(),
@@ -152,14 +153,26 @@ pub fn edit_file_with<T, E: Into<Failure>>(
             error,
         },
     };
-    let mut editor = Editor::new(&image).map_err(|e| failed(e.into()))?;
+    let mut editor = Editor::new(store.image()).map_err(|e| failed(e.into()))?;
+    if let Some(limits) = store.limits() {
+        editor.set_limits(limits);
+    }
     let value = edit(&mut editor).map_err(|e| failed(e.into()))?;
     let free_space = editor.free_space().map_err(|e| failed(e.into()))?;
-    let reclaim_at_boot = free_space < editor.limits().largest() as usize;
+    let reclaim_at_boot = store.is_flash() && free_space < editor.limits().largest() as usize;
     let edited = editor.finish();
-    let written = edited != image;
-    if written && write {
-        locked.replace(&edited).map_err(EditFileError::File)?;
+    let written = edited != store.image();
+    if written {
+        // Wrapped even for a dry run: a JSON store over QEMU's limit is refused either way.
+        let content = store.rewrap(&edited).map_err(|source| {
+            EditFileError::File(FileError::Container {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        if write {
+            locked.replace(&content).map_err(EditFileError::File)?;
+        }
     }
     Ok(Edited {
         value,

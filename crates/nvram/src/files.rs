@@ -75,6 +75,15 @@ pub enum FileError {
     /// or is too large, or could not be read.
     #[error(transparent)]
     Input(#[from] safefile::InputError),
+    /// The file's format (qcow2, JSON) could not be unwrapped into a flash image.
+    #[error("{path}: {source}")]
+    Container {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::container::ContainerError,
+    },
     /// An I/O error.
     #[error("{path}: {action}: {source}")]
     Io {
@@ -107,6 +116,25 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, FileError> {
         MAX_IMAGE_LEN,
         IMAGE_WHAT,
     )?)
+}
+
+/// Reads a store file in whatever format it is kept (raw, qcow2, JSON; see
+/// [`crate::container`]) and unwraps it into its flash image, with the same refusals as
+/// [`read_image`].
+pub fn read_store(path: &Path) -> Result<crate::container::StoreFile, FileError> {
+    let file = read_image(path)?;
+    unwrap_store(path, file)
+}
+
+/// Unwraps the content of the store file at `path` as [`crate::container::default_format`]
+/// says.
+pub fn unwrap_store(path: &Path, file: Vec<u8>) -> Result<crate::container::StoreFile, FileError> {
+    crate::container::StoreFile::from_bytes(file, crate::container::default_format()).map_err(
+        |source| FileError::Container {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 /// Writes `content` to a new file at `path`: exclusively (fails if anything, even a dangling

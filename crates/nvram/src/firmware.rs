@@ -394,13 +394,24 @@ pub struct Criteria {
 
 impl Criteria {
     /// What `nvram prepare` needs: UEFI, a split flash mapping (so there is a varstore
-    /// template) and raw images (the only kind this tool reads), for `architecture`.
+    /// template) and raw images (what QEMU and libvirt use unless told otherwise), for
+    /// `architecture`; [`Criteria::uefi_varstore_in`] for qcow2 images.
     pub fn uefi_varstore(architecture: &str) -> Self {
+        Self::uefi_varstore_in(architecture, "raw")
+    }
+
+    /// [`Criteria::uefi_varstore`] for firmware whose images have `format` (`raw`, `qcow2`).
+    ///
+    /// ```
+    /// let c = nvram::firmware::Criteria::uefi_varstore_in("x86_64", "qcow2");
+    /// assert_eq!(c.format.as_deref(), Some("qcow2"));
+    /// ```
+    pub fn uefi_varstore_in(architecture: &str, format: &str) -> Self {
         Criteria {
             interface: Some("uefi".into()),
             architecture: Some(architecture.into()),
             mode: Some("split".into()),
-            format: Some("raw".into()),
+            format: Some(format.into()),
             ..Criteria::default()
         }
     }
@@ -553,9 +564,9 @@ pub enum FirmwareError {
         /// Its mapping, e.g. `flash/stateless`.
         mapping: String,
     },
-    /// The template is not a raw image.
+    /// The template is neither a raw nor a qcow2 image.
     #[error(
-        "{path}: firmware {name} has a {format} nvram-template; only raw varstores are supported"
+        "{path}: firmware {name} has a {format} nvram-template; only raw and qcow2 varstores are supported"
     )]
     NotRaw {
         /// Descriptor name.
@@ -585,7 +596,31 @@ fn display_rejected(rejected: &[(String, String)]) -> String {
     }
 }
 
-/// The varstore template of `firmware`, or why it has none that this tool can use.
+/// The varstore template of `firmware` and its format, or why it has none that this tool can
+/// use (raw and qcow2 templates are).
+pub fn varstore_template(
+    firmware: &Firmware,
+) -> Result<(&Path, crate::container::Format), FirmwareError> {
+    use crate::container::Format;
+    let template = firmware
+        .nvram_template()
+        .ok_or_else(|| FirmwareError::NoTemplate {
+            name: firmware.name.clone(),
+            path: firmware.path.clone(),
+            mapping: firmware.mapping_summary(),
+        })?;
+    match Format::by_name(&template.format) {
+        Some(format @ (Format::Raw | Format::Qcow2)) => Ok((&template.filename, format)),
+        _ => Err(FirmwareError::NotRaw {
+            name: firmware.name.clone(),
+            path: firmware.path.clone(),
+            format: template.format.clone(),
+        }),
+    }
+}
+
+/// The varstore template of `firmware` if it is a raw image, or why it has none that a raw
+/// store can be made from.
 pub fn raw_template(firmware: &Firmware) -> Result<&Path, FirmwareError> {
     let template = firmware
         .nvram_template()

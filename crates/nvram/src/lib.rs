@@ -11,11 +11,14 @@
 //! ```
 
 pub mod apply;
+pub mod container;
+pub mod convert;
 pub mod edit;
 pub mod escape;
 pub mod files;
 pub mod firmware;
 pub mod inspect;
+pub mod jsonstore;
 pub mod prepare;
 pub mod secureboot;
 pub mod upgrade;

@@ -32,6 +32,7 @@
 //! assert_eq!(again.outcome, nvram::prepare::Outcome::Verified);
 //! ```
 
+use crate::container::{self, ContainerError, Format};
 use crate::files::{self, FileError, LockHolder, LockedFile};
 use serde::Serialize;
 use std::fmt;
@@ -66,6 +67,8 @@ pub struct Prepared {
     pub outcome: Outcome,
     /// The varstore's size in bytes (equal to the template's).
     pub size: u64,
+    /// How the varstore is kept (raw, qcow2, json).
+    pub format: Format,
     /// The template's layout: a built-in layout name (`ovmf-4m`), a description of an
     /// unknown one, or `unformatted` for a blank template such as Debian's `AAVMF_VARS.fd`.
     pub layout: String,
@@ -172,6 +175,48 @@ pub enum PrepareError {
         /// The template.
         template: PathBuf,
     },
+    /// The template is not in the format it was expected in, or cannot be unwrapped.
+    #[error("{path}: {source}")]
+    TemplateFormat {
+        /// The template.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ContainerError,
+    },
+    /// A store could not be written in the format asked for.
+    #[error("{path}: cannot write the store as {format}: {source}")]
+    Wrap {
+        /// The varstore.
+        path: PathBuf,
+        /// The format asked for.
+        format: Format,
+        /// Why.
+        #[source]
+        source: ContainerError,
+    },
+    /// The existing varstore is kept in another format than the one the VM opens it as.
+    #[error(
+        "{path}: format mismatch: the file is a {found} store but {expected} is expected          (the format of the template {}, or the one asked for); QEMU would open it as          {expected} and fail (`nvram convert` rewrites it in another format)",
+        template.display()
+    )]
+    FormatMismatch {
+        /// The varstore.
+        path: PathBuf,
+        /// Its format.
+        found: Format,
+        /// The expected format.
+        expected: Format,
+        /// The template.
+        template: PathBuf,
+    },
+    /// An incoming migration has nothing to prepare for a JSON store: QEMU's uefi-vars
+    /// device carries the variables in its migration state, not in a flash image.
+    #[error("{path}: a JSON store needs no preparation for an incoming migration (QEMU's uefi-vars device migrates its variables itself); prepare it without --incoming")]
+    IncomingJson {
+        /// The varstore.
+        path: PathBuf,
+    },
     /// No free name for the backup.
     #[error("{path}: cannot pick a backup name: {}.bak and .bak.1 to .bak.{MAX_BACKUPS} all exist; remove old backups", path.display())]
     NoBackupName {
@@ -186,7 +231,10 @@ impl PrepareError {
     pub fn is_mismatch(&self) -> bool {
         matches!(
             self,
-            Self::SizeMismatch { .. } | Self::LayoutMismatch { .. } | Self::NotVarstore { .. }
+            Self::SizeMismatch { .. }
+                | Self::LayoutMismatch { .. }
+                | Self::NotVarstore { .. }
+                | Self::FormatMismatch { .. }
         )
     }
 }
@@ -242,27 +290,71 @@ impl fmt::Display for Shape {
     }
 }
 
-/// A template read into memory.
+/// A template read into memory: a raw image or a qcow2 image (recognised by content).
 #[derive(Debug, Clone)]
 pub struct Template {
     path: PathBuf,
+    /// The file as it is, copied as it is for a VM store of the same format.
+    file: Vec<u8>,
+    format: Format,
     image: Vec<u8>,
     shape: Shape,
 }
 
 impl Template {
-    /// Reads and checks a template: it must be a variable store or blank.
+    /// Reads and checks a template: it must be a variable store or blank, raw or qcow2.
     pub fn load(path: &Path) -> Result<Self, PrepareError> {
-        let image = files::read_image(path).map_err(PrepareError::Template)?;
+        Self::load_as(path, None)
+    }
+
+    /// [`Template::load`], requiring the template to be in `format` when given (a firmware
+    /// descriptor's `nvram-template.format`, `--template-format`).
+    pub fn load_as(path: &Path, format: Option<Format>) -> Result<Self, PrepareError> {
+        let file = files::read_image(path).map_err(PrepareError::Template)?;
+        let opened = container::StoreFile::from_bytes(file.clone(), format).map_err(|source| {
+            PrepareError::TemplateFormat {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let format = opened.format();
+        if format == Format::Json {
+            // A JSON "template" has no size or layout a flash could be checked against.
+            return Err(PrepareError::TemplateFormat {
+                path: path.to_path_buf(),
+                source: ContainerError::NotThatFormat {
+                    found: Format::Json,
+                    expected: Format::Raw,
+                },
+            });
+        }
+        let image = opened.into_image();
         let shape = Shape::of(&image).map_err(|reason| PrepareError::TemplateNotVarstore {
             path: path.to_path_buf(),
             reason,
         })?;
         Ok(Template {
             path: path.to_path_buf(),
+            file,
+            format,
             image,
             shape,
         })
+    }
+
+    /// The template's own format (raw or qcow2).
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The content of a new VM store in `format`: the template file itself when the formats
+    /// agree (a qcow2 template keeps its cluster size and header), else its image wrapped.
+    pub fn instance(&self, format: Format) -> Result<Vec<u8>, ContainerError> {
+        if format == self.format {
+            Ok(self.file.clone())
+        } else {
+            container::wrap(&self.image, format)
+        }
     }
 
     /// Its path.
@@ -270,12 +362,12 @@ impl Template {
         &self.path
     }
 
-    /// Its contents.
+    /// Its flash image (unwrapped from qcow2).
     pub fn image(&self) -> &[u8] {
         &self.image
     }
 
-    /// Its size in bytes.
+    /// The size of its flash image in bytes (for qcow2 the virtual size).
     pub fn size(&self) -> u64 {
         self.image.len() as u64
     }
@@ -351,19 +443,56 @@ pub fn prepare(nvram: &Path, template: &Path, incoming: bool) -> Result<Prepared
     prepare_with(nvram, &Template::load(template)?, incoming)
 }
 
-/// [`prepare`] with a template already loaded.
+/// [`prepare`] with a template already loaded; the store is kept in the template's format.
 pub fn prepare_with(
     nvram: &Path,
     template: &Template,
     incoming: bool,
 ) -> Result<Prepared, PrepareError> {
+    prepare_as(nvram, template, incoming, None)
+}
+
+/// [`prepare_with`] for a store kept in `format` (`None`: the template's). A new store is
+/// the template converted to it; an existing one must be in it.
+///
+/// ```
+/// use nvram::container::Format;
+/// let dir = tempfile::tempdir().unwrap();
+/// let template = dir.path().join("OVMF_VARS_4M.fd");
+/// std::fs::write(&template, varstore::Layout::by_name("ovmf-4m").unwrap().create()).unwrap();
+/// let template = nvram::prepare::Template::load(&template).unwrap();
+/// let vars = dir.path().join("vm1_VARS.qcow2");
+/// let made = nvram::prepare::prepare_as(&vars, &template, false, Some(Format::Qcow2)).unwrap();
+/// assert_eq!(made.format, Format::Qcow2);
+/// assert!(qcow2::is_qcow2(&std::fs::read(&vars).unwrap()));
+/// ```
+pub fn prepare_as(
+    nvram: &Path,
+    template: &Template,
+    incoming: bool,
+    format: Option<Format>,
+) -> Result<Prepared, PrepareError> {
+    let format = format.unwrap_or(template.format);
     let report = |outcome, locks| Prepared {
         nvram: nvram.to_path_buf(),
         template: template.path.clone(),
         outcome,
         size: template.size(),
+        format,
         layout: template.layout(),
         locks,
+    };
+    if incoming && format == Format::Json {
+        return Err(PrepareError::IncomingJson {
+            path: nvram.to_path_buf(),
+        });
+    }
+    let wrap = |image: &[u8]| {
+        container::wrap(image, format).map_err(|source| PrepareError::Wrap {
+            path: nvram.to_path_buf(),
+            format,
+            source,
+        })
     };
     let existing = match fs::symlink_metadata(nvram) {
         Ok(meta) => meta,
@@ -371,10 +500,17 @@ pub fn prepare_with(
             return if incoming {
                 // The contents do not matter (the migration overwrites them); see the
                 // module documentation for why zeroes rather than a template copy.
-                files::create_new(nvram, &vec![0u8; template.image.len()])?;
+                files::create_new(nvram, &wrap(&vec![0u8; template.image.len()])?)?;
                 Ok(report(Outcome::CreatedForIncoming, Vec::new()))
             } else {
-                files::create_new(nvram, &template.image)?;
+                let content = template
+                    .instance(format)
+                    .map_err(|source| PrepareError::Wrap {
+                        path: nvram.to_path_buf(),
+                        format,
+                        source,
+                    })?;
+                files::create_new(nvram, &content)?;
                 Ok(report(Outcome::Created, Vec::new()))
             };
         }
@@ -395,7 +531,7 @@ pub fn prepare_with(
         .into());
     }
     let locks = files::lock_holders(nvram);
-    if incoming {
+    if incoming && format == Format::Raw {
         let size = file_size(nvram)?;
         template.verify_size(
             nvram,
@@ -403,12 +539,38 @@ pub fn prepare_with(
             "QEMU would start but fail the migration with `Size mismatch` \
              (`nvram reset` re-creates the file with the template's size)",
         )?;
-        Ok(report(Outcome::VerifiedSize, locks))
-    } else {
-        let image = files::read_image(nvram)?;
-        template.verify(nvram, &image)?;
-        Ok(report(Outcome::Verified, locks))
+        return Ok(report(Outcome::VerifiedSize, locks));
     }
+    let file = files::read_image(nvram)?;
+    let found = Format::detect(&file);
+    if found != format && !(format == Format::Json && file.iter().all(u8::is_ascii_whitespace)) {
+        return Err(PrepareError::FormatMismatch {
+            path: nvram.to_path_buf(),
+            found,
+            expected: format,
+            template: template.path.clone(),
+        });
+    }
+    let store = container::StoreFile::from_bytes(file, Some(format)).map_err(|source| {
+        FileError::Container {
+            path: nvram.to_path_buf(),
+            source,
+        }
+    })?;
+    if incoming {
+        template.verify_size(
+            nvram,
+            store.image().len() as u64,
+            "QEMU would start but fail the migration with `Size mismatch` \
+             (`nvram reset` re-creates the file with the template's size)",
+        )?;
+        return Ok(report(Outcome::VerifiedSize, locks));
+    }
+    if format != Format::Json {
+        // A JSON store has no flash size or layout; reading it was the check.
+        template.verify(nvram, store.image())?;
+    }
+    Ok(report(Outcome::Verified, locks))
 }
 
 /// Size of a regular file or block device (whose `st_size` is 0).
@@ -429,8 +591,10 @@ pub struct Reset {
     pub template: PathBuf,
     /// The copy of the previous contents, unless there was no file or no backup was asked.
     pub backup: Option<PathBuf>,
-    /// The new size in bytes.
+    /// The new size in bytes (of the flash image).
     pub size: u64,
+    /// How the store is now kept.
+    pub format: Format,
     /// The template's layout.
     pub layout: String,
 }
@@ -458,23 +622,50 @@ impl fmt::Display for Reset {
 /// non-regular file and a file locked by a running VM (QEMU or an nvram pflash device); the
 /// locks are held until the new file is in place. An absent varstore is simply created.
 pub fn reset(nvram: &Path, template: &Template, backup: bool) -> Result<Reset, PrepareError> {
+    reset_as(nvram, template, backup, None)
+}
+
+/// [`reset`] writing the store in `format`; `None` keeps the format the existing file is in
+/// (by its content), or the template's when there is no file.
+pub fn reset_as(
+    nvram: &Path,
+    template: &Template,
+    backup: bool,
+    format: Option<Format>,
+) -> Result<Reset, PrepareError> {
     let mut report = Reset {
         nvram: nvram.to_path_buf(),
         template: template.path.clone(),
         backup: None,
         size: template.size(),
+        format: format.unwrap_or(template.format),
         layout: template.layout(),
     };
+    let content_in = |format: Format| {
+        template
+            .instance(format)
+            .map_err(|source| PrepareError::Wrap {
+                path: nvram.to_path_buf(),
+                format,
+                source,
+            })
+    };
     if fs::symlink_metadata(nvram).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
-        files::create_new(nvram, &template.image)?;
+        files::create_new(nvram, &content_in(report.format)?)?;
         return Ok(report);
     }
     let mut locked = LockedFile::open(nvram)?;
+    let old = locked.read_all()?;
+    report.format = format.unwrap_or_else(|| match Format::detect(&old) {
+        // An empty or damaged file says nothing: the template's format.
+        Format::Raw if old.len() as u64 != template.size() => template.format,
+        found => found,
+    });
+    let content = content_in(report.format)?;
     if backup {
-        let old = locked.read_all()?;
         report.backup = Some(write_backup(nvram, &old)?);
     }
-    locked.replace(&template.image)?;
+    locked.replace(&content)?;
     Ok(report)
 }
 

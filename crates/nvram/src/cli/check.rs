@@ -22,7 +22,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let image = nvram::files::read_image(&args.file)?;
+    let store = nvram::files::read_store(&args.file)?;
+    let format = store.format();
+    let image = store.into_image();
     let report = match Varstore::parse(&image) {
         Ok(store) => CheckReport::of_store(&store),
         Err(e) => CheckReport::of_error(&e, image.len()),
@@ -37,6 +39,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.json {
         let mut doc = serde_json::to_value(&report)?;
         doc["file"] = serde_json::json!(args.file);
+        doc["format"] = serde_json::json!(format);
         doc["temp_files"] = leftovers
             .iter()
             .map(|l| serde_json::json!({"path": l.path, "bytes": l.len}))
@@ -49,6 +52,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .layout
             .map(|l| format!(" ({l} layout)"))
             .unwrap_or_default();
+        let layout = match format {
+            nvram::container::Format::Raw => layout,
+            other => format!(" ({other}){layout}"),
+        };
         let _ = writeln!(text, "{}: {}{layout}", args.file.display(), report.status);
         if let Some(error) = &report.error {
             let _ = writeln!(text, "  {}", terminal(error));

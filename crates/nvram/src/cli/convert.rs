@@ -1,12 +1,111 @@
 //! `nvram convert`: one store in another container format or layout.
 
-use anyhow::{bail, Result};
+use super::out::message;
+use anyhow::{anyhow, bail, Context, Result};
+use nvram::container::Format;
+use nvram::convert::{convert, Target};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use varstore::{Layout, LAYOUTS};
 
-/// Write a store in another format (raw flash, qcow2, QEMU JSON) or layout.
+/// Write a store in another format (raw flash image, qcow2, QEMU uefi-vars JSON) or layout
+/// (e.g. ovmf-2m → ovmf-4m for a VM whose firmware moved to the 4 MiB build). Every live
+/// variable, attribute and timestamp is carried over; a variable the target cannot hold is
+/// an error naming it, and nothing is written. The input's format is recognised by its
+/// content (or the global --format).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The store to read.
+    input: PathBuf,
+    /// The new file (created owner-only; must not exist unless --force).
+    output: PathBuf,
+    /// The new file's format; default: the input's.
+    #[arg(long, value_enum)]
+    to: Option<super::StoreFormat>,
+    /// The new flash image's layout (ovmf-4m, ovmf-2m, aavmf, riscv64, loongarch64); required
+    /// to turn a JSON store into a flash image; default: the input's.
+    #[arg(long)]
+    layout: Option<String>,
+    /// Replace the output file if it exists (atomically).
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    bail!("not yet implemented")
+pub fn run(args: Args) -> Result<ExitCode> {
+    let layout = args
+        .layout
+        .as_deref()
+        .map(|name| {
+            Layout::by_name(name).ok_or_else(|| {
+                let names: Vec<&str> = LAYOUTS.iter().map(|l| l.name).collect();
+                anyhow!(
+                    "unknown layout {name:?}: choose one of {}",
+                    names.join(", ")
+                )
+            })
+        })
+        .transpose()?;
+    same_file_refused(&args)?;
+    let source = nvram::files::read_store(&args.input)?;
+    let target = Target {
+        format: args.to.map_or(source.format(), Into::into),
+        layout,
+    };
+    let (content, report) = convert(&source, &target).with_context(|| {
+        format!(
+            "cannot convert {} to {}; nothing was written",
+            args.input.display(),
+            target.format
+        )
+    })?;
+    nvram::files::write_output(&args.output, &content, args.force)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    if args.json {
+        let mut doc = serde_json::to_value(&report)?;
+        doc["input"] = serde_json::json!(args.input);
+        doc["output"] = serde_json::json!(args.output);
+        super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
+    } else {
+        let shape = |format: Format, layout: &Option<String>| match layout {
+            Some(l) => format!("{format}, {l}"),
+            None => format.to_string(),
+        };
+        message!(
+            "converted {} ({}) to {} ({}): {} variables{}",
+            args.input.display(),
+            shape(report.from, &report.from_layout),
+            args.output.display(),
+            shape(report.to, &report.to_layout),
+            report.variables,
+            if report.relaid {
+                ", written into a fresh store"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Converting a file onto itself would replace the store a VM may be using without its lock;
+/// a new name (then a rename by the VM's manager) is the safe way.
+fn same_file_refused(args: &Args) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (
+        std::fs::metadata(&args.input),
+        std::fs::symlink_metadata(&args.output),
+    ) else {
+        return Ok(());
+    };
+    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+        bail!(
+            "{} and {} are the same file: convert into a new file, then replace the old one",
+            args.input.display(),
+            args.output.display()
+        );
+    }
+    Ok(())
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::{Layout, LAYOUTS};
 
-/// Create a blank variable store from a built-in layout (no template file needed).
+/// Create a blank variable store from a built-in layout (no template file needed); with the
+/// global --format qcow2 wrapped in a qcow2 image, with --format json an empty QEMU JSON store.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Layout: ovmf-4m (x86_64 OVMF_VARS_4M.fd, 528 KiB), ovmf-2m (x86_64 OVMF_VARS.fd,
@@ -29,12 +30,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         )
     })?;
     let image = layout.create();
-    nvram::files::write_output(&args.file, &image, args.force)?;
+    let format = nvram::container::default_format().unwrap_or(nvram::container::Format::Raw);
+    let content = nvram::container::wrap(&image, format)?;
+    nvram::files::write_output(&args.file, &content, args.force)?;
     message!(
-        "created {} ({}, {} bytes)",
+        "created {} ({}, {} bytes{})",
         args.file.display(),
         layout.description,
-        image.len()
+        image.len(),
+        match format {
+            nvram::container::Format::Raw => String::new(),
+            other => format!(", as {other}: {} bytes in the file", content.len()),
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

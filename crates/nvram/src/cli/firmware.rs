@@ -133,6 +133,11 @@ pub struct TemplateSource {
     /// file name (e.g. 60-edk2-x86_64.json).
     #[arg(long, value_name = "auto|NAME")]
     firmware: Option<String>,
+    /// The template's format: with --template it must be in it; with --firmware auto only
+    /// descriptors whose images have it are considered (default raw, as QEMU and libvirt).
+    /// The VM's store is kept in the template's format unless --format says otherwise.
+    #[arg(long, value_name = "FORMAT", value_parser = ["raw", "qcow2"])]
+    template_format: Option<String>,
     #[command(flatten)]
     needs: Needs,
     #[command(flatten)]
@@ -142,6 +147,8 @@ pub struct TemplateSource {
 /// The template chosen, and the descriptor it came from.
 pub struct Chosen {
     pub template: PathBuf,
+    /// The format the template must have (--template-format, or the descriptor's).
+    pub template_format: Option<nvram::container::Format>,
     pub firmware: Option<Firmware>,
     /// The versioned machine type the descriptor was selected for (--machine, resolved).
     pub machine: Option<String>,
@@ -153,6 +160,10 @@ impl TemplateSource {
             let template = self.template.clone().expect("clap requires --template");
             return Ok(Chosen {
                 template,
+                template_format: self
+                    .template_format
+                    .as_deref()
+                    .and_then(nvram::container::Format::by_name),
                 firmware: None,
                 machine: None,
             });
@@ -160,7 +171,10 @@ impl TemplateSource {
         let mut machine = None;
         let firmware = if name == "auto" {
             // Resolve the machine type first: an unknown one fails before anything is read.
-            let criteria = self.needs.criteria(Criteria::uefi_varstore(host_arch()))?;
+            let format = self.template_format.as_deref().unwrap_or("raw");
+            let criteria = self
+                .needs
+                .criteria(Criteria::uefi_varstore_in(host_arch(), format))?;
             machine.clone_from(&criteria.machine);
             self.dirs.catalog().select(&criteria)?.clone()
         } else {
@@ -173,9 +187,20 @@ impl TemplateSource {
                 })?
                 .clone()
         };
-        let template = firmware::raw_template(&firmware)?.to_path_buf();
+        let (template, format) = firmware::varstore_template(&firmware)?;
+        let template = template.to_path_buf();
+        if let Some(wanted) = &self.template_format {
+            if format.as_str() != wanted {
+                anyhow::bail!(
+                    "{}: firmware {} has a {format} nvram-template, not {wanted}",
+                    firmware.path.display(),
+                    firmware.name
+                );
+            }
+        }
         Ok(Chosen {
             template,
+            template_format: Some(format),
             firmware: Some(firmware),
             machine,
         })
@@ -205,9 +230,6 @@ struct ListArgs {
     /// Only this flash mode: split, combined or stateless.
     #[arg(long)]
     mode: Option<String>,
-    /// Only firmware whose images have this format: raw or qcow2.
-    #[arg(long)]
-    format: Option<String>,
     #[command(flatten)]
     dirs: Dirs,
     /// Print JSON.
@@ -236,6 +258,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 fn list(args: ListArgs) -> Result<ExitCode> {
     let n = &args.needs;
+    // The global --format: firmware whose images have this format.
+    let format = nvram::container::default_format().map(|f| f.as_str().to_string());
     // Without --arch, an alias is resolved by the host's QEMU.
     let machine = n.machine(n.arch.as_deref().unwrap_or(host_arch()))?;
     let catalog = args.dirs.catalog();
@@ -245,14 +269,14 @@ fn list(args: ListArgs) -> Result<ExitCode> {
         || !n.without_features.is_empty()
         || args.interface.is_some()
         || args.mode.is_some()
-        || args.format.is_some();
+        || format.is_some();
     let criteria = if filtered {
         Criteria {
             interface: Some(args.interface.clone().unwrap_or_else(|| "uefi".into())),
             architecture: n.arch.clone(),
             machine,
             mode: args.mode.clone(),
-            format: args.format.clone(),
+            format,
             features: n.features.clone(),
             without_features: n.without_features.clone(),
         }

@@ -17,13 +17,13 @@ pub struct Args {
     #[arg(long)]
     guid: Option<String>,
     /// Print the data as one line of hex.
-    #[arg(long, group = "format")]
+    #[arg(long, group = "output")]
     hex: bool,
     /// Write the raw data bytes to stdout.
-    #[arg(long, group = "format")]
+    #[arg(long, group = "output")]
     raw: bool,
     /// Print the variable as JSON (the export format).
-    #[arg(long, group = "format")]
+    #[arg(long, group = "output")]
     json: bool,
 }
 

@@ -48,6 +48,34 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     wait: Option<nvram::files::LockWait>,
+    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image
+    /// or QEMU's uefi-vars JSON. Without it each file's format is recognised by its content
+    /// (an empty file is then raw: give --format json for a JSON store QEMU has not written
+    /// yet). `firmware list` shows only firmware whose images have this format; `prepare` and
+    /// `reset` write the VM's store in it.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    format: Option<StoreFormat>,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoreFormat {
+    /// The flash image as QEMU maps it (`-drive if=pflash,format=raw`).
+    Raw,
+    /// A qcow2 image holding the flash image (`format=qcow2`).
+    Qcow2,
+    /// QEMU's uefi-vars JSON (`-device uefi-vars-*,jsonfile=FILE`).
+    Json,
+}
+
+impl From<StoreFormat> for nvram::container::Format {
+    fn from(f: StoreFormat) -> Self {
+        match f {
+            StoreFormat::Raw => Self::Raw,
+            StoreFormat::Qcow2 => Self::Qcow2,
+            StoreFormat::Json => Self::Json,
+        }
+    }
 }
 
 /// `--wait[=SECONDS]`: `forever` (the bare flag) or a number of seconds (fractions allowed).
@@ -90,6 +118,7 @@ enum Command {
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     nvram::files::set_lock_wait(cli.wait.unwrap_or_default());
+    nvram::container::set_default_format(cli.format.map(Into::into));
     match cli.command {
         Command::Create(args) => create::run(args),
         Command::List(args) => list::run(args),
@@ -112,7 +141,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// A store image read from a file.
+/// A store image read from a file (unwrapped from qcow2 or JSON).
 pub struct Loaded {
     path: PathBuf,
     image: Vec<u8>,
@@ -120,7 +149,7 @@ pub struct Loaded {
 
 impl Loaded {
     fn read(path: &Path) -> Result<Self> {
-        let image = nvram::files::read_image(path)?;
+        let image = nvram::files::read_store(path)?.into_image();
         Ok(Self {
             path: path.to_path_buf(),
             image,

@@ -31,9 +31,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let chosen = args.source.resolve()?;
-    let template = Template::load(&chosen.template)?;
+    let template = Template::load_as(&chosen.template, chosen.template_format)?;
     let firmware = chosen.firmware.as_ref().map(firmware_json);
-    match prepare::prepare_with(&args.nvram, &template, args.incoming) {
+    match prepare::prepare_as(
+        &args.nvram,
+        &template,
+        args.incoming,
+        nvram::container::default_format(),
+    ) {
         Ok(prepared) => {
             if args.json {
                 let mut doc = serde_json::to_value(&prepared)?;

@@ -26,9 +26,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let chosen = args.source.resolve()?;
-    let template = Template::load(&chosen.template)?;
-    let reset = prepare::reset(&args.nvram, &template, !args.no_backup)
-        .with_context(|| format!("cannot reset {}", args.nvram.display()))?;
+    let template = Template::load_as(&chosen.template, chosen.template_format)?;
+    let reset = prepare::reset_as(
+        &args.nvram,
+        &template,
+        !args.no_backup,
+        nvram::container::default_format(),
+    )
+    .with_context(|| format!("cannot reset {}", args.nvram.display()))?;
     if args.json {
         let mut doc = serde_json::to_value(&reset)?;
         doc["firmware"] = chosen

@@ -292,7 +292,7 @@ fn enroll(args: EnrollArgs) -> Result<ExitCode> {
 
 /// Whether the store at `file` holds the certificate `der` in its PK.
 fn store_has_pk(file: &Path, der: &[u8]) -> bool {
-    let Ok(image) = nvram::files::read_image(file) else {
+    let Ok(image) = nvram::files::read_store(file).map(|s| s.into_image()) else {
         return false;
     };
     let Ok(store) = varstore::Varstore::parse(&image) else {
