@@ -19,6 +19,12 @@ use crate::{unsupported, Qcow2Error};
 /// 512-byte clusters.
 const MAX_VISITS: u64 = 1 << 26;
 
+/// The most bytes compressed clusters may inflate to in one rewrite (each distinct one once).
+const MAX_INFLATED: u64 = 1 << 30;
+
+/// Room for the metadata a rewrite adds (refcounts, tables) beyond what the input holds.
+const OUTPUT_SLACK: u64 = 64 << 20;
+
 /// One internal snapshot to write: its table entry (verbatim) and its old L1 table.
 pub(crate) struct SnapshotPlan<'a> {
     pub entry: &'a [u8],
@@ -67,6 +73,8 @@ struct Builder<'a> {
     data_by_old: HashMap<(u64, bool), u64>,
     l2_by_hash: HashMap<u64, Vec<u64>>,
     visits: u64,
+    inflated: u64,
+    max_bytes: u64,
 }
 
 fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
@@ -80,37 +88,45 @@ fn is_zero(bytes: &[u8]) -> bool {
 }
 
 impl<'a> Builder<'a> {
-    fn alloc(&mut self, slot: Slot<'a>, clusters: u64) -> u64 {
+    fn alloc(&mut self, slot: Slot<'a>, clusters: u64) -> Result<u64, Qcow2Error> {
         let idx = self.slots.len() as u64;
+        if (idx + clusters) * self.cs > self.max_bytes {
+            return Err(unsupported(format!(
+                "a rewrite of more than {} bytes (compressed clusters expanding, or clusters \
+                 shared more often than the refcounts can count)",
+                self.max_bytes
+            )));
+        }
         self.slots.push(slot);
         self.refs.push(1);
         for _ in 1..clusters {
             self.slots.push(Slot::Continuation);
             self.refs.push(1);
         }
-        idx
+        Ok(idx)
     }
 
     /// A reference to a data cluster holding `bytes` (exactly one cluster): an existing one
     /// with the same content if its refcount has room, else a new one. 0 for zeros, which
     /// become unallocated: without a backing file they read as zeros in both versions.
-    fn intern_data(&mut self, bytes: Cow<'a, [u8]>) -> u64 {
+    fn intern_data(&mut self, bytes: Cow<'a, [u8]>) -> Result<u64, Qcow2Error> {
         if is_zero(&bytes) {
-            return 0;
+            return Ok(0);
         }
         let h = hash_of(&*bytes);
+        // Newest first: older copies are the ones whose refcount filled up.
         if let Some(found) = self.data_by_hash.get(&h).and_then(|c| {
-            c.iter().copied().find(|&i| {
+            c.iter().rev().copied().find(|&i| {
                 self.refs[i as usize] < self.max_ref
                     && matches!(&self.slots[i as usize], Slot::Data(d) if **d == *bytes)
             })
         }) {
             self.refs[found as usize] += 1;
-            return found * self.cs;
+            return Ok(found * self.cs);
         }
-        let idx = self.alloc(Slot::Data(bytes), 1);
+        let idx = self.alloc(Slot::Data(bytes), 1)?;
         self.data_by_hash.entry(h).or_default().push(idx);
-        idx * self.cs
+        Ok(idx * self.cs)
     }
 
     /// The new L2 entry (offset without flags) for an old guest cluster.
@@ -128,6 +144,14 @@ impl<'a> Builder<'a> {
                 self.refs[idx as usize] += 1;
                 return Ok(idx * self.cs);
             }
+            // Full: with narrow refcounts each further reference would need its own copy,
+            // a cluster per visit; QEMU never makes such images (no snapshots below 16 bits).
+            if self.max_ref < u64::from(u16::MAX) {
+                return Err(unsupported(format!(
+                    "a cluster shared more often than {}-bit refcounts can count",
+                    1u32 << self.header.refcount_order
+                )));
+            }
         }
         let cs = self.cs as usize;
         let bytes: Cow<'a, [u8]> = match cluster {
@@ -135,12 +159,22 @@ impl<'a> Builder<'a> {
                 Cow::Borrowed(&self.file[offset as usize..offset as usize + cs])
             }
             _ => {
+                if let Cluster::Compressed { .. } = cluster {
+                    // Each distinct compressed offset inflates a whole cluster, even when it
+                    // comes out as zeros and allocates nothing: bound the work.
+                    self.inflated += self.cs;
+                    if self.inflated > MAX_INFLATED {
+                        return Err(unsupported(format!(
+                            "more than {MAX_INFLATED} bytes of compressed clusters"
+                        )));
+                    }
+                }
                 let mut owned = vec![0u8; cs];
                 map::read_cluster(self.file, self.header, cluster, &mut owned)?;
                 Cow::Owned(owned)
             }
         };
-        let new = self.intern_data(bytes);
+        let new = self.intern_data(bytes)?;
         self.data_by_old.insert(key, new / self.cs);
         Ok(new)
     }
@@ -158,23 +192,23 @@ impl<'a> Builder<'a> {
     /// A reference to an L2 table with these entries, shared with an identical one if any.
     /// The data clusters' refcounts were already counted while building `entries`, once
     /// per path from an L1 table, which is how `qemu-img check` counts them.
-    fn intern_l2(&mut self, entries: Vec<u64>) -> u64 {
+    fn intern_l2(&mut self, entries: Vec<u64>) -> Result<u64, Qcow2Error> {
         if entries.iter().all(|&e| e == 0) {
-            return 0;
+            return Ok(0);
         }
         let h = hash_of(&entries);
         if let Some(found) = self.l2_by_hash.get(&h).and_then(|c| {
-            c.iter().copied().find(|&i| {
+            c.iter().rev().copied().find(|&i| {
                 self.refs[i as usize] < self.max_ref
                     && matches!(&self.slots[i as usize], Slot::Table(t) if *t == entries)
             })
         }) {
             self.refs[found as usize] += 1;
-            return found * self.cs;
+            return Ok(found * self.cs);
         }
-        let idx = self.alloc(Slot::Table(entries), 1);
+        let idx = self.alloc(Slot::Table(entries), 1)?;
         self.l2_by_hash.entry(h).or_default().push(idx);
-        idx * self.cs
+        Ok(idx * self.cs)
     }
 
     /// The new L2 table for the old one at `l2` (a snapshot's, or the active image's past
@@ -187,16 +221,16 @@ impl<'a> Builder<'a> {
             let cluster = map::l2_entry(self.file, self.header, l2 + j * 8)?;
             entries.push(self.translate(cluster)?);
         }
-        Ok(self.intern_l2(entries))
+        self.intern_l2(entries)
     }
 
     /// Allocates an L1 table (0 for an empty one).
-    fn alloc_l1(&mut self, entries: Vec<u64>) -> u64 {
+    fn alloc_l1(&mut self, entries: Vec<u64>) -> Result<u64, Qcow2Error> {
         if entries.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let clusters = (entries.len() as u64 * 8).div_ceil(self.cs);
-        self.alloc(Slot::Table(entries), clusters) * self.cs
+        Ok(self.alloc(Slot::Table(entries), clusters)? * self.cs)
     }
 
     fn active_l1(&mut self, plan: &Plan<'a>) -> Result<u64, Qcow2Error> {
@@ -226,11 +260,11 @@ impl<'a> Builder<'a> {
                     let end = (start + cs).min(size);
                     let bytes = &plan.content[start as usize..end as usize];
                     if bytes.len() as u64 == cs {
-                        self.intern_data(Cow::Borrowed(bytes))
+                        self.intern_data(Cow::Borrowed(bytes))?
                     } else {
                         let mut padded = bytes.to_vec();
                         padded.resize(cs as usize, 0);
-                        self.intern_data(Cow::Owned(padded))
+                        self.intern_data(Cow::Owned(padded))?
                     }
                 } else if old_l2 != 0 {
                     let cluster = map::l2_entry(self.file, self.header, old_l2 + j * 8)?;
@@ -240,9 +274,9 @@ impl<'a> Builder<'a> {
                 };
                 entries.push(entry);
             }
-            l1.push(self.intern_l2(entries));
+            l1.push(self.intern_l2(entries)?);
         }
-        Ok(self.alloc_l1(l1))
+        self.alloc_l1(l1)
     }
 
     fn snapshot_l1(&mut self, snap: &SnapshotPlan<'a>) -> Result<u64, Qcow2Error> {
@@ -255,7 +289,7 @@ impl<'a> Builder<'a> {
                 self.translate_l2(old_l2)?
             });
         }
-        Ok(self.alloc_l1(l1))
+        self.alloc_l1(l1)
     }
 }
 
@@ -312,8 +346,12 @@ pub(crate) fn build(plan: Plan<'_>) -> Result<Vec<u8>, Qcow2Error> {
         data_by_old: HashMap::new(),
         l2_by_hash: HashMap::new(),
         visits: 0,
+        inflated: 0,
+        // A rewrite deduplicates, so it is normally smaller than old file plus new content;
+        // only compressed clusters legitimately grow, hence the factor.
+        max_bytes: 4 * (plan.file.len() as u64 + plan.content.len() as u64) + OUTPUT_SLACK,
     };
-    b.alloc(Slot::Header, 1);
+    b.alloc(Slot::Header, 1)?;
     let l1_offset = b.active_l1(&plan)?;
     let mut table = Vec::new();
     for snap in &plan.snapshots {
@@ -327,7 +365,7 @@ pub(crate) fn build(plan: Plan<'_>) -> Result<Vec<u8>, Qcow2Error> {
         0
     } else {
         let clusters = (table.len() as u64).div_ceil(cs);
-        b.alloc(Slot::Bytes(table), clusters) * cs
+        b.alloc(Slot::Bytes(table), clusters)? * cs
     };
 
     let used = b.slots.len() as u64;

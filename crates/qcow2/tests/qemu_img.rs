@@ -521,3 +521,54 @@ fn savevm_state_survives() {
         );
     }
 }
+
+/// A persistent dirty bitmap is dropped (its data would be stale) and the dirty bit and
+/// autoclear bits are cleared; the feature-name table survives.
+#[test]
+fn bitmaps_dropped_dirty_bit_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let content = template(OVMF_2M);
+    let raw = write(d, "in.raw", &content);
+    let img = d.join("b.qcow2");
+    // qemu-img create writes a feature-name table (convert does not, nor does create with
+    // small clusters); -n converts into it.
+    let size = content.len().to_string();
+    qemu_img(&["create", "-f", "qcow2", path(&img), &size]);
+    qemu_img(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        path(&raw),
+        path(&img),
+    ]);
+    qemu_img(&["bitmap", "--add", path(&img), "b0"]);
+    assert!(qemu_img(&["info", path(&img)]).contains("b0"));
+    let mut file = std::fs::read(&img).unwrap();
+    assert!(
+        file.windows(5).any(|w| w == b"dirty"),
+        "no feature-name table"
+    );
+    file[79] |= 1; // incompatible_features bit 0: dirty
+    let image = qcow2::Image::parse(&file).unwrap();
+    let new = edited(&content, 4096);
+    let out = write(d, "b.new.qcow2", &image.with_active(&new).unwrap());
+    assert_clean(&out);
+    let info = qemu_img(&["info", "--output=json", path(&out)]);
+    assert!(
+        !info.contains("bitmaps") && !info.contains("\"b0\""),
+        "{info}"
+    );
+    assert_eq!(info_field(&out, "dirty-flag"), "false");
+    let rewritten = std::fs::read(&out).unwrap();
+    assert_eq!(&rewritten[72..80], &[0u8; 8], "incompatible features");
+    assert_eq!(&rewritten[88..96], &[0u8; 8], "autoclear features");
+    assert!(
+        rewritten.windows(5).any(|w| w == b"dirty"),
+        "feature-name table dropped"
+    );
+    assert!(to_raw(&out, d) == new);
+}
