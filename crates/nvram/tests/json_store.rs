@@ -540,7 +540,7 @@ fn digests_survive_open_edit_save_while_their_variable_exists() {
             Strategy::Compact,
         )
         .unwrap();
-    let saved = String::from_utf8(store.save(&editor.image().to_vec()).unwrap()).unwrap();
+    let saved = String::from_utf8(store.save(editor.image()).unwrap()).unwrap();
     assert!(saved.contains(digest));
     assert!(saved.contains("e9070c01000000000000000000000000"));
     editor
@@ -680,4 +680,218 @@ fn json_is_told_by_content() {
     assert!(jsonstore::looks_like_json(&json_with_qemu_specials()));
     assert!(!jsonstore::looks_like_json(&ms_template()));
     assert!(!jsonstore::looks_like_json(b""));
+}
+
+// ---------------------------------------------------------------------------------------
+// The `nvram` command on JSON stores: told by content, or by `--format json` (needed for an
+// empty file), and QEMU accepts every file it wrote.
+
+fn nvram(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nvram"))
+        .args(args)
+        .output()
+        .expect("run nvram")
+}
+
+fn nvram_ok(args: &[&str]) -> String {
+    let out = nvram(args);
+    assert!(
+        out.status.success(),
+        "nvram {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// QEMU starts on the file as it is now, and reads it as nvram meant it.
+fn assert_qemu_accepts_file(path: &std::path::Path) {
+    let json = std::fs::read(path).unwrap();
+    let run = accepted(&json);
+    assert_qemu_read_it_as_meant(&json, &run);
+}
+
+#[test]
+fn cli_commands_edit_json_stores_that_qemu_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.json");
+    let v = vars.to_str().unwrap();
+    std::fs::write(&vars, b"").unwrap();
+    // An empty file is raw unless --format json says otherwise.
+    let out = nvram(&["set", v, "Timeout", "--u16", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&vars).unwrap(), b"");
+    nvram_ok(&["--format", "json", "set", v, "Timeout", "--u16", "5"]);
+    assert!(jsonstore::looks_like_json(&std::fs::read(&vars).unwrap()));
+    assert_qemu_accepts_file(&vars);
+    // From now on by content, and with --format json alike.
+    for prefix in [&[][..], &["--format", "json"][..]] {
+        let list = nvram_ok(&[prefix, &["list", v]].concat());
+        assert!(list.contains("Timeout"), "{list}");
+        assert_eq!(
+            nvram_ok(&[prefix, &["get", v, "Timeout", "--hex"]].concat()).trim(),
+            "0500"
+        );
+        nvram_ok(&[prefix, &["check", v]].concat());
+    }
+    let out = nvram(&["--format", "raw", "list", v]);
+    assert_eq!(out.status.code(), Some(2), "a JSON store is not raw");
+
+    let import = dir.path().join("import.json");
+    std::fs::write(
+        &import,
+        format!(
+            r#"{{"version": 2, "variables": [
+                {{"name": "Imported", "guid": "{TEST_GUID}", "attr": 3, "data": "0102"}},
+                {{"name": "Lang", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "656e6700"}}]}}"#
+        ),
+    )
+    .unwrap();
+    nvram_ok(&["import", v, "--json", import.to_str().unwrap()]);
+    assert_qemu_accepts_file(&vars);
+    nvram_ok(&["delete", v, "Timeout"]);
+    assert!(!nvram_ok(&["list", v]).contains("Timeout"));
+    assert_qemu_accepts_file(&vars);
+
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        v,
+        "--generate-pk",
+        "nvram JSON test",
+        "--microsoft",
+        "2023",
+    ]);
+    let status = nvram_ok(&["secureboot", "status", v]);
+    assert!(status.contains("user mode"), "{status}");
+    assert_qemu_accepts_file(&vars);
+    // QEMU agrees: with a PK, it keeps SecureBootEnable = 1 and writes no other.
+    let run = accepted(&std::fs::read(&vars).unwrap());
+    let (_, image) = JsonStore::open(&run.file).unwrap();
+    let sbe: Vec<_> = live(&image)
+        .into_iter()
+        .filter(|v| v.0 == "SecureBootEnable")
+        .collect();
+    assert_eq!(sbe.len(), 1);
+    assert_eq!(sbe[0].3, [1]);
+
+    nvram_ok(&[
+        "boot",
+        "add",
+        v,
+        "--description",
+        "Debian",
+        "--file",
+        r"\EFI\debian\shimx64.efi",
+        "--first",
+    ]);
+    assert!(nvram_ok(&["boot", "list", v]).contains("Debian"));
+    assert_qemu_accepts_file(&vars);
+
+    let export = nvram_ok(&["export", v]);
+    let exported: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let names: Vec<&str> = exported["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "Imported",
+        "Lang",
+        "PK",
+        "KEK",
+        "db",
+        "Boot0000",
+        "BootOrder",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+}
+
+#[test]
+fn cli_keeps_digests_and_refuses_more_than_qemu_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.json");
+    let v = vars.to_str().unwrap();
+    std::fs::write(&vars, json_with_qemu_specials()).unwrap();
+    nvram_ok(&[
+        "set",
+        v,
+        "Other",
+        "--guid",
+        &TEST_GUID.to_string(),
+        "--string",
+        "x",
+    ]);
+    let text = std::fs::read_to_string(&vars).unwrap();
+    assert!(text.contains(
+        r#""digest": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff""#
+    ));
+    assert!(text.contains("HwErrRec0001") && text.contains("OsRuntimeOnly"));
+    assert_qemu_accepts_file(&vars);
+    // The QEMU-only variables can be deleted, not created.
+    nvram_ok(&[
+        "delete",
+        v,
+        "HwErrRec0001",
+        "--guid",
+        &TEST_GUID.to_string(),
+    ]);
+    let out = nvram(&[
+        "set",
+        v,
+        "HwErrRec0002",
+        "--guid",
+        &TEST_GUID.to_string(),
+        "--attr",
+        "nv,bs,rt,hr",
+        "--u8",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Big variables until QEMU's 256 KiB are used up: refused, naming the limit, file kept.
+    let data = dir.path().join("big.bin");
+    std::fs::write(&data, vec![0x5A; 60_000]).unwrap();
+    let mut refused = None;
+    for i in 0..6 {
+        let before = std::fs::read(&vars).unwrap();
+        let out = nvram(&[
+            "set",
+            v,
+            &format!("Big{i}"),
+            "--guid",
+            &TEST_GUID.to_string(),
+            "--data-file",
+            data.to_str().unwrap(),
+        ]);
+        if !out.status.success() {
+            assert_eq!(out.status.code(), Some(2));
+            assert_eq!(std::fs::read(&vars).unwrap(), before, "file unchanged");
+            refused = Some((i, String::from_utf8_lossy(&out.stderr).into_owned()));
+            break;
+        }
+    }
+    let (i, message) = refused.expect("QEMU's limit reached");
+    assert_eq!(
+        i, 4,
+        "four 60000-byte variables fit next to the ms template's, five do not"
+    );
+    assert!(message.contains("262144"), "{message}");
+    assert_qemu_accepts_file(&vars);
+}
+
+#[test]
+fn cli_reads_the_file_qemu_wrote() {
+    let run = accepted(b"");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("qemu.json");
+    std::fs::write(&vars, &run.file).unwrap();
+    let list = nvram_ok(&["list", vars.to_str().unwrap()]);
+    assert!(
+        list.contains("CustomMode") && list.contains("VendorKeysNv"),
+        "{list}"
+    );
+    let check = nvram_ok(&["check", vars.to_str().unwrap()]);
+    assert!(check.contains("json"), "{check}");
 }
