@@ -895,3 +895,63 @@ fn cli_reads_the_file_qemu_wrote() {
     let check = nvram_ok(&["check", vars.to_str().unwrap()]);
     assert!(check.contains("json"), "{check}");
 }
+
+#[test]
+fn cli_apply_prepare_reset_and_convert_write_json_qemu_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let ms = debian_firmware("OVMF_VARS_4M.ms.fd");
+    let converted = path("converted.json");
+    nvram_ok(&["convert", &s(&ms), &s(&converted), "--to", "json"]);
+    assert_eq!(
+        std::fs::read(&converted).unwrap(),
+        jsonstore::to_json(&ms_template()).unwrap()
+    );
+    let prepared = path("prepared.json");
+    nvram_ok(&[
+        "--format",
+        "json",
+        "prepare",
+        "--nvram",
+        &s(&prepared),
+        "--template",
+        &s(&ms),
+    ]);
+    let empty = path("empty.json");
+    std::fs::write(&empty, b"").unwrap();
+    nvram_ok(&[
+        "--format",
+        "json",
+        "apply",
+        "--add-microsoft",
+        "2023",
+        &s(&converted),
+        &s(&prepared),
+        &s(&empty),
+    ]);
+    for file in [&converted, &prepared, &empty] {
+        assert_qemu_accepts_file(file);
+        let status = nvram_ok(&["secureboot", "status", &s(file)]);
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains("Microsoft UEFI CA 2023") && l.trim_end().ends_with("yes")),
+            "{status}"
+        );
+    }
+    nvram_ok(&[
+        "--format",
+        "json",
+        "reset",
+        "--nvram",
+        &s(&prepared),
+        "--template",
+        &s(&debian_firmware("OVMF_VARS_4M.fd")),
+    ]);
+    assert_eq!(
+        std::fs::read(&prepared).unwrap(),
+        b"{\n    \"version\": 2,\n    \"variables\": [\n    ]\n}"
+    );
+    assert_qemu_accepts_file(&prepared);
+}
