@@ -113,6 +113,9 @@ pub struct OvmfBoot<'a> {
     /// The firmware's architecture, which picks the QEMU binary and machine ([`Arch::X86_64`]
     /// unless set).
     pub arch: Arch,
+    /// QEMU's block format of `vars` (`-drive if=pflash,format=…,unit=1`): `"raw"` unless set,
+    /// `"qcow2"` for a store kept in a qcow2 image. The code drive is always raw.
+    pub vars_format: &'a str,
 }
 
 impl<'a> OvmfBoot<'a> {
@@ -130,7 +133,15 @@ impl<'a> OvmfBoot<'a> {
             stop_when: None,
             stack: Stack::Debian12,
             arch: Arch::X86_64,
+            vars_format: "raw",
         }
+    }
+
+    /// The same boot with `vars` attached in QEMU's block format `format` (`"raw"`,
+    /// `"qcow2"`); see [`vars_format`](Self::vars_format).
+    pub fn with_vars_format(mut self, format: &'a str) -> Self {
+        self.vars_format = format;
+        self
     }
 }
 
@@ -277,7 +288,10 @@ pub fn boot_ovmf(boot: &OvmfBoot) -> Result<BootOutcome, BootError> {
             boot.code,
         ))
         .arg("-drive")
-        .arg(drive_arg("if=pflash,format=raw,unit=1", boot.vars))
+        .arg(drive_arg(
+            &format!("if=pflash,format={},unit=1", boot.vars_format),
+            boot.vars,
+        ))
         .arg("-drive")
         .arg(drive_arg("if=none,id=fat,format=raw", &disk))
         .args(["-device", "virtio-blk-pci,drive=fat"])

@@ -258,6 +258,9 @@ pub struct VmConfig<'a> {
     pub extra_args: Vec<String>,
     /// The QEMU that runs the VM ([`Stack::Debian12`] unless set).
     pub stack: Stack,
+    /// QEMU's block format of `vars`: `"raw"` unless set, `"qcow2"` for a store kept in a
+    /// qcow2 image. The code drive is always raw.
+    pub vars_format: &'a str,
 }
 
 impl<'a> VmConfig<'a> {
@@ -272,7 +275,14 @@ impl<'a> VmConfig<'a> {
             memory_mib: 256,
             extra_args: Vec::new(),
             stack: Stack::Debian12,
+            vars_format: "raw",
         }
+    }
+
+    /// The same VM with `vars` attached in QEMU's block format `format` (`"raw"`, `"qcow2"`).
+    pub fn with_vars_format(mut self, format: &'a str) -> Self {
+        self.vars_format = format;
+        self
     }
 }
 
@@ -317,7 +327,10 @@ impl QemuVm {
                 config.code,
             ))
             .arg("-drive")
-            .arg(drive_arg("if=pflash,format=raw,unit=1", config.vars))
+            .arg(drive_arg(
+                &format!("if=pflash,format={},unit=1", config.vars_format),
+                config.vars,
+            ))
             .arg("-drive")
             .arg(drive_arg("if=none,id=fat,format=raw", config.disk))
             .args(["-device", "virtio-blk-pci,drive=fat"]);
