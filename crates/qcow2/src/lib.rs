@@ -62,7 +62,11 @@
 //! every table is checked to lie inside the file before it is read, the virtual size is
 //! capped at [`MAX_VIRTUAL_SIZE`], snapshots at QEMU's limits (65536 entries, 64 MiB of
 //! table, 1 KiB of extra data each), L1 tables at 32 MiB, and the snapshots' L1 tables must
-//! fit in the file together. A rewrite visits at most 2^26 L2 entries.
+//! fit in the file together. A rewrite visits at most 2^26 old L2 entries, inflates at most
+//! 1 GiB of compressed clusters, and writes at most four times the old file plus the new
+//! content (plus 64 MiB for metadata); past that it returns `Unsupported` instead of working
+//! on. Images with refcounts narrower than 16 bits whose clusters are shared (QEMU makes none:
+//! it refuses snapshots there) are refused rather than given a copy per reference.
 //!
 //! # Why not an existing crate
 //!
