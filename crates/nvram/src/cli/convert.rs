@@ -54,13 +54,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         format: args.to.map_or(source.format(), Into::into),
         layout,
     };
-    let (content, report) = convert(&source, &target).with_context(|| {
-        format!(
-            "cannot convert {} to {}; nothing was written",
-            args.input.display(),
-            target.format
-        )
-    })?;
+    let (content, report) = convert(&source, &target)
+        .map_err(|e| match e {
+            nvram::convert::ConvertError::LayoutNeeded => {
+                anyhow!("{e} (--layout ovmf-4m, aavmf, …)")
+            }
+            other => other.into(),
+        })
+        .with_context(|| {
+            format!(
+                "cannot convert {} to {}; nothing was written",
+                args.input.display(),
+                target.format
+            )
+        })?;
     nvram::files::write_output(&args.output, &content, args.force)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     if args.json {
