@@ -41,8 +41,9 @@ use varstore::edit::Strategy;
 ///                          variable kept; a PK differing from the template's kept unless
 ///                          --replace-pk. The template is read once for all files.
 ///
-/// Files: the FILE arguments, the lines of --files-from LIST (- for stdin) and the *.fd files
-/// of --dir DIR, in that order, each once. Each file is locked, edited on a copy and replaced
+/// Files: the FILE arguments, the lines of --files-from LIST (- for stdin) and the *.fd,
+/// *.qcow2 and *.json files of --dir DIR, in that order, each once (raw, qcow2 and JSON stores
+/// alike, each kept in its format). Each file is locked, edited on a copy and replaced
 /// atomically (fsync'ed) on its own: one bad file never stops or damages the others.
 ///
 /// Output: one line per file on stdout, `RESULT FILE: DETAIL`, RESULT being changed,
@@ -95,7 +96,7 @@ pub struct Args {
     /// is already in effect (unchanged), or cannot be done (skipped, failed).
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Edit every *.fd file in DIR (not recursive).
+    /// Edit every *.fd, *.qcow2 and *.json file in DIR (not recursive).
     #[arg(long, value_name = "DIR")]
     dir: Vec<PathBuf>,
     /// The stores.
@@ -458,9 +459,15 @@ fn files_of(args: &Args) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("--dir: cannot list {}", dir.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("--dir: cannot list {}", dir.display()))?;
-            // Symlinks and other non-regular *.fd entries are kept: they are reported as
-            // failed rather than silently left out.
-            if entry.file_name().to_string_lossy().ends_with(".fd") {
+            // Symlinks and other non-regular entries are kept: they are reported as failed
+            // rather than silently left out. The names are libvirt's: VM_VARS.fd for raw
+            // stores, .qcow2 when the domain's nvram format is qcow2, .json for uefi-vars.
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if [".fd", ".qcow2", ".json"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            {
                 found.push(entry.path());
             }
         }
