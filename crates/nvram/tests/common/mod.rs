@@ -216,3 +216,91 @@ pub fn enroll_own_key(vars: &Path, cert: &Path) {
         c,
     ]);
 }
+
+/// A boot of `stack`'s firmware `code` (x86_64) with `vars` attached in QEMU's block format
+/// `vars_format` (`"raw"`, `"qcow2"`) and `files` on the FAT disk: runs `commands` (if any),
+/// dumps every variable with `dmpstore` and returns the non-volatile ones in `dmpstore`'s
+/// order, with the boot's outcome (serial log).
+pub fn boot_and_dump_format<C: FromIterator<Variable>>(
+    stack: Stack,
+    code: &str,
+    vars: &Path,
+    vars_format: &str,
+    commands: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> (C, testkit::BootOutcome) {
+    let code = stack.firmware(code);
+    let dump = "dmpstore -all -sfo >a fs0:\\dump.txt\nreset -s\n";
+    let script = if commands.is_empty() {
+        dump.to_string()
+    } else {
+        format!("{commands}\n{dump}")
+    };
+    let mut boot = OvmfBoot::new(&code, vars, &script).with_vars_format(vars_format);
+    boot.stack = stack;
+    boot.files = files;
+    boot.timeout = std::time::Duration::from_secs(240);
+    let outcome = boot_ovmf(&boot).unwrap_or_else(|e| panic!("boot failed: {e}"));
+    let dump = outcome
+        .read_file("dump.txt")
+        .unwrap_or_else(|| panic!("the script wrote no dump; serial log:\n{}", outcome.serial));
+    let variables = parse_dmpstore(&String::from_utf8_lossy(&dump))
+        .expect("dmpstore output parses")
+        .into_iter()
+        .filter(|v| v.attributes & ATTR_NV != 0)
+        .map(|v| (v.name, v.guid, v.attributes, v.data))
+        .collect();
+    (variables, outcome)
+}
+
+/// Runs QEMU's `qemu-img` (which must be installed: the test fails otherwise) with `args` and
+/// returns its output, whatever its status.
+pub fn qemu_img(args: &[&str]) -> Output {
+    Command::new(require_tool("qemu-img"))
+        .args(args)
+        .output()
+        .expect("run qemu-img")
+}
+
+/// Runs `qemu-img` with `args` and asserts that it succeeded; returns its stdout.
+pub fn qemu_img_ok(args: &[&str]) -> String {
+    let out = qemu_img(args);
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Asserts that `qemu-img check` finds the qcow2 image `image` clean (no corruption, no
+/// leaked cluster: exit status 0), saying after what (`when`) otherwise.
+pub fn assert_qcow2_clean(image: &Path, when: &str) {
+    let out = qemu_img(&["check", "-f", "qcow2", path_str(image)]);
+    assert!(
+        out.status.code() == Some(0) && stdout(&out).contains("No errors were found"),
+        "qemu-img check of {} after {when} (status {:?}):\n{}{}",
+        image.display(),
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The flash image inside the qcow2 image `image`, as QEMU itself reads it
+/// (`qemu-img convert -O raw`).
+pub fn qcow2_payload_by_qemu(image: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("payload.raw");
+    qemu_img_ok(&[
+        "convert",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        path_str(image),
+        path_str(&raw),
+    ]);
+    std::fs::read(&raw).unwrap()
+}
