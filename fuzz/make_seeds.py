@@ -74,3 +74,26 @@ put("migration_stream", "snapshot-seed", b"\x07\x00\x01\x02\x03\x04\x05")
 for p in ["/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd"]:
     if os.path.exists(p):
         put("parse", os.path.basename(p), open(p, "rb").read())
+
+# qcow2: small images qemu-img makes (both versions, 512 B and 4 KiB clusters, compressed,
+# with internal snapshots) from the head of an OVMF varstore; skipped without qemu-img.
+import shutil, subprocess, tempfile
+ovmf = "/usr/share/OVMF/OVMF_VARS.fd"
+if shutil.which("qemu-img") and os.path.exists(ovmf):
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "in.raw")
+        with open(raw, "wb") as f:
+            f.write(open(ovmf, "rb").read()[:16384])
+
+        def qimg(name, *args, snapshots=()):
+            out = os.path.join(tmp, name)
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", *args, raw, out], check=True)
+            for s in snapshots:
+                subprocess.run(["qemu-img", "snapshot", "-c", s, out], check=True)
+            put("qcow2", name, open(out, "rb").read())
+
+        for compat in ["0.10", "1.1"]:
+            for cluster in ["512", "4096"]:
+                qimg(f"seed-{compat}-{cluster}.qcow2", "-o", f"compat={compat},cluster_size={cluster}")
+        qimg("seed-compressed.qcow2", "-c", "-o", "cluster_size=512")
+        qimg("seed-snap.qcow2", "-o", "cluster_size=512", snapshots=["a", "b"])
