@@ -13,7 +13,9 @@
 //! - `qemu-img check` finds the image clean after each of our edits and after QEMU wrote it;
 //! - qcow2 images nvram cannot keep a store in (backing file, external data file, encryption)
 //!   are refused by reading and editing commands, naming the feature, with exit status 2 and
-//!   the files untouched.
+//!   the files untouched;
+//! - while QEMU 7.2 or 10.0 has the qcow2 store open (`-S`), `nvram set` refuses it, naming
+//!   QEMU's lock, and changes nothing.
 //!
 //! Four boots of OVMF (a few seconds each) and `qemu-img` 10.0 (Debian's qemu-utils), which
 //! must be installed.
@@ -344,6 +346,9 @@ fn template_snapshots(stack: Stack) {
         get(&vars, "NvramState"),
         Some(0x2222_2222u32.to_le_bytes().into())
     );
+    qemu_img_ok(&["snapshot", "-a", "before", v]);
+    assert_eq!(exported::<VariableSet>(&vars), before_vars);
+    assert_qcow2_clean(&vars, "the last qemu-img snapshot -a before");
     eprintln!("{} boot took {:?}", stack.name(), outcome.elapsed);
 }
 
@@ -474,4 +479,57 @@ fn qcow2_images_with_a_backing_file_an_external_data_file_or_encryption_are_refu
         qcow2_payload_by_qemu(&backed) == base_bytes,
         "QEMU reads the backed image"
     );
+}
+
+#[test]
+fn qemu_7_2_holds_a_qcow2_store_and_nvram_set_refuses_it() {
+    held_by_qemu(Stack::Debian12);
+}
+
+#[test]
+fn qemu_10_0_holds_a_qcow2_store_and_nvram_set_refuses_it() {
+    held_by_qemu(Stack::Current);
+}
+
+/// While QEMU has the qcow2 store open as its pflash drive (paused before any guest code
+/// runs: QEMU only opens and locks its images), `nvram set` refuses it, naming QEMU's lock,
+/// and changes nothing; reading works. Once QEMU is gone, the edit goes through.
+fn held_by_qemu(stack: Stack) {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vm_VARS.qcow2");
+    let disk = dir.path().join("disk.img");
+    let v = path_str(&vars);
+    nvram_ok(&["--format", "qcow2", "create", v]);
+    nvram_ok(&["set", v, "NvramHeld", "--guid", TEST_GUID, "--u8", "1"]);
+    fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let code = stack.firmware("OVMF_CODE_4M.fd");
+    let mut config = testkit::VmConfig::new(&code, &vars, &disk).with_vars_format("qcow2");
+    config.paused = true;
+    config.stack = stack;
+    let mut vm = testkit::QemuVm::start(&config).unwrap();
+    assert_eq!(vm.qmp.status().unwrap(), "prelaunch");
+    let blocks = vm
+        .qmp
+        .execute("query-block", serde_json::json!({}))
+        .unwrap();
+    assert!(
+        blocks.as_array().unwrap().iter().any(|b| {
+            b["inserted"]["drv"] == "qcow2" && b["inserted"]["file"].as_str() == Some(v)
+        }),
+        "QEMU opened the store as qcow2: {blocks:#}"
+    );
+    let before = fs::read(&vars).unwrap();
+    let out = nvram(&["set", v, "NvramHeld", "--guid", TEST_GUID, "--u8", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("locked") && message.contains("OFD byte-range lock (QEMU)"),
+        "{message}"
+    );
+    assert!(fs::read(&vars).unwrap() == before, "the file changed");
+    assert_eq!(get(&vars, "NvramHeld"), Some(vec![1]));
+    drop(vm);
+    nvram_ok(&["set", v, "NvramHeld", "--guid", TEST_GUID, "--u8", "2"]);
+    assert_eq!(get(&vars, "NvramHeld"), Some(vec![2]));
+    assert_qcow2_clean(&vars, "nvram set after QEMU exited");
 }
