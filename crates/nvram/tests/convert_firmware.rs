@@ -6,6 +6,9 @@
 //!   has no 2M build any more), whose `dmpstore` lists every variable of the source with the
 //!   same attributes and data (the exceptions the firmware makes at every boot are explained
 //!   where they are allowed).
+//! - The Secure Boot state moves with it: Debian 12's enrolled 2M template converted to
+//!   `ovmf-4m` makes both stacks' `OVMF_CODE_4M.secboot.fd` start Microsoft-signed shim and
+//!   refuse an unsigned loader.
 //! - Between formats the flash image is carried as it is: raw → qcow2 → raw is byte-identical
 //!   (and the qcow2 holds, as QEMU reads it, the raw image), raw → json → raw keeps every
 //!   variable.
@@ -428,4 +431,118 @@ fn a_variable_too_large_for_the_2m_layout_fails_the_conversion_by_name_and_write
         by_key(exported(&output)).get(&key("NvramSmall", TEST_GUID)),
         Some(&(0x7, vec![1]))
     );
+}
+
+/// Debian's Microsoft-signed shim (shim-signed).
+const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
+/// An unsigned EFI program (systemd-boot-efi).
+const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// The firmware refused an image because of the Secure Boot databases: "Security Violation"
+/// in edk2 2022.11, "Access Denied" in 2025.02.
+fn refused(line: &str) -> bool {
+    line.contains("Security Violation") || line.contains("Access Denied")
+}
+
+/// shim, started without grub next to it, complains about the missing second stage; or the
+/// firmware refused it.
+fn shim_ran_or_refused(serial: &str) -> bool {
+    serial.contains("start_image() returned") || serial.lines().any(refused)
+}
+
+/// systemd-boot (without loader entries) started, or the firmware refused it.
+fn systemd_boot_ran_or_refused(serial: &str) -> bool {
+    serial.contains("systemd-boot")
+        || serial.contains("Boot in")
+        || serial.contains("No loader")
+        || serial.lines().any(refused)
+}
+
+/// Boots the Secure Boot build of `stack` on `vars` with `loader` as the disk's
+/// `\EFI\BOOT\BOOTX64.EFI` until `stop_when` holds; returns the serial log.
+fn secure_boot(stack: Stack, vars: &Path, loader: Vec<u8>, stop_when: fn(&str) -> bool) -> String {
+    let code = stack.firmware("OVMF_CODE_4M.secboot.fd");
+    let mut boot = testkit::OvmfBoot::new(&code, vars, "reset -s\n");
+    boot.stack = stack;
+    boot.smm = true;
+    boot.files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), loader)];
+    boot.stop_when = Some(stop_when);
+    boot.timeout = std::time::Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    let serial = match testkit::boot_ovmf(&boot) {
+        Ok(outcome) => outcome.serial,
+        Err(e @ testkit::BootError::Setup(_)) => panic!("{e}"),
+        Err(e) => e.serial().unwrap_or_default().to_string(),
+    };
+    eprintln!("{} secure boot took {:?}", stack.name(), started.elapsed());
+    serial
+}
+
+/// The Secure Boot state moves with the store: Debian 12's enrolled 2M template (its PK,
+/// Microsoft's KEK and db, time-based authenticated variables), converted to `ovmf-4m`,
+/// makes the Secure Boot build `OVMF_CODE_4M.secboot.fd` of edk2 2022.11 and 2025.02 start
+/// Microsoft-signed shim (db holds Microsoft's UEFI CA) and refuse an unsigned loader (user
+/// mode, enforcing); the databases are still there, unchanged, after the boots.
+#[test]
+fn an_enrolled_2m_store_converted_to_4m_keeps_secure_boot_on_ovmf_2022_11_and_2025_02() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Stack::Debian12.firmware("OVMF_VARS.ms.fd");
+    let converted = dir.path().join("ms_VARS_4M.fd");
+    nvram_ok(&[
+        "convert",
+        path_str(&source),
+        path_str(&converted),
+        "--layout",
+        "ovmf-4m",
+    ]);
+    let source_vars = by_key(exported(&source));
+    assert_eq!(by_key(exported(&converted)), source_vars);
+    let export = export_doc(&converted);
+    let time_of = |doc: &Value, name: &str| {
+        doc["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["time"].clone())
+    };
+    for name in ["PK", "KEK", "db", "dbx"] {
+        let time = time_of(&export, name);
+        assert!(
+            time.as_ref().is_some_and(|t| t.is_string()),
+            "{name} has its timestamp: {export:#}"
+        );
+        assert_eq!(time, time_of(&export_doc(&source), name), "{name}");
+    }
+
+    let shim = fs::read(SHIM).expect("shim-signed installed");
+    let unsigned = fs::read(SYSTEMD_BOOT).expect("systemd-boot-efi installed");
+    for stack in Stack::ALL {
+        let vars = dir.path().join(format!("{}_VARS_4M.fd", stack.name()));
+        fs::copy(&converted, &vars).unwrap();
+        let serial = secure_boot(stack, &vars, shim.clone(), shim_ran_or_refused);
+        assert!(
+            serial.contains("start_image() returned") && !serial.lines().any(refused),
+            "{}: shim did not start:\n{serial}",
+            stack.name()
+        );
+        let serial = secure_boot(stack, &vars, unsigned.clone(), systemd_boot_ran_or_refused);
+        assert!(
+            serial
+                .lines()
+                .any(|l| l.contains("Non-Block Boot Device") && refused(l)),
+            "{}: the unsigned loader was not refused:\n{serial}",
+            stack.name()
+        );
+        let after = by_key(exported(&vars));
+        for name in ["PK", "KEK", "db", "dbx", "SecureBootEnable"] {
+            let of = |vars: &Variables| {
+                vars.iter()
+                    .find(|(k, _)| k.0 == name)
+                    .map(|(_, v)| v.clone())
+            };
+            assert!(of(&source_vars).is_some(), "{name}");
+            assert_eq!(of(&after), of(&source_vars), "{}: {name}", stack.name());
+        }
+    }
 }
