@@ -5,7 +5,8 @@
 //!   `OVMF_CODE_4M.fd` of edk2 2022.11 (QEMU 7.2) and of edk2 2025.02 (QEMU 10.0; Debian 13
 //!   has no 2M build any more), whose `dmpstore` lists every variable of the source with the
 //!   same attributes and data (the exceptions the firmware makes at every boot are explained
-//!   where they are allowed).
+//!   where they are allowed). Converted straight into a qcow2 image (`--to qcow2`), the store
+//!   holds the same flash image and boots OVMF 2025.02 as `format=qcow2`.
 //! - The Secure Boot state moves with it: Debian 12's enrolled 2M template converted to
 //!   `ovmf-4m` makes both stacks' `OVMF_CODE_4M.secboot.fd` start Microsoft-signed shim and
 //!   refuse an unsigned loader.
@@ -266,6 +267,36 @@ fn a_2m_store_ovmf_wrote_converted_to_4m_boots_ovmf_2022_11_and_2025_02_4m_with_
             &vars,
         );
     }
+
+    // The same migration into a qcow2 image in one step: QEMU finds the very flash image of
+    // the raw conversion in it, and OVMF 2025.02 boots it as `format=qcow2`.
+    let qcow2 = dir.path().join("vm_VARS_4M.qcow2");
+    nvram_ok(&[
+        "convert",
+        s,
+        path_str(&qcow2),
+        "--layout",
+        "ovmf-4m",
+        "--to",
+        "qcow2",
+    ]);
+    assert_qcow2_clean(&qcow2, "nvram convert --to qcow2 --layout ovmf-4m");
+    assert!(
+        qcow2_payload_by_qemu(&qcow2) == store,
+        "the qcow2 conversion holds the raw conversion's image"
+    );
+    let (firmware_qcow2, _): (Vec<Variable>, _) = boot_and_dump_format(
+        Stack::Current,
+        "OVMF_CODE_4M.fd",
+        &qcow2,
+        "qcow2",
+        "",
+        Vec::new(),
+    );
+    let firmware_qcow2 = by_key(firmware_qcow2);
+    assert_carried_over(&firmware_2m, &firmware_qcow2, "edk2 2025.02, qcow2");
+    assert_qcow2_clean(&qcow2, "the boot");
+    assert_eq!(by_key(exported(&qcow2)), firmware_qcow2);
 }
 
 /// A store with firmware writes and stale records to convert between formats: the 4M
