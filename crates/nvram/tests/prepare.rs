@@ -1417,3 +1417,110 @@ fn debian_13_descriptors_cover_every_architecture_and_instantiate_their_layouts(
         fs::remove_file(&vars).unwrap();
     }
 }
+
+/// A descriptor whose images are qcow2 (as Fedora ships them, 4 KiB clusters): `prepare
+/// --template-format qcow2` picks it over the raw one, copies the qcow2 template as it is,
+/// verifies it next time, and refuses a raw store where the descriptor says qcow2; the global
+/// --format makes a raw template's store qcow2 instead.
+#[test]
+fn qcow2_templates_from_descriptors_are_instantiated_as_qcow2() {
+    let d = Dirs::new();
+    let template = d.system.join("OVMF_VARS_4M.qcow2");
+    let made = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+        ])
+        .arg(TEMPLATE_4M)
+        .arg(&template)
+        .status()
+        .expect("qemu-img (qemu-utils) is needed for this test");
+    assert!(made.success());
+    let code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    for (name, vars, format) in [
+        ("50-raw.json", TEMPLATE_4M, "raw"),
+        ("60-qcow2.json", s(&template), "qcow2"),
+    ] {
+        let text = descriptor(
+            format,
+            split(code, vars, format),
+            "x86_64",
+            &["pc-q35-*"],
+            &[],
+        );
+        fs::write(d.system.join(name), text).unwrap();
+    }
+    let env = [("NVRAM_FIRMWARE_DIRS", d.env())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let vm = d.user.join("vm_VARS.qcow2");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "prepare",
+            "--json",
+            "--firmware",
+            "auto",
+            "--arch",
+            "x86_64",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(["--machine", "pc-q35-7.2", "--nvram", s(&vm)].map(String::from));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        nvram_env(&a, &env)
+    };
+    let made = ok_json(run(&["--template-format", "qcow2"]));
+    assert_eq!(made["outcome"], "created");
+    assert_eq!(made["format"], "qcow2");
+    assert_eq!(made["firmware"]["name"], "60-qcow2.json");
+    assert_eq!(made["layout"], "ovmf-4m");
+    assert_eq!(fs::read(&vm).unwrap(), fs::read(&template).unwrap());
+    let again = ok_json(run(&["--template-format", "qcow2"]));
+    assert_eq!(again["outcome"], "verified");
+    let listed = nvram(&["list", "--json", s(&vm)]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+
+    // A raw store where the qcow2 descriptor is chosen: QEMU would open it as qcow2.
+    fs::remove_file(&vm).unwrap();
+    fs::copy(TEMPLATE_4M, &vm).unwrap();
+    let out = run(&["--template-format", "qcow2"]);
+    // 1: a verification failure, as for a wrong size or layout.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("format mismatch: the file is a raw store but qcow2 is expected"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&vm).unwrap(), fs::read(TEMPLATE_4M).unwrap());
+
+    // Without --template-format the raw descriptor is chosen; --format qcow2 wraps its
+    // template, and qemu-img sees a healthy image of the template's size.
+    fs::remove_file(&vm).unwrap();
+    let mut a = vec!["--format".to_string(), "qcow2".to_string()];
+    a.extend(args(&[]));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let made = ok_json(nvram_env(&a, &env));
+    assert_eq!(made["firmware"]["name"], "50-raw.json");
+    assert_eq!(made["format"], "qcow2");
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&vm)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let export = |p: &Path| nvram(&["export", s(p)]).stdout;
+    assert_eq!(export(&vm), export(Path::new(TEMPLATE_4M)));
+}
