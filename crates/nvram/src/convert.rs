@@ -69,6 +69,9 @@ pub enum ConvertError {
     /// A JSON source has no flash layout of its own.
     #[error("a JSON store has no flash layout: name the layout of the flash image to write")]
     LayoutNeeded,
+    /// A layout was given for a JSON target, which has none.
+    #[error("a JSON store has no flash layout; a layout applies only to a raw or qcow2 target")]
+    LayoutForJson,
     /// A variable does not fit the target (or breaks its rules).
     #[error("{0}")]
     Variable(EditError),
@@ -95,6 +98,9 @@ pub fn convert(source: &StoreFile, target: &Target) -> Result<(Vec<u8>, Converte
         relaid: false,
     };
     if target.format == Format::Json {
+        if target.layout.is_some() {
+            return Err(ConvertError::LayoutForJson);
+        }
         // The JSON store is made of the live variables, whatever the layout.
         let file = if source.format() == Format::Json {
             source.rewrap(source.image())?

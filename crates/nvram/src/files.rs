@@ -451,7 +451,12 @@ impl LockedFile {
         rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| io_error(path, "cannot clear O_NONBLOCK")(e.into()))?;
         let locked = |mechanism: &str| {
-            let holders = lock_holders(path);
+            // Our own flock is taken before the byte-range lock fails: not another holder.
+            let own = Some(std::process::id());
+            let holders: Vec<LockHolder> = lock_holders(path)
+                .into_iter()
+                .filter(|h| h.pid != own)
+                .collect();
             let holder = if holders.is_empty() {
                 format!("another process holds a conflicting {mechanism}")
             } else {

@@ -577,3 +577,63 @@ fn an_enrolled_2m_store_converted_to_4m_keeps_secure_boot_on_ovmf_2022_11_and_20
         }
     }
 }
+
+/// `--layout` names a flash image: a JSON input converted with it and without `--to` becomes a
+/// raw store of that layout (a variable too large for it fails by name), and a JSON target
+/// with a layout is refused.
+#[test]
+fn a_layout_makes_a_json_input_a_flash_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("vars.json");
+    let nv = env!("CARGO_BIN_EXE_nvram");
+    let run =
+        |args: &[&std::ffi::OsStr]| std::process::Command::new(nv).args(args).output().unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let out = run(&[
+        &os("convert"),
+        &os("--to"),
+        &os("json"),
+        &os("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
+        json.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flash = dir.path().join("vars.fd");
+    let out = run(&[
+        &os("convert"),
+        json.as_os_str(),
+        flash.as_os_str(),
+        &os("--layout"),
+        &os("ovmf-4m"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = run(&[&os("check"), &os("--json"), flash.as_os_str()]);
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["format"], "raw");
+    assert_eq!(report["layout"], "ovmf-4m");
+    let again = dir.path().join("again.json");
+    let out = run(&[
+        &os("convert"),
+        json.as_os_str(),
+        again.as_os_str(),
+        &os("--to"),
+        &os("json"),
+        &os("--layout"),
+        &os("ovmf-2m"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a layout applies only to a raw or qcow2 target"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!again.exists());
+}

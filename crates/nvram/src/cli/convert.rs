@@ -19,7 +19,7 @@ pub struct Args {
     input: PathBuf,
     /// The new file (created owner-only; must not exist unless --force).
     output: PathBuf,
-    /// The new file's format; default: the input's.
+    /// The new file's format; default: the input's (raw for a JSON input with --layout).
     #[arg(long, value_enum)]
     to: Option<super::StoreFormat>,
     /// The new flash image's layout (ovmf-4m, ovmf-2m, aavmf, riscv64, loongarch64); required
@@ -50,10 +50,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .transpose()?;
     same_file_refused(&args)?;
     let source = nvram::files::read_store(&args.input)?;
-    let target = Target {
-        format: args.to.map_or(source.format(), Into::into),
-        layout,
+    // A layout names a flash image: without --to, a JSON input with --layout becomes raw.
+    let format = match (args.to, source.format()) {
+        (Some(to), _) => to.into(),
+        (None, Format::Json) if layout.is_some() => Format::Raw,
+        (None, from) => from,
     };
+    let target = Target { format, layout };
     let (content, report) = convert(&source, &target)
         .map_err(|e| match e {
             nvram::convert::ConvertError::LayoutNeeded => {
