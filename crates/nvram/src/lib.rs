@@ -19,6 +19,7 @@ pub mod files;
 pub mod firmware;
 pub mod inspect;
 pub mod jsonstore;
+pub mod libvirt;
 pub mod prepare;
 pub mod secureboot;
 pub mod upgrade;

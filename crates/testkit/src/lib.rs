@@ -35,6 +35,7 @@
 mod boot;
 mod dmpstore;
 mod http;
+pub mod libvirt;
 mod qmp;
 mod qtest;
 mod setvar;
