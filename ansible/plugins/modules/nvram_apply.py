@@ -45,6 +45,29 @@ options:
         recursive), as C(--dir). libvirt keeps its stores in C(/var/lib/libvirt/qemu/nvram).
     type: list
     elements: path
+  libvirt:
+    description:
+      - Edit the stores of libvirt domains (O(domain) or O(all)) instead of files, as
+        C(--libvirt); a running domain's store is skipped, as is one libvirt has not created
+        yet. Give no O(files), O(dir) or O(files_from) with it. Needs an nvram with
+        C(apply --libvirt).
+    type: bool
+    default: false
+  connect:
+    description:
+      - With O(libvirt), the libvirt connection URI (C(--connect)); C(nvram) defaults to
+        C($LIBVIRT_DEFAULT_URI), else C(qemu:///system).
+    type: str
+  domain:
+    description:
+      - With O(libvirt), domains by name (C(--domain)).
+    type: list
+    elements: str
+  all:
+    description:
+      - With O(libvirt), every domain that has a UEFI varstore (C(--all)).
+    type: bool
+    default: false
   files_from:
     description:
       - Files listing stores, one per line, as C(--files-from). Standard input (C(-)) is not
@@ -244,6 +267,11 @@ stores:
       description: The store's path.
       type: str
       sample: /var/lib/libvirt/qemu/nvram/web1_VARS.fd
+    domain:
+      description: With O(libvirt), the domain whose store it is.
+      type: str
+      returned: with O(libvirt)
+      sample: web1
     result:
       description:
         - C(changed), C(unchanged) (already as asked, not written), C(skipped) (locked, not
@@ -324,6 +352,10 @@ CHOICES_DISTRO = ["debian", "redhat", "ubuntu"]
 ARGUMENT_SPEC = {
     "files": dict(type="list", elements="path"),
     "dir": dict(type="list", elements="path"),
+    "libvirt": dict(type="bool", default=False),
+    "connect": dict(type="str"),
+    "domain": dict(type="list", elements="str"),
+    "all": dict(type="bool", default=False),
     "files_from": dict(type="list", elements="path"),
     "set": dict(type="list", elements="str"),
     "delete": dict(type="list", elements="str"),
@@ -355,6 +387,7 @@ ARGUMENT_SPEC = {
 
 # The options that select stores; every other apply option is part of the edit.
 SELECTION = ("files", "files_from", "dir")
+LIBVIRT = ("libvirt", "connect", "domain", "all")
 # Options that are not nvram's, or that the module builds itself.
 NOT_APPLY = ("executable", "files", "wait", "format")
 # At least one of these makes an edit (nvram apply's "edits" group).
@@ -372,7 +405,7 @@ def edit_args(params):
     """The command line's edit options (everything but the stores), in ARGUMENT_SPEC order."""
     args = []
     for name, spec in ARGUMENT_SPEC.items():
-        if name in SELECTION or name in NOT_APPLY:
+        if name in SELECTION or name in LIBVIRT or name in NOT_APPLY:
             continue
         value = params.get(name)
         if value is None or value is False or value == []:
@@ -394,6 +427,14 @@ def edit_args(params):
 
 def selection_args(params):
     args = []
+    if params.get("libvirt"):
+        args.append("--libvirt")
+    if params.get("connect") is not None:
+        args += ["--connect", params["connect"]]
+    for name in params.get("domain") or []:
+        args += ["--domain", name]
+    if params.get("all"):
+        args.append("--all")
     for name in ("files_from", "dir"):
         for item in params.get(name) or []:
             args += [flag(name), item]
@@ -477,8 +518,8 @@ def main():
     params = module.params
     if not any(params.get(name) for name in EDITS):
         module.fail_json(msg="nvram_apply: no edit: give one of " + ", ".join(EDITS))
-    if not any(params.get(name) for name in SELECTION):
-        module.fail_json(msg="nvram_apply: no stores: give files, dir or files_from")
+    if not any(params.get(name) for name in SELECTION + ("libvirt",)):
+        module.fail_json(msg="nvram_apply: no stores: give files, dir, files_from or libvirt")
     if "-" in (params.get("files_from") or []):
         module.fail_json(msg="nvram_apply: files_from '-' (standard input) is not available "
                              "to a module: give a file")
@@ -539,8 +580,11 @@ def main():
                   would_change=0)
     for r in results:
         result = r.get("result", "")
-        stores.append(dict(file=r.get("file", ""), result=result, detail=r.get("detail", ""),
-                           changed=result in CHANGED))
+        store = dict(file=r.get("file", ""), result=result, detail=r.get("detail", ""),
+                     changed=result in CHANGED)
+        if "domain" in r:
+            store["domain"] = r["domain"]
+        stores.append(store)
         key = result.replace("-", "_")
         counts[key] = counts.get(key, 0) + 1
     counts["total"] = len(results)

@@ -704,6 +704,19 @@ print(json.dumps(dict(spec=module.ARGUMENT_SPEC, doc=doc["options"])))
     let doc = both["doc"].as_object().unwrap();
     let mut names: Vec<String> = spec.keys().cloned().collect();
     names.sort();
+    // `apply --libvirt` (with --connect, --domain, --all) is newer than `apply --json`: the
+    // module has its options, an nvram without them refuses them (the task fails with
+    // nvram's message).
+    let libvirt = ["all", "connect", "domain", "libvirt"].map(String::from);
+    let module_only: Vec<String> = names
+        .iter()
+        .filter(|n| !expected.contains(n))
+        .cloned()
+        .collect();
+    if module_only == libvirt {
+        expected.extend(libvirt);
+        expected.sort();
+    }
     assert_eq!(names, expected, "the module's options are apply's");
     let mut documented: Vec<String> = doc.keys().cloned().collect();
     documented.sort();
