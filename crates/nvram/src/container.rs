@@ -212,6 +212,15 @@ impl StoreFile {
         }
     }
 
+    /// What the JSON store keeps beside its variables (digests, QEMU's storage limit), if the
+    /// file is one.
+    pub fn json(&self) -> Option<&JsonStore> {
+        match &self.wrapper {
+            Wrapper::Json(json) => Some(json),
+            _ => None,
+        }
+    }
+
     /// Whether the firmware reads the image as a flash: it compacts a flash store at boot
     /// when little space is left, which a JSON store does not have.
     pub fn is_flash(&self) -> bool {

@@ -143,6 +143,7 @@ pub fn edit_file_with<T, E: Into<Failure>>(
     })?;
     let file = locked.read_all().map_err(EditFileError::File)?;
     let store = crate::files::unwrap_store(path, file).map_err(EditFileError::File)?;
+    refuse_open_json(path, &store)?;
     let failed = |f: Failure| match f {
         Failure::Edit(error) => EditFileError::Edit {
             path: path.to_path_buf(),
@@ -179,6 +180,28 @@ pub fn edit_file_with<T, E: Into<Failure>>(
         written,
         free_space,
         reclaim_at_boot,
+    })
+}
+
+/// QEMU's uefi-vars device keeps its JSON store open but takes no lock on it, and rewrites
+/// it from memory whenever the guest changes a variable: an edit made while it runs would be
+/// lost. So a JSON store that another process has open is treated as locked.
+fn refuse_open_json(path: &Path, store: &crate::container::StoreFile) -> Result<(), EditFileError> {
+    if store.format() != crate::container::Format::Json {
+        return Ok(());
+    }
+    let openers = crate::files::openers(path);
+    if openers.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = openers.iter().map(ToString::to_string).collect();
+    Err(EditFileError::Locked {
+        path: path.to_path_buf(),
+        holder: format!(
+            "open by {} (QEMU's uefi-vars device takes no lock on a JSON store and would \
+             overwrite the edit when it next saves)",
+            list.join(", ")
+        ),
     })
 }
 

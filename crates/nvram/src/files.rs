@@ -299,6 +299,63 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
+/// Another process that has a file open (found in `/proc/PID/fd`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Opener {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`), as the kernel reports it.
+    pub command: String,
+}
+
+impl std::fmt::Display for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {})", self.command, self.pid)
+    }
+}
+
+/// The other processes that have the file at `path` open, from `/proc/*/fd`. Needed where
+/// locks tell nothing: QEMU's uefi-vars device keeps its JSON store open without any lock.
+/// Best effort: processes whose descriptors this process may not read are not seen, and
+/// without procfs the answer is empty.
+pub fn openers(path: &Path) -> Vec<Opener> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let open = fds.flatten().any(|fd| {
+            fs::metadata(fd.path())
+                .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        });
+        if open {
+            let command = fs::read_to_string(entry.path().join("comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            found.push(Opener { pid, command });
+        }
+    }
+    found
+}
+
 /// The locks that `/proc/locks` lists for the file at `path` (following symlinks). Best
 /// effort, for reports: without procfs the answer is empty. Deciding whether a file is in use
 /// is done by trying to lock it ([`LockedFile::open`]), which needs no procfs.

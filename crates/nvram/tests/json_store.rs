@@ -955,3 +955,59 @@ fn cli_apply_prepare_reset_and_convert_write_json_qemu_accepts() {
     );
     assert_qemu_accepts_file(&prepared);
 }
+
+/// QEMU keeps its JSON store open without a lock and rewrites it from memory: an edit while
+/// it runs would be lost, so nvram refuses it, naming QEMU, and leaves the file alone; once
+/// QEMU has exited the same edit goes through.
+#[test]
+fn an_edit_is_refused_while_qemu_has_the_json_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vars.json");
+    std::fs::write(&file, jsonstore::to_json(&ms_template()).unwrap()).unwrap();
+    let qemu = Stack::Current.qemu("x86_64");
+    let mut child = Command::new(&qemu)
+        .args([
+            "-machine",
+            "q35,accel=tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .args(["-S", "-m", "64", "-qmp", "stdio", "-device"])
+        .arg(format!("uefi-vars-x64,jsonfile={}", file.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
+    // The QMP greeting comes once the machine (and the device) is up.
+    let mut greeting = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut greeting)
+        .unwrap();
+    assert!(greeting.contains("QMP"), "no QMP greeting: {greeting:?}");
+    // QEMU rewrites the file as it starts (its own additions), around the time of the
+    // greeting: the file to keep is the one that no longer changes.
+    let mut before = std::fs::read(&file).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = std::fs::read(&file).unwrap();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let path = file.to_str().unwrap();
+    let out = nvram(&["--format", "json", "set", path, "Timeout", "--u16", "4"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("open by qemu-system-x86") && message.contains("takes no lock"),
+        "{message}"
+    );
+    assert!(std::fs::read(&file).unwrap() == before, "the file changed");
+    nvram_ok(&["set", path, "Timeout", "--u16", "4"]);
+    assert_qemu_accepts_file(&file);
+}

@@ -24,6 +24,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let store = nvram::files::read_store(&args.file)?;
     let format = store.format();
+    // A JSON store's room is QEMU's storage count, not the free space of its flash image.
+    let qemu_storage = store.json().and_then(|j| j.storage(store.image()).ok());
     let image = store.into_image();
     let report = match Varstore::parse(&image) {
         Ok(store) => CheckReport::of_store(&store),
@@ -40,6 +42,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let mut doc = serde_json::to_value(&report)?;
         doc["file"] = serde_json::json!(args.file);
         doc["format"] = serde_json::json!(format);
+        if let Some(q) = &qemu_storage {
+            doc["free_bytes"] = q.free().into();
+            doc["qemu_storage"] = serde_json::json!({
+                "used": q.total(), "limit": q.limit, "free": q.free()
+            });
+        }
         doc["temp_files"] = leftovers
             .iter()
             .map(|l| serde_json::json!({"path": l.path, "bytes": l.len}))
@@ -60,11 +68,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(error) = &report.error {
             let _ = writeln!(text, "  {}", terminal(error));
         } else {
-            let _ = writeln!(
-                text,
-                "  {} records, {} live variables, {} bytes free",
-                report.records, report.live, report.free_bytes
-            );
+            match &qemu_storage {
+                Some(q) => writeln!(
+                    text,
+                    "  {} live variables; QEMU's storage: {} of {} bytes used, {} free",
+                    report.live,
+                    q.total(),
+                    q.limit,
+                    q.free()
+                ),
+                None => writeln!(
+                    text,
+                    "  {} records, {} live variables, {} bytes free",
+                    report.records, report.live, report.free_bytes
+                ),
+            }
+            .ok();
         }
         for finding in &report.findings {
             let _ = writeln!(text, "  {}", terminal(&finding.to_string()));
