@@ -459,16 +459,19 @@ const TIMEOUT_PLAYBOOK: &str = r#"
   tasks:
     - name: timeout
       nvram_apply:
-        dir: "{{ stores_dir }}"
+        dir: "{{ omit if store_files is defined else stores_dir }}"
+        files: "{{ store_files | default(omit) }}"
         set:
           - Timeout=u16:7
         executable: "{{ nvram }}"
         fail_on_locked: "{{ strict | default(false) | bool }}"
+        wait: "{{ wait | default(omit) }}"
 "#;
 
-/// Through `ANSIBLE_LIBRARY` and the `executable` option (no nvram on PATH): a store locked by
-/// a running VM is skipped and reported, the play goes on and succeeds; with `fail_on_locked`
-/// that host fails; once the VM is gone the next run edits it.
+/// Through `ANSIBLE_LIBRARY` and the `executable` option (no nvram on PATH), one host naming
+/// its stores with `files` rather than `dir`: a store locked by a running VM is skipped and
+/// reported, the play goes on and succeeds; with `fail_on_locked` that host fails; with `wait`
+/// the store is edited once the VM lets it go.
 #[test]
 fn locked_store_is_reported_and_fails_the_play_only_when_asked() {
     let mut fleet = Fleet::new(&HOSTS);
@@ -481,6 +484,15 @@ fn locked_store_is_reported_and_fails_the_play_only_when_asked() {
             .vars
             .insert(host.into(), vec![("nvram".into(), NVRAM.into())]);
     }
+    let kvm3: Vec<String> = ["c_VARS.fd", "a_VARS.fd", "b_VARS.fd"]
+        .iter()
+        .map(|f| format!("'{}'", fleet.dir("kvm3").join(f).display()))
+        .collect();
+    fleet
+        .vars
+        .get_mut("kvm3")
+        .unwrap()
+        .push(("store_files".into(), format!("\"[{}]\"", kvm3.join(", "))));
     let playbook = fleet.playbook("timeout.yml", TIMEOUT_PLAYBOOK);
     let playbook = s(&playbook);
 
@@ -541,13 +553,38 @@ fn locked_store_is_reported_and_fails_the_play_only_when_asked() {
     }
     assert_eq!(fs::read(&locked).unwrap(), locked_bytes);
 
-    // The VM stopped: the store is edited, the others are left alone.
-    drop(holder);
-    let run = fleet.play(playbook, &[]);
+    // kvm3's stores were given by name, in that order, after `--`.
+    let cmd = strict.of("timeout", "kvm3").result["cmd"].clone();
+    let cmd: Vec<&str> = cmd
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let files = cmd
+        .iter()
+        .position(|a| *a == "--")
+        .expect("-- before the files");
+    assert_eq!(cmd[files + 1..].len(), 3, "{cmd:?}");
+    assert!(cmd[files + 1].ends_with("kvm3/c_VARS.fd"), "{cmd:?}");
+    assert!(!cmd.contains(&"--dir"), "{cmd:?}");
+
+    // The VM stops 3 s after the run starts (the module runs within a second or two): with
+    // `wait` the store is edited then, the others are left alone.
+    let stop = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(holder);
+    });
+    let run = fleet.play(playbook, &["-e", "wait=60"]);
+    stop.join().unwrap();
     assert!(run.ok(), "{}", run.log());
     let mut expected = all_stores("unchanged");
     expected.insert("b_VARS.fd".into(), "changed".into());
-    assert_eq!(run.stores("timeout", "kvm2"), expected);
+    assert_eq!(run.stores("timeout", "kvm2"), expected, "{}", run.log());
+    assert!(run.of("timeout", "kvm2").result["cmd"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("--wait=60")));
     assert_eq!(run.of("timeout", "kvm1").status, "ok");
     let get = nvram(&["get", s(&locked), "Timeout", "--hex"]);
     assert_eq!(text(&get.stdout).trim(), "0700");
