@@ -731,6 +731,7 @@ print(json.dumps(dict(spec=module.ARGUMENT_SPEC, doc=doc["options"])))
 "#;
     let module = repo().join("ansible/plugins/modules/nvram_apply.py");
     let out = Command::new(ansible_bin("python3"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .args(["-c", script])
         .arg(&module)
         .output()
