@@ -202,7 +202,7 @@ options:
     description:
       - Wait for the lock of a store that another process holds instead of skipping it
         (C(--wait)), C(forever) or a number of seconds (C(--wait=SECONDS)).
-    type: str
+    type: raw
   format:
     description:
       - How the stores are kept (C(--format)); without it each store's format is recognised
@@ -380,7 +380,7 @@ ARGUMENT_SPEC = {
     "add_microsoft_dbx": dict(type="str", choices=CHOICES_YEAR),
     "add_distro": dict(type="list", elements="str", choices=CHOICES_DISTRO),
     "add_owner": dict(type="str"),
-    "wait": dict(type="str"),
+    "wait": dict(type="raw"),
     "format": dict(type="str", choices=["raw", "qcow2", "json"]),
     "executable": dict(type="path", default="nvram"),
 }
@@ -523,10 +523,12 @@ def main():
     if "-" in (params.get("files_from") or []):
         module.fail_json(msg="nvram_apply: files_from '-' (standard input) is not available "
                              "to a module: give a file")
-    wait = params.get("wait")
-    if wait is not None and wait != "forever":
+    given = params.get("wait")
+    if given is not None:
+        # A number (seconds) or 'forever'; YAML gives numbers as int or float.
+        wait = params["wait"] = str(given)
         try:
-            if float(wait) < 0:
+            if wait != "forever" and (isinstance(given, bool) or float(wait) < 0):
                 raise ValueError
         except ValueError:
             module.fail_json(msg="nvram_apply: wait must be 'forever' or a number of seconds, "

@@ -465,7 +465,7 @@ const TIMEOUT_PLAYBOOK: &str = r#"
           - Timeout=u16:7
         executable: "{{ nvram }}"
         fail_on_locked: "{{ strict | default(false) | bool }}"
-        wait: "{{ wait | default(omit) }}"
+        wait: "{{ (wait | int) if wait is defined else omit }}"
 "#;
 
 /// Through `ANSIBLE_LIBRARY` and the `executable` option (no nvram on PATH), one host naming
