@@ -17,6 +17,7 @@ pub mod edit;
 pub mod escape;
 pub mod files;
 pub mod firmware;
+pub mod hook;
 pub mod inspect;
 pub mod jsonstore;
 pub mod libvirt;

@@ -12,6 +12,7 @@ mod firmware;
 mod flash;
 mod get;
 mod import;
+mod libvirt_hook;
 mod list;
 pub(crate) mod out;
 mod prepare;
@@ -113,6 +114,7 @@ enum Command {
     Clean(clean::Args),
     Convert(convert::Args),
     Upgrade(upgrade::Args),
+    LibvirtHook(libvirt_hook::Args),
 }
 
 /// Runs one command.
@@ -138,6 +140,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Clean(args) => clean::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::LibvirtHook(args) => libvirt_hook::run(args),
     }
 }
 

@@ -1,0 +1,662 @@
+//! A start-time guard for libvirt: what `nvram libvirt-hook` decides when libvirt runs it as
+//! its QEMU hook (`/etc/libvirt/hooks/qemu.d/nvram`).
+//!
+//! libvirt keeps an existing varstore without looking at it, and QEMU notices a wrong size
+//! only when a migration stream arrives (docs/design.md, rule 4). The hook closes that gap:
+//! libvirt runs it with the domain's name, an operation and a sub-operation as arguments
+//! and the domain XML on standard input, and a failing hook stops the start.
+//!
+//! When libvirt 9.0 runs it (`src/qemu/qemu_process.c`, `qemuProcessStart`):
+//!
+//! 1. `prepare begin` (`qemuProcessInit`): too early. A domain with `<os firmware='efi'>` has
+//!    no loader, store or template in its XML yet (firmware autoselection,
+//!    `qemuFirmwareFillDomain`, comes next in `qemuProcessPrepareDomain`), and the store is
+//!    the one `virsh start --reset-nvram` is about to replace: the reset flag is not passed to
+//!    hooks, so a damaged store could not be told from one that is being reset.
+//! 2. `qemuProcessPrepareHost` → `qemuPrepareNVRAM`: an absent store (or every store, with
+//!    `--reset-nvram`) is copied from the template; an existing one is kept unchecked.
+//! 3. `start begin` (`qemuProcessLaunch`, after the command line is built, before QEMU is
+//!    spawned): the XML names the code image, the store and its template, and the store is
+//!    the one QEMU will open. **This is where the hook checks** ([`Action::CheckStart`]).
+//!
+//! An incoming migration runs the same sequence on the destination, preceded by
+//! `migrate begin` (`qemuMigrationDstPrepareAny`; `restore begin` for `virsh restore`, whose
+//! memory image carries the flash contents the same way). The hook's arguments and XML at
+//! `start begin` do not say that the start is an incoming one, so `migrate begin` and
+//! `restore begin` leave a marker (a file named after the domain's UUID in
+//! [`Config::state_dir`]) that the following `start begin` consumes: that start checks the
+//! size only (rule 4: the contents come with the migration). A marker older than
+//! [`MARKER_TTL`] is ignored; `release end` removes a marker a failed migration left.
+//! `migrate begin` also checks the size at once when its XML names the store and a template
+//! and the store exists. Both checks come before the source sends any memory.
+//!
+//! A normal start is refused when the store (raw or qcow2, by content) is not one the
+//! firmware would use ([`HookError::Damaged`]), or differs in size or layout from the template
+//! named in the XML ([`HookError::Store`]) or from the template of the firmware descriptor
+//! whose executable is the XML's code image ([`HookError::Descriptor`]). An absent store is
+//! fine (libvirt creates it; at `start begin` it has already), as is a domain without a
+//! local flash store (BIOS, a network or block `<nvram>`, QEMU's JSON store). Every other
+//! operation is let through without reading anything but its input.
+
+use crate::container::{Format, StoreFile};
+use crate::files::{self, FileError};
+use crate::firmware::{self, Catalog};
+use crate::prepare::{PrepareError, Template};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use varstore::{ErrorKind, FirmwareVerdict, Varstore};
+
+/// Largest domain XML read from standard input. A domain's XML is a few KiB; libvirt has
+/// no fixed limit, but one with hundreds of devices stays far below this.
+pub const MAX_XML_LEN: u64 = 16 << 20;
+
+/// How long an incoming marker left by `migrate begin` / `restore begin` counts: the
+/// destination's `start begin` follows within seconds.
+pub const MARKER_TTL: Duration = Duration::from_secs(600);
+
+/// Where the system daemon's hooks live (`SYSCONFDIR/libvirt/hooks`).
+pub const DEFAULT_HOOKS_DIR: &str = "/etc/libvirt/hooks";
+
+/// Where the hook keeps its incoming markers by default (a tmpfs: gone at reboot).
+pub const DEFAULT_STATE_DIR: &str = "/run/nvram/libvirt-hook";
+
+/// What the hook does for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `start begin`: QEMU is about to be started on the store the XML names.
+    CheckStart,
+    /// `migrate begin` / `restore begin`: an incoming start follows.
+    Incoming,
+    /// `release end`: the domain is gone; drop a marker a failed incoming start left.
+    Forget,
+    /// Anything else: nothing to check.
+    Ignore,
+}
+
+impl Action {
+    /// The action for libvirt's operation and sub-operation arguments.
+    ///
+    /// ```
+    /// use nvram::hook::Action;
+    /// assert_eq!(Action::of("start", "begin"), Action::CheckStart);
+    /// assert_eq!(Action::of("migrate", "begin"), Action::Incoming);
+    /// assert_eq!(Action::of("prepare", "begin"), Action::Ignore);
+    /// ```
+    pub fn of(operation: &str, sub_operation: &str) -> Self {
+        match (operation, sub_operation) {
+            ("start", "begin") => Self::CheckStart,
+            ("migrate" | "restore", "begin") => Self::Incoming,
+            ("release", "end") => Self::Forget,
+            _ => Self::Ignore,
+        }
+    }
+}
+
+/// The hook's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Firmware descriptor directories, lowest priority first ([`firmware::search_dirs`]).
+    pub firmware_dirs: Vec<PathBuf>,
+    /// Where incoming markers are kept.
+    pub state_dir: PathBuf,
+    /// Only domains whose name matches one of these globs are checked (empty: all).
+    pub domains: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            firmware_dirs: firmware::search_dirs(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            domains: Vec::new(),
+        }
+    }
+}
+
+/// What the hook needs of a domain's XML.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainStore {
+    /// `<name>`.
+    pub name: String,
+    /// `<uuid>`.
+    pub uuid: Option<String>,
+    /// The code image (`<os><loader>`), when the loader is a flash (`type='pflash'`, the
+    /// default for a loader with an `<nvram>`).
+    pub loader: Option<PathBuf>,
+    /// The store, when it is a local file (`<nvram>PATH</nvram>` or `type='file'` with
+    /// `<source file=…/>`).
+    pub nvram: Option<PathBuf>,
+    /// `<nvram template=…>`.
+    pub template: Option<PathBuf>,
+    /// `<nvram format=…>` (libvirt 9.2 and later; raw before).
+    pub format: Option<String>,
+}
+
+/// The domain XML could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the domain XML on standard input {0}")]
+pub struct XmlError(String);
+
+/// Reads what the hook needs from a domain XML.
+///
+/// ```
+/// let xml = "<domain type='kvm'><name>vm1</name><uuid>ab3d563a-660d-496b-b84d-89b45a5dd10f</uuid>\
+///   <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type>\
+///   <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
+///   <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/vm1_VARS.fd</nvram>\
+///   </os></domain>";
+/// let domain = nvram::hook::parse_domain(xml).unwrap();
+/// assert_eq!(domain.name, "vm1");
+/// assert_eq!(domain.nvram.unwrap(), std::path::Path::new("/var/lib/libvirt/qemu/nvram/vm1_VARS.fd"));
+/// assert_eq!(domain.template.unwrap(), std::path::Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd"));
+/// ```
+pub fn parse_domain(xml: &str) -> Result<DomainStore, XmlError> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| XmlError(format!("is not XML: {e}")))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "domain" {
+        let name: String = root.tag_name().name().chars().take(64).collect();
+        return Err(XmlError(format!("is not a domain (root element <{name}>)")));
+    }
+    let mut domain = DomainStore {
+        name: child(root, "name").and_then(text).unwrap_or_default(),
+        uuid: child(root, "uuid").and_then(text),
+        ..DomainStore::default()
+    };
+    let Some(os) = child(root, "os") else {
+        return Ok(domain);
+    };
+    if let Some(loader) = child(os, "loader") {
+        if loader.attribute("type").is_none_or(|t| t == "pflash") {
+            domain.loader = text(loader).map(PathBuf::from);
+        }
+    }
+    if let Some(nvram) = child(os, "nvram") {
+        domain.template = nvram.attribute("template").map(PathBuf::from);
+        domain.format = nvram.attribute("format").map(str::to_owned);
+        domain.nvram = match nvram.attribute("type") {
+            None => text(nvram).map(PathBuf::from),
+            Some("file") => child(nvram, "source")
+                .and_then(|s| s.attribute("file"))
+                .map(PathBuf::from),
+            // network, block: not a file the hook can read as libvirt's QEMU would.
+            Some(_) => None,
+        };
+    }
+    Ok(domain)
+}
+
+fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children()
+        .find(|n| n.is_element() && n.tag_name().name() == name)
+}
+
+fn text(node: roxmltree::Node<'_, '_>) -> Option<String> {
+    node.text()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// What a successful call found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation is not one the hook checks, or the domain is not one it was told to
+    /// check.
+    Ignored,
+    /// The domain has no local flash store (BIOS, a network or block `<nvram>`, JSON).
+    NoStore,
+    /// The store does not exist (libvirt creates it from the template).
+    Absent(PathBuf),
+    /// A normal start: the store is healthy and fits the templates checked.
+    Healthy {
+        /// The store.
+        nvram: PathBuf,
+        /// The templates it was checked against (the XML's, the descriptor's).
+        templates: Vec<PathBuf>,
+    },
+    /// An incoming start: the store's size fits the templates checked.
+    SizeFits {
+        /// The store.
+        nvram: PathBuf,
+        /// The templates it was checked against.
+        templates: Vec<PathBuf>,
+    },
+    /// `migrate begin` / `restore begin` recorded that an incoming start follows.
+    IncomingNoted,
+    /// `release end`: any incoming marker was removed.
+    Forgotten,
+}
+
+/// Why the hook refuses a start, or could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The domain XML could not be used.
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    /// The store is not one the firmware would boot from.
+    #[error(
+        "{}: damaged: {reason}; the firmware would not use it (`nvram check` tells more; \
+         `virsh start --reset-nvram` re-creates it from the template)",
+        path.display()
+    )]
+    Damaged {
+        /// The store.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store does not fit the template named in the domain XML (size, layout), or
+    /// could not be read.
+    #[error(transparent)]
+    Store(Box<PrepareError>),
+    /// The store does not fit the template of the code image's firmware descriptor.
+    #[error(
+        "{source} (the template of {descriptor}, the firmware descriptor of the code image {})",
+        code.display()
+    )]
+    Descriptor {
+        /// The descriptor's file.
+        descriptor: PathBuf,
+        /// The code image.
+        code: PathBuf,
+        /// The mismatch.
+        #[source]
+        source: Box<PrepareError>,
+    },
+    /// The incoming marker could not be written or removed.
+    #[error("{}: {action}: {source}", path.display())]
+    Marker {
+        /// The marker.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl HookError {
+    /// Whether the error is a verdict on the store (the start must not happen), as opposed
+    /// to a failure to read or record something.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Damaged { .. } | Self::Descriptor { .. } => true,
+            Self::Store(e) => e.is_mismatch(),
+            Self::Xml(_) | Self::Marker { .. } => false,
+        }
+    }
+}
+
+/// Decides one hook call: `operation` and `sub_operation` as libvirt passes them, `xml` the
+/// domain XML it writes to the hook's standard input.
+pub fn run(
+    config: &Config,
+    operation: &str,
+    sub_operation: &str,
+    xml: &str,
+) -> Result<Outcome, HookError> {
+    let action = Action::of(operation, sub_operation);
+    if action == Action::Ignore {
+        return Ok(Outcome::Ignored);
+    }
+    let domain = parse_domain(xml)?;
+    if !config.domains.is_empty()
+        && !config
+            .domains
+            .iter()
+            .any(|glob| firmware::glob_match(glob.as_bytes(), domain.name.as_bytes()))
+    {
+        return Ok(Outcome::Ignored);
+    }
+    let marker = marker_path(&config.state_dir, &domain);
+    match action {
+        Action::Ignore => Ok(Outcome::Ignored),
+        Action::Forget => {
+            remove_marker(&marker)?;
+            Ok(Outcome::Forgotten)
+        }
+        Action::Incoming => {
+            // Check now what can be checked; the start that follows checks again with the
+            // XML libvirt resolved (a migrated domain may name no template here). A refusal
+            // leaves no marker: libvirt gives up before it starts anything.
+            check(config, &domain, true)?;
+            write_marker(&config.state_dir, &marker)?;
+            Ok(Outcome::IncomingNoted)
+        }
+        Action::CheckStart => {
+            let incoming = take_marker(&marker)?;
+            check(config, &domain, incoming)
+        }
+    }
+}
+
+/// Checks the store of `domain`: its size only for an incoming start, else its health,
+/// size and layout. See the module documentation.
+pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Outcome, HookError> {
+    let Some(nvram) = &domain.nvram else {
+        return Ok(Outcome::NoStore);
+    };
+    if domain
+        .format
+        .as_deref()
+        .is_some_and(|f| f != "raw" && f != "qcow2")
+    {
+        return Ok(Outcome::NoStore);
+    }
+    match fs::symlink_metadata(nvram) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Absent(nvram.clone())),
+        Err(e) => {
+            return Err(HookError::Store(Box::new(PrepareError::File(
+                FileError::Io {
+                    path: nvram.clone(),
+                    action: "cannot stat",
+                    source: e,
+                },
+            ))))
+        }
+        Ok(_) => {}
+    }
+    let templates = templates(config, domain)?;
+    let file = files::read_image(nvram).map_err(|e| HookError::Store(Box::new(e.into())))?;
+    let store = match StoreFile::from_bytes(file, None) {
+        Ok(store) if store.format() == Format::Json => return Ok(Outcome::NoStore),
+        Ok(store) => store,
+        Err(e) => {
+            return Err(HookError::Damaged {
+                path: nvram.clone(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let image = store.image();
+    let checked: Vec<PathBuf> = templates
+        .iter()
+        .map(|t| t.template.path().to_path_buf())
+        .collect();
+    if incoming {
+        for t in &templates {
+            if image.len() as u64 != t.template.size() {
+                return Err(t.wrap(PrepareError::SizeMismatch {
+                    path: nvram.clone(),
+                    size: image.len() as u64,
+                    template: t.template.path().to_path_buf(),
+                    template_size: t.template.size(),
+                    consequence: "QEMU would start but fail the migration with `Size mismatch` \
+                                  after the source has sent the guest's memory",
+                }));
+            }
+        }
+        return Ok(Outcome::SizeFits {
+            nvram: nvram.clone(),
+            templates: checked,
+        });
+    }
+    // Size first: a store of another size is reported as such, whatever its contents.
+    for t in &templates {
+        if image.len() as u64 != t.template.size() {
+            return Err(t.wrap(PrepareError::SizeMismatch {
+                path: nvram.clone(),
+                size: image.len() as u64,
+                template: t.template.path().to_path_buf(),
+                template_size: t.template.size(),
+                consequence: "the firmware would not find its store where it expects it \
+                              (`virsh start --reset-nvram` re-creates it from the template)",
+            }));
+        }
+    }
+    match Varstore::parse(image) {
+        Ok(parsed) if parsed.verdict() == FirmwareVerdict::Refuse => {
+            let reason = parsed
+                .findings()
+                .iter()
+                .find(|f| f.verdict == FirmwareVerdict::Refuse)
+                .map_or_else(
+                    || "the firmware refuses it".to_string(),
+                    ToString::to_string,
+                );
+            return Err(HookError::Damaged {
+                path: nvram.clone(),
+                reason,
+            });
+        }
+        Ok(_) => {}
+        // Blank: the templates' verification below says whether the firmware formats it
+        // (a blank template) or not, and what leaves such a file.
+        Err(e) if e.kind() == ErrorKind::Unformatted && !templates.is_empty() => {}
+        Err(e) => {
+            return Err(HookError::Damaged {
+                path: nvram.clone(),
+                reason: e.to_string(),
+            })
+        }
+    }
+    for t in &templates {
+        t.template.verify(nvram, image).map_err(|e| t.wrap(e))?;
+    }
+    Ok(Outcome::Healthy {
+        nvram: nvram.clone(),
+        templates: checked,
+    })
+}
+
+/// A template to check against, and where it comes from.
+struct Against {
+    template: Template,
+    /// The descriptor that names it, when it is not the XML's template.
+    descriptor: Option<(PathBuf, PathBuf)>,
+}
+
+impl Against {
+    fn wrap(&self, error: PrepareError) -> HookError {
+        match &self.descriptor {
+            Some((descriptor, code)) if error.is_mismatch() => HookError::Descriptor {
+                descriptor: descriptor.clone(),
+                code: code.clone(),
+                source: Box::new(error),
+            },
+            _ => HookError::Store(Box::new(error)),
+        }
+    }
+}
+
+/// The XML's template, and the template of the first descriptor (in priority order) whose
+/// executable is the XML's code image when it is another file.
+fn templates(config: &Config, domain: &DomainStore) -> Result<Vec<Against>, HookError> {
+    let mut out = Vec::new();
+    if let Some(path) = &domain.template {
+        out.push(Against {
+            template: Template::load(path).map_err(|e| HookError::Store(Box::new(e)))?,
+            descriptor: None,
+        });
+    }
+    if let Some(code) = &domain.loader {
+        let catalog = Catalog::load(&config.firmware_dirs);
+        let described: Vec<_> = catalog
+            .firmware
+            .iter()
+            .filter(|f| f.flash().is_some_and(|m| m.executable.filename == *code))
+            .filter_map(|f| firmware::varstore_template(f).ok().map(|(t, _)| (f, t)))
+            .collect();
+        // A descriptor that names the XML's template agrees with it by definition.
+        let agrees = described
+            .iter()
+            .any(|(_, t)| domain.template.as_deref() == Some(*t));
+        if let (false, Some((firmware, template))) = (agrees, described.first()) {
+            out.push(Against {
+                template: Template::load(template).map_err(|e| HookError::Store(Box::new(e)))?,
+                descriptor: Some((firmware.path.clone(), code.clone())),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The marker of `domain` in `state_dir`: its UUID, or its name hex-encoded.
+fn marker_path(state_dir: &Path, domain: &DomainStore) -> PathBuf {
+    let key = match &domain.uuid {
+        Some(uuid) if uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => {
+            uuid.to_ascii_lowercase()
+        }
+        _ => format!("name-{}", hex::encode(domain.name.as_bytes())),
+    };
+    state_dir.join(format!("{key}.incoming"))
+}
+
+fn write_marker(state_dir: &Path, marker: &Path) -> Result<(), HookError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| HookError::Marker {
+            path: state_dir.to_path_buf(),
+            action: "cannot create the directory",
+            source,
+        })?;
+    files::replace(marker, b"").map_err(|e| HookError::Marker {
+        path: marker.to_path_buf(),
+        action: "cannot write the incoming marker",
+        source: io::Error::other(e.to_string()),
+    })
+}
+
+/// Removes the marker; whether it was there and fresh.
+fn take_marker(marker: &Path) -> Result<bool, HookError> {
+    let fresh = match fs::symlink_metadata(marker) {
+        Ok(meta) if meta.is_file() => meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age <= MARKER_TTL),
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(HookError::Marker {
+                path: marker.to_path_buf(),
+                action: "cannot stat the incoming marker",
+                source,
+            })
+        }
+    };
+    remove_marker(marker)?;
+    Ok(fresh)
+}
+
+fn remove_marker(marker: &Path) -> Result<(), HookError> {
+    match fs::remove_file(marker) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(HookError::Marker {
+            path: marker.to_path_buf(),
+            action: "cannot remove the incoming marker",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// The hook was not there and now is.
+    Created,
+    /// Another hook of that name (an older binary path, other options) was replaced.
+    Replaced,
+    /// The same hook was there already; nothing was written.
+    Unchanged,
+}
+
+impl fmt::Display for Installed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Created => "installed",
+            Self::Replaced => "updated",
+            Self::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// The path of the hook in a hooks directory: `DIR/qemu.d/nvram`.
+pub fn hook_path(hooks_dir: &Path) -> PathBuf {
+    hooks_dir.join("qemu.d").join("nvram")
+}
+
+/// The script that runs `binary libvirt-hook OPTIONS… "$@"`.
+///
+/// ```
+/// let script = nvram::hook::script(std::path::Path::new("/usr/bin/nvram"), &["--domain".into(), "web-*".into()]);
+/// assert!(script.starts_with("#!/bin/sh\n"));
+/// assert!(script.contains("exec '/usr/bin/nvram' libvirt-hook '--domain' 'web-*' \"$@\"\n"));
+/// ```
+pub fn script(binary: &Path, options: &[String]) -> String {
+    let mut line = format!(
+        "exec {} libvirt-hook",
+        shell_quote(&binary.to_string_lossy())
+    );
+    for option in options {
+        line.push(' ');
+        line.push_str(&shell_quote(option));
+    }
+    format!(
+        "#!/bin/sh\n\
+         # libvirt QEMU hook installed by `nvram libvirt-hook --install`: checks a domain's UEFI\n\
+         # variable store before QEMU starts. Remove this file to uninstall.\n\
+         {line} \"$@\"\n"
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Installs `content` as the hook `DIR/qemu.d/nvram` (creating `qemu.d` if needed):
+/// owner-only and executable (0700), atomically, never through a symlink. Writes nothing
+/// when the same content is there with that mode.
+pub fn install(hooks_dir: &Path, content: &str) -> Result<Installed, FileError> {
+    let dir = hooks_dir.join("qemu.d");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|source| FileError::Io {
+            path: dir.clone(),
+            action: "cannot create the directory",
+            source,
+        })?;
+    let path = hook_path(hooks_dir);
+    let existed = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(FileError::Symlink { path }),
+        Ok(meta) if !meta.is_file() => return Err(FileError::NotRegular { path }),
+        Ok(meta) => {
+            let same = safefile::read_input(
+                &path,
+                safefile::Accept::RegularFile,
+                1 << 20,
+                "a hook script",
+            )
+            .is_ok_and(|old| old == content.as_bytes());
+            if same && meta.permissions().mode() & 0o7777 == 0o700 {
+                return Ok(Installed::Unchanged);
+            }
+            true
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(source) => {
+            return Err(FileError::Io {
+                path,
+                action: "cannot stat",
+                source,
+            })
+        }
+    };
+    safefile::replace_with(&path, content.as_bytes(), |file| {
+        file.set_permissions(fs::Permissions::from_mode(0o700))
+    })?;
+    Ok(if existed {
+        Installed::Replaced
+    } else {
+        Installed::Created
+    })
+}
