@@ -105,6 +105,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Only domains whose name matches one of these globs are checked (empty: all).
     pub domains: Vec<String>,
+    /// Where libvirt puts a store the domain XML does not name.
+    pub nvram_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -113,35 +115,38 @@ impl Default for Config {
             firmware_dirs: firmware::search_dirs(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             domains: Vec::new(),
+            nvram_dir: crate::libvirt::nvram_dir("qemu:///system"),
         }
     }
 }
 
-/// What the hook needs of a domain's XML.
+/// What the hook needs of a domain's XML ([`crate::libvirt::Domain`] reads it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainStore {
     /// `<name>`.
     pub name: String,
     /// `<uuid>`.
     pub uuid: Option<String>,
-    /// The code image (`<os><loader>`), when the loader is a flash (`type='pflash'`, the
-    /// default for a loader with an `<nvram>`).
+    /// The code image (`<os><loader>`), when the loader is a flash (`type='pflash'`, or no
+    /// type).
     pub loader: Option<PathBuf>,
-    /// The store, when it is a local file (`<nvram>PATH</nvram>` or `type='file'` with
-    /// `<source file=…/>`).
+    /// The store, when it is a local file or block device (`<nvram>PATH</nvram>`,
+    /// `type='file'`/`'block'` with `<source>`), or libvirt's default path for a domain with
+    /// UEFI firmware and no `<nvram>`.
     pub nvram: Option<PathBuf>,
     /// `<nvram template=…>`.
     pub template: Option<PathBuf>,
     /// `<nvram format=…>` (libvirt 9.2 and later; raw before).
-    pub format: Option<String>,
+    pub format: Option<Format>,
 }
 
 /// The domain XML could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("the domain XML on standard input {0}")]
+#[error("the domain XML on standard input: {0}")]
 pub struct XmlError(String);
 
-/// Reads what the hook needs from a domain XML.
+/// Reads what the hook needs from a domain XML. `nvram_dir` is where libvirt puts a store
+/// the XML does not name ([`crate::libvirt::nvram_dir`]).
 ///
 /// ```
 /// let xml = "<domain type='kvm'><name>vm1</name><uuid>ab3d563a-660d-496b-b84d-89b45a5dd10f</uuid>\
@@ -149,56 +154,34 @@ pub struct XmlError(String);
 ///   <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
 ///   <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/vm1_VARS.fd</nvram>\
 ///   </os></domain>";
-/// let domain = nvram::hook::parse_domain(xml).unwrap();
+/// let domain = nvram::hook::parse_domain(xml, std::path::Path::new("/unused")).unwrap();
 /// assert_eq!(domain.name, "vm1");
 /// assert_eq!(domain.nvram.unwrap(), std::path::Path::new("/var/lib/libvirt/qemu/nvram/vm1_VARS.fd"));
 /// assert_eq!(domain.template.unwrap(), std::path::Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd"));
 /// ```
-pub fn parse_domain(xml: &str) -> Result<DomainStore, XmlError> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| XmlError(format!("is not XML: {e}")))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != "domain" {
-        let name: String = root.tag_name().name().chars().take(64).collect();
-        return Err(XmlError(format!("is not a domain (root element <{name}>)")));
-    }
-    let mut domain = DomainStore {
-        name: child(root, "name").and_then(text).unwrap_or_default(),
-        uuid: child(root, "uuid").and_then(text),
-        ..DomainStore::default()
+pub fn parse_domain(xml: &str, nvram_dir: &Path) -> Result<DomainStore, XmlError> {
+    let domain =
+        crate::libvirt::Domain::from_xml(xml, nvram_dir).map_err(|e| XmlError(e.to_string()))?;
+    let loader = domain
+        .loader
+        .filter(|l| l.kind.as_deref().is_none_or(|k| k == "pflash"))
+        .and_then(|l| l.path);
+    let (nvram, template, format) = match domain.nvram {
+        Some(n) => (
+            Some(n.path),
+            n.template,
+            n.format_declared.then_some(n.format),
+        ),
+        None => (None, None, None),
     };
-    let Some(os) = child(root, "os") else {
-        return Ok(domain);
-    };
-    if let Some(loader) = child(os, "loader") {
-        if loader.attribute("type").is_none_or(|t| t == "pflash") {
-            domain.loader = text(loader).map(PathBuf::from);
-        }
-    }
-    if let Some(nvram) = child(os, "nvram") {
-        domain.template = nvram.attribute("template").map(PathBuf::from);
-        domain.format = nvram.attribute("format").map(str::to_owned);
-        domain.nvram = match nvram.attribute("type") {
-            None => text(nvram).map(PathBuf::from),
-            Some("file") => child(nvram, "source")
-                .and_then(|s| s.attribute("file"))
-                .map(PathBuf::from),
-            // network, block: not a file the hook can read as libvirt's QEMU would.
-            Some(_) => None,
-        };
-    }
-    Ok(domain)
-}
-
-fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    node.children()
-        .find(|n| n.is_element() && n.tag_name().name() == name)
-}
-
-fn text(node: roxmltree::Node<'_, '_>) -> Option<String> {
-    node.text()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
+    Ok(DomainStore {
+        name: domain.name,
+        uuid: Some(domain.uuid).filter(|u| !u.is_empty()),
+        loader,
+        nvram,
+        template,
+        format,
+    })
 }
 
 /// What a successful call found.
@@ -304,7 +287,7 @@ pub fn run(
     if action == Action::Ignore {
         return Ok(Outcome::Ignored);
     }
-    let domain = parse_domain(xml)?;
+    let domain = parse_domain(xml, &config.nvram_dir)?;
     if !config.domains.is_empty()
         && !config
             .domains
@@ -341,11 +324,7 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
     let Some(nvram) = &domain.nvram else {
         return Ok(Outcome::NoStore);
     };
-    if domain
-        .format
-        .as_deref()
-        .is_some_and(|f| f != "raw" && f != "qcow2")
-    {
+    if domain.format == Some(Format::Json) {
         return Ok(Outcome::NoStore);
     }
     match fs::symlink_metadata(nvram) {

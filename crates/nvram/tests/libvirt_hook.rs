@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use testkit::libvirt::{daemon_pid, unique_name, DomainXml, Libvirt, LIBVIRTD_PID_FILE};
 
 const UUID: &str = "6a1c63fe-3d7f-4b5c-9c55-0d3f3e2c1a01";
 
@@ -403,60 +404,30 @@ fn install_is_idempotent() {
 }
 
 // ---------------------------------------------------------------------------------------
-// With the system libvirt daemon.
+// With the system libvirt daemon (testkit::libvirt: scripts/test starts it).
 
-const URI: &str = "qemu:///system";
 const HOOKS: &str = "/etc/libvirt/hooks";
 
-fn virsh(args: &[&str]) -> Output {
-    let t = Instant::now();
-    let out = virsh_inner(args);
-    eprintln!("virsh {args:?}: {:?} {:?}", t.elapsed(), out.status);
-    out
-}
+/// The domains of this test: the installed hook checks only these, so that the domains of
+/// other tests on the same daemon are left alone.
+const PREFIX: &str = "hook";
+const GLOB: &str = "nvram-test-hook-*";
 
-fn virsh_inner(args: &[&str]) -> Output {
-    Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run virsh (libvirt-clients)")
-}
-
-fn virsh_ok(args: &[&str]) -> String {
-    let out = virsh(args);
-    assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// The daemon whose hooks are in /etc/libvirt/hooks: libvirtd, or virtqemud.
-fn daemon_pid() -> u32 {
-    for pidfile in ["/run/libvirtd.pid", "/run/virtqemud.pid"] {
-        if let Ok(text) = fs::read_to_string(pidfile) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    return pid;
-                }
-            }
-        }
-    }
-    panic!("no running libvirtd or virtqemud (/run/libvirtd.pid, /run/virtqemud.pid): scripts/test starts one");
-}
-
-/// libvirt 9.0 looks for hook scripts when the daemon starts and when it reloads (SIGHUP,
-/// `virHookInitialize` from the daemon's reload handler).
+/// libvirt 9.0 looks for hook scripts when the daemon starts and when it reloads (SIGHUP:
+/// the daemon's reload handler calls the hooks' `virHookInitialize` again).
 fn reload_daemon() {
+    let pid = daemon_pid(LIBVIRTD_PID_FILE)
+        .or_else(|| daemon_pid("/run/virtqemud.pid"))
+        .expect("no running libvirtd or virtqemud (scripts/test starts libvirtd)");
     let status = Command::new("kill")
-        .args(["-HUP", &daemon_pid().to_string()])
+        .args(["-HUP", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 }
 
-/// Installs the hook (limited to this test's domains, so that other tests' domains on the
-/// same daemon are not checked) and removes it again, leaving /etc/libvirt/hooks as it was.
+/// Installs the hook (limited to [`GLOB`]) and removes it again on drop, leaving
+/// /etc/libvirt/hooks as it was, and makes the daemon notice both.
 struct InstalledHook {
     created_dir: bool,
 }
@@ -471,7 +442,7 @@ impl InstalledHook {
             script.display()
         );
         let created_dir = !dir.exists();
-        let out = common::nvram(&["libvirt-hook", "--install", "--domain", "nvramhook-*"]);
+        let out = common::nvram(&["libvirt-hook", "--install", "--domain", GLOB]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).starts_with("installed "), "{}", stdout(&out));
         reload_daemon();
@@ -490,111 +461,58 @@ impl Drop for InstalledHook {
     }
 }
 
-/// A persistent domain with `<os firmware='efi'>` (libvirt picks OVMF from Debian's
-/// descriptors) under TCG, undefined with its store when dropped.
-struct Domain {
-    name: String,
-}
-
-impl Domain {
-    fn define(name: &str) -> Self {
-        let qemu = testkit::Stack::Debian12.qemu("x86_64");
-        let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
-             <os firmware='efi'><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>\
-             <features><acpi/></features>\
-             <devices><emulator>{}</emulator><video><model type='none'/></video>\
-             <memballoon model='none'/></devices></domain>",
-            qemu.display()
-        );
-        let file = std::env::temp_dir().join(format!("{name}.xml"));
-        fs::write(&file, xml).unwrap();
-        // A leftover of an interrupted run goes first.
-        let _ = virsh(&["destroy", name]);
-        let _ = virsh(&["undefine", "--nvram", name]);
-        virsh_ok(&["define", s(&file)]);
-        let _ = fs::remove_file(&file);
-        Domain {
-            name: name.to_string(),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        PathBuf::from(format!("/var/lib/libvirt/qemu/nvram/{}_VARS.fd", self.name))
-    }
-
-    fn start(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["start", self.name.as_str()];
-        args.extend_from_slice(extra);
-        virsh(&args)
-    }
-
-    fn destroy(&self) {
-        virsh_ok(&["destroy", &self.name]);
-    }
-}
-
-impl Drop for Domain {
-    fn drop(&mut self) {
-        let _ = virsh(&["destroy", &self.name]);
-        let _ = virsh(&["undefine", "--nvram", &self.name]);
-        let _ = fs::remove_file(self.store());
-    }
-}
-
-/// Starts `domain` until the hook refuses it: the daemon's reload after the install is
-/// asynchronous, so a start may still run without hooks (it is then stopped and retried).
-fn start_until_refused(domain: &Domain) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Starts the domain until the hook refuses it: the daemon reloads asynchronously after
+/// SIGHUP, so a start may still run without hooks (it is then stopped and retried).
+fn start_until_refused(libvirt: &Libvirt, uuid: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = domain.start(&[]);
-        if !out.status.success() {
-            return out;
+        match libvirt.try_virsh(&["start", uuid]) {
+            Err(e) => return e,
+            Ok(_) => {
+                libvirt.virsh(&["destroy", uuid]);
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never ran the hook (no reload after SIGHUP?)"
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
         }
-        domain.destroy();
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never ran the hook (no reload after SIGHUP?)"
-        );
-        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
-/// One domain through every case (a define costs the most on a daemon that re-probes QEMU).
+/// One domain through every case: `virsh define` is what costs most here.
 #[test]
 fn libvirt_runs_the_hook_at_start() {
     let started = Instant::now();
-    let reachable = virsh(&["list", "--all"]);
-    assert!(
-        reachable.status.success(),
-        "libvirtd is not reachable at {URI} (scripts/test starts it): {}",
-        stderr(&reachable)
-    );
-    let vm = Domain::define(&format!("nvramhook-{}", std::process::id()));
-    let store = vm.store();
+    let Some(libvirt) = Libvirt::require() else {
+        return;
+    };
+    let dir = libvirt.tempdir();
+    let name = unique_name(PREFIX);
+    let vm = libvirt.define(&DomainXml::efi(&name, &dir.path().join("serial.log")));
+    let uuid = vm.uuid();
+    let store = nvram::libvirt::nvram_dir(libvirt.uri()).join(format!("{name}_VARS.fd"));
     let _hook = InstalledHook::install();
 
     // Damaged (the template libvirt picks for `firmware='efi'` on Debian 12 has the 4M
-    // layout, as all of Debian 12's x86_64 descriptors do; only the checksum is broken).
+    // layout, as all of Debian 12's x86_64 descriptors do; only a checksum is broken).
     fs::write(&store, damaged()).unwrap();
-    let out = start_until_refused(&vm);
-    let err = stderr(&out);
+    let err = start_until_refused(&libvirt, uuid);
     let ours = format!(
-        "nvram: refusing to start domain {}: {}: damaged",
-        vm.name,
+        "nvram: refusing to start domain {name}: {}: damaged",
         store.display()
     );
     assert!(err.contains(&ours), "virsh's error lacks {ours:?}: {err}");
+    eprintln!("virsh start, damaged store: {err}");
 
     // Wrong size: a healthy 2M store.
     fs::remove_file(&store).unwrap();
     common::nvram_ok(&["create", "--layout", "ovmf-2m", s(&store)]);
-    let out = vm.start(&[]);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "a wrong-sized store started");
+    let err = libvirt
+        .try_virsh(&["start", uuid])
+        .expect_err("a wrong-sized store started");
     let ours = format!(
-        "nvram: refusing to start domain {}: {}: size mismatch: the file has 131072 bytes",
-        vm.name,
+        "nvram: refusing to start domain {name}: {}: size mismatch: the file has 131072 bytes",
         store.display()
     );
     assert!(err.contains(&ours), "virsh's error lacks {ours:?}: {err}");
@@ -602,23 +520,16 @@ fn libvirt_runs_the_hook_at_start() {
     // --reset-nvram: libvirt replaces the store before `start begin`, so the hook sees the
     // template's copy and lets it start.
     fs::write(&store, damaged()).unwrap();
-    let out = vm.start(&["--reset-nvram"]);
-    assert!(
-        out.status.success(),
-        "start --reset-nvram: {}",
-        stderr(&out)
-    );
-    vm.destroy();
+    libvirt.virsh(&["start", "--reset-nvram", uuid]);
+    libvirt.virsh(&["destroy", uuid]);
     assert_eq!(fs::read(&store).unwrap().len(), template_bytes().len());
     // Healthy now: a plain start goes through.
-    let out = vm.start(&[]);
-    assert!(out.status.success(), "healthy store: {}", stderr(&out));
-    vm.destroy();
+    libvirt.virsh(&["start", uuid]);
+    libvirt.virsh(&["destroy", uuid]);
 
     // No store: libvirt creates it from the template, the hook checks that copy.
     fs::remove_file(&store).unwrap();
-    let out = vm.start(&[]);
-    assert!(out.status.success(), "no store yet: {}", stderr(&out));
-    vm.destroy();
+    libvirt.virsh(&["start", uuid]);
+    libvirt.virsh(&["destroy", uuid]);
     eprintln!("libvirt test: {:?}", started.elapsed());
 }
