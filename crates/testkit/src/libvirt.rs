@@ -84,6 +84,12 @@ pub fn daemon_pid(pid_file: &str) -> Option<u32> {
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
+/// A serial console log as text: ANSI escape sequences (the shell's colours and cursor
+/// positioning) removed, decoded lossily as UTF-8.
+pub fn console_text(raw: &[u8]) -> String {
+    crate::boot::strip_ansi(raw)
+}
+
 /// A libvirt daemon that answered.
 #[derive(Debug, Clone)]
 pub struct Libvirt {
@@ -261,6 +267,9 @@ pub struct DomainXml {
     pub disk: Option<PathBuf>,
     /// An explicit `<nvram [template=…]>PATH</nvram>` instead of libvirt's default path.
     pub nvram: Option<(PathBuf, Option<PathBuf>)>,
+    /// An explicit `<loader readonly='yes' type='pflash'>` instead of `firmware='efi'`
+    /// (libvirt 9.0 refuses a template with firmware autoselection).
+    pub loader: Option<PathBuf>,
 }
 
 impl DomainXml {
@@ -277,6 +286,7 @@ impl DomainXml {
             serial_log: serial_log.to_path_buf(),
             disk: None,
             nvram: None,
+            loader: None,
         }
     }
 
@@ -293,7 +303,7 @@ impl DomainXml {
                 features.push_str(&format!("      <feature enabled='{on}' name='{name}'/>\n"));
             }
         }
-        let firmware = if features.is_empty() {
+        let firmware = if self.loader.is_some() || features.is_empty() {
             String::new()
         } else {
             format!("    <firmware>\n{features}    </firmware>\n")
@@ -316,10 +326,20 @@ impl DomainXml {
             ),
         };
         let log = e(&self.serial_log);
+        let (os, loader) = match &self.loader {
+            Some(code) => (
+                "<os>".to_string(),
+                format!(
+                    "    <loader readonly='yes' type='pflash'>{}</loader>\n",
+                    e(code)
+                ),
+            ),
+            None => ("<os firmware='efi'>".to_string(), String::new()),
+        };
         format!(
             "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>{mem}</memory>\n  \
-             <vcpu>1</vcpu>\n  <os firmware='efi'>\n    <type arch='x86_64' machine='q35'>hvm</type>\n\
-             {firmware}{nvram}  </os>\n  <features><acpi/></features>\n  \
+             <vcpu>1</vcpu>\n  {os}\n    <type arch='x86_64' machine='q35'>hvm</type>\n\
+             {firmware}{loader}{nvram}  </os>\n  <features><acpi/></features>\n  \
              <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  <devices>\n    \
              <emulator>{emulator}</emulator>\n{disk}    \
              <serial type='file'><source path='{log}'/></serial>\n    \

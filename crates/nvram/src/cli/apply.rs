@@ -45,6 +45,9 @@ use varstore::edit::Strategy;
 /// *.qcow2 and *.json files of --dir DIR, in that order, each once (raw, qcow2 and JSON stores
 /// alike, each kept in its format). Each file is locked, edited on a copy and replaced
 /// atomically (fsync'ed) on its own: one bad file never stops or damages the others.
+/// With --libvirt (--domain NAME… or --all; --connect URI), the stores of libvirt's domains
+/// instead: a running domain's store is skipped and reported (never edited), as is one that
+/// libvirt has not created yet; each line names the domain.
 ///
 /// Output: one line per file on stdout, `RESULT FILE: DETAIL`, RESULT being changed,
 /// unchanged (the edit was already in effect; not written), skipped (locked by a running VM
@@ -112,6 +115,8 @@ pub struct Args {
     enroll: EnrollArgs,
     #[command(flatten)]
     add: AddArgs,
+    #[command(flatten)]
+    libvirt: super::vms::LibvirtArgs,
 }
 
 /// The options of `nvram secureboot add-kek/add-db/add-dbx` with an `add-` prefix.
@@ -268,10 +273,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let plan = plan_of(&args)?;
     nvram::apply::preflight(&plan)
         .map_err(|e| anyhow!("the edit cannot work on any store: {e}"))?;
-    let files = files_of(&args)?;
-    if files.is_empty() {
-        bail!("no files to edit (give FILEs, --files-from or --dir)");
-    }
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -279,6 +280,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
     });
     if jobs == 0 {
         bail!("--jobs must be at least 1");
+    }
+    if args.libvirt.libvirt {
+        if !args.files.is_empty() || !args.files_from.is_empty() || !args.dir.is_empty() {
+            bail!("--libvirt edits domains' stores: give no FILEs, --files-from or --dir with it");
+        }
+        let targets = args.libvirt.targets()?;
+        if targets.is_empty() {
+            bail!("no libvirt domain with a UEFI varstore to edit");
+        }
+        let progress = std::io::stderr()
+            .is_terminal()
+            .then(|| Progress::new(targets.len()));
+        let named = super::vms::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
+            if let Some(p) = &progress {
+                p.done(r.status);
+            }
+        });
+        if let Some(p) = &progress {
+            p.clear();
+        }
+        let report = super::vms::report(&named, args.json)?;
+        let results: Vec<FileResult> = named.into_iter().map(|(_, r)| r).collect();
+        return finish(&args, &results, &report);
+    }
+    let files = files_of(&args)?;
+    if files.is_empty() {
+        bail!("no files to edit (give FILEs, --files-from or --dir)");
     }
     let progress = std::io::stderr()
         .is_terminal()
@@ -308,8 +336,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         text
     };
-    super::out::report(&report);
-    let summary = Summary::of(&results);
+    finish(&args, &results, &report)
+}
+
+/// Prints the report (failing to print does not change the status: the files are edited),
+/// the summary, and gives the exit status.
+fn finish(args: &Args, results: &[FileResult], report: &str) -> Result<ExitCode> {
+    super::out::report(report);
+    let summary = Summary::of(results);
     let (changed, verb) = if args.dry_run {
         (
             summary.would_change,

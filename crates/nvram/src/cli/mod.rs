@@ -20,6 +20,7 @@ mod reset;
 mod secureboot;
 mod set;
 mod upgrade;
+mod vms;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -114,6 +115,7 @@ enum Command {
     Clean(clean::Args),
     Convert(convert::Args),
     Upgrade(upgrade::Args),
+    Vms(vms::Args),
     LibvirtHook(libvirt_hook::Args),
 }
 
@@ -140,6 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Clean(args) => clean::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::Vms(args) => vms::run(args),
         Command::LibvirtHook(args) => libvirt_hook::run(args),
     }
 }

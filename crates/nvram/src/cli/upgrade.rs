@@ -24,11 +24,20 @@ use varstore::{ErrorKind, Varstore};
 /// Prints one line per Secure Boot variable: its name, what happened (added, replaced,
 /// unchanged, kept) and why. Exit status: 0 done (or nothing to do), 2 an error (the file is
 /// unchanged), 3 written but the directory's fsync failed.
+///
+/// With --libvirt (--domain NAME… or --all) instead of --nvram: the stores of libvirt's
+/// domains, one line each as `nvram apply` prints them; running domains are skipped and
+/// reported, never edited; exit status 1 when a store failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The VM's varstore.
-    #[arg(long, value_name = "PATH")]
-    nvram: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "libvirt",
+        conflicts_with = "libvirt"
+    )]
+    nvram: Option<PathBuf>,
     #[command(flatten)]
     source: TemplateSource,
     /// Take the template's PK where the VM's differs or the VM has none (setup mode:
@@ -41,11 +50,17 @@ pub struct Args {
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    libvirt: super::vms::LibvirtArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let chosen = args.source.resolve()?;
     let template = load_template(&chosen.template)?;
+    let Some(nvram) = args.nvram.clone() else {
+        return run_libvirt(&args, template);
+    };
+    let args = Single { nvram, args };
     let options = UpgradeOptions {
         replace_pk: args.replace_pk,
         ..UpgradeOptions::default()
@@ -130,6 +145,63 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `upgrade --nvram PATH`: the path, with the other arguments.
+struct Single {
+    nvram: PathBuf,
+    args: Args,
+}
+
+impl std::ops::Deref for Single {
+    type Target = Args;
+    fn deref(&self) -> &Args {
+        &self.args
+    }
+}
+
+/// `upgrade --libvirt`: every store of the domains asked for, as `apply --upgrade-template`
+/// does (one line per domain; running domains skipped). Exit status as `apply`'s: 1 when some
+/// store failed, 3 when none failed but some change is not durable.
+fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
+    use nvram::apply::{Plan, Status, Step, Summary};
+    let targets = args.libvirt.targets()?;
+    if targets.is_empty() {
+        bail!("no libvirt domain with a UEFI varstore to upgrade");
+    }
+    let plan = Plan {
+        steps: vec![Step::Upgrade {
+            template: Box::new(template),
+            replace_pk: args.replace_pk,
+        }],
+        strategy: varstore::edit::Strategy::Append,
+        dry_run: args.dry_run,
+    };
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let named = super::vms::apply_targets(&targets, &plan, jobs, &|_| {});
+    super::out::report(&super::vms::report(&named, args.json)?);
+    let results: Vec<_> = named.into_iter().map(|(_, r)| r).collect();
+    let summary = Summary::of(&results);
+    message!(
+        "nvram: {} domains: {} {}, {} unchanged, {} skipped, {} failed",
+        summary.total(),
+        summary.changed + summary.not_durable + summary.would_change,
+        if args.dry_run {
+            "would change"
+        } else {
+            "upgraded"
+        },
+        summary.unchanged,
+        summary.skipped,
+        summary.failed
+    );
+    Ok(if results.iter().any(|r| r.status == Status::Failed) {
+        ExitCode::from(1)
+    } else if summary.not_durable > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Reads the template and its Secure Boot databases, once.
