@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Domains described by one `virsh` process: its command string stays well below Linux's
-/// 128 KiB limit of one argument (about 110 bytes a domain).
+/// 128 KiB limit of one argument (about 160 bytes a domain).
 pub const BATCH: usize = 500;
 
 /// The connection URI used when none is given: `$LIBVIRT_DEFAULT_URI` if set (as `virsh`
@@ -376,14 +376,20 @@ pub fn list_domains(uri: &str) -> Result<Vec<Domain>, LibvirtError> {
 /// The domains with these UUIDs, in one `virsh` process. A domain that disappeared since it
 /// was listed is left out.
 fn describe(uri: &str, uuids: &[String], dir: &Path) -> Result<Vec<Domain>, LibvirtError> {
-    let mut script = String::with_capacity(uuids.len() * 110);
+    let mut script = String::with_capacity(uuids.len() * 160);
     for uuid in uuids {
         // UUIDs were checked to be hex digits and dashes: nothing to quote.
         script.push_str(&format!(
             "echo '{MARK}{uuid}>>'; domstate {uuid}; dumpxml {uuid}; "
         ));
     }
+    // A last command that cannot fail: virsh's exit status is its last command's, and a
+    // domain undefined since the listing must not fail the others.
+    script.push_str("echo '<<nvram-end>>'");
     let (out, stderr) = virsh(uri, &[&script])?;
+    let out = out
+        .rsplit_once("<<nvram-end>>")
+        .map_or(out.as_str(), |(before, _)| before);
     let mut domains = Vec::new();
     let mut seen = 0;
     for part in out.split(MARK).skip(1) {

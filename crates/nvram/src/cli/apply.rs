@@ -357,10 +357,20 @@ fn finish(args: &Args, results: &[FileResult], report: &str) -> Result<ExitCode>
         n => format!(", {n} changed but not durable (directory fsync failed)"),
     };
     message!(
-        "nvram: {} files: {changed} {verb}{late}, {} unchanged, {} skipped (locked), {} failed",
+        "nvram: {} {}: {changed} {verb}{late}, {} unchanged, {} skipped ({}), {} failed",
         summary.total(),
+        if args.libvirt.libvirt {
+            "domains"
+        } else {
+            "files"
+        },
         summary.unchanged,
         summary.skipped,
+        if args.libvirt.libvirt {
+            "running, locked or not created yet"
+        } else {
+            "locked"
+        },
         summary.failed
     );
     let bad = summary.failed > 0 || (args.strict && summary.skipped > 0);
