@@ -407,7 +407,16 @@ fn garbage_after_the_last_record_is_compacted_away_before_appending() {
         .set("V", TEST_GUID, NV_BS_RT, b"x", None, Strategy::Append)
         .unwrap();
     assert!(out.compacted, "appending after garbage would be pointless");
-    live_view(&editor.finish());
+    let mut expected = live_view(&Layout::by_name("ovmf-4m").unwrap().create());
+    expected.insert(
+        ("V".to_string(), TEST_GUID),
+        (NV_BS_RT.0, b"x".to_vec(), None),
+    );
+    assert_eq!(
+        live_view(&editor.finish()),
+        expected,
+        "the template's variables and V, nothing lost"
+    );
 }
 
 #[test]
