@@ -4,6 +4,7 @@ mod apply;
 mod boot;
 mod check;
 mod clean;
+mod completions;
 mod convert;
 mod create;
 mod delete;
@@ -14,6 +15,7 @@ mod get;
 mod import;
 mod libvirt_hook;
 mod list;
+mod man;
 pub(crate) mod out;
 mod prepare;
 mod reset;
@@ -117,6 +119,8 @@ enum Command {
     Upgrade(upgrade::Args),
     Vms(vms::Args),
     LibvirtHook(libvirt_hook::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 /// Runs one command.
@@ -144,6 +148,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Upgrade(args) => upgrade::run(args),
         Command::Vms(args) => vms::run(args),
         Command::LibvirtHook(args) => libvirt_hook::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
