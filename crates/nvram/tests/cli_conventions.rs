@@ -3,8 +3,10 @@
 
 mod common;
 
-use common::{nvram, nvram_ok, stderr, stdout};
+use common::{nvram, nvram_ok, path_str, self_signed, stderr, stdout};
+use serde_json::Value;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The subcommands `nvram --help` lists (without `help`), so a command added later is
@@ -114,4 +116,307 @@ fn man_page_is_roff_naming_every_subcommand() {
     // Options of subcommands are documented.
     assert!(roff.contains("\\-\\-strategy"));
     assert!(roff.contains("\\-\\-data\\-hex"));
+}
+
+/// Runs a changing command with its JSON flag, checks the members every report has and
+/// returns the report.
+fn json_of(args: &[&str], file: &Path) -> Value {
+    let out = nvram_ok(args);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(doc["file"], path_str(file), "{args:?}");
+    assert!(doc["written"].is_boolean(), "{args:?}: {doc}");
+    assert!(doc["free_space"].is_u64(), "{args:?}: {doc}");
+    assert!(doc["reclaim_at_boot"].is_boolean(), "{args:?}: {doc}");
+    assert!(doc["variables"].is_array(), "{args:?}: {doc}");
+    // The report replaces the text on stderr.
+    assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    doc
+}
+
+/// The (name, change) of each variable of a report, with its GUID checked.
+fn changes(doc: &Value) -> Vec<(String, String)> {
+    doc["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let guid = v["guid"].as_str().unwrap();
+            assert_eq!(guid.len(), 36, "{v}");
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn blank_store(dir: &Path, name: &str) -> std::path::PathBuf {
+    let file = dir.join(name);
+    nvram_ok(&["create", path_str(&file)]);
+    file
+}
+
+#[test]
+fn set_and_delete_report_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    let doc = json_of(&["set", f, "Timeout", "--u16", "5", "--json"], &file);
+    assert_eq!(changes(&doc), pairs(&[("Timeout", "added")]));
+    assert_eq!(
+        doc["variables"][0]["guid"],
+        "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    );
+    assert_eq!(doc["written"], true);
+    assert_eq!(doc["compacted"], false);
+    let doc = json_of(&["set", f, "Timeout", "--u16", "5", "--json"], &file);
+    assert_eq!(changes(&doc), pairs(&[("Timeout", "unchanged")]));
+    assert_eq!(doc["written"], false);
+    let doc = json_of(
+        &[
+            "set",
+            f,
+            "Timeout",
+            "--u16",
+            "7",
+            "--strategy",
+            "compact",
+            "--json",
+        ],
+        &file,
+    );
+    assert_eq!(changes(&doc), pairs(&[("Timeout", "replaced")]));
+    let doc = json_of(&["delete", f, "Timeout", "--json"], &file);
+    assert_eq!(changes(&doc), pairs(&[("Timeout", "deleted")]));
+    // No such variable: status 1, nothing on stdout.
+    let out = nvram(&["delete", f, "Timeout", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    // Without --json, the text is unchanged: one line on stderr, nothing on stdout.
+    let out = nvram_ok(&["set", f, "Timeout", "--u16", "5"]);
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("Timeout"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(": added"), "{}", stderr(&out));
+}
+
+#[test]
+fn import_reports_json_per_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    nvram_ok(&["set", f, "Old", "--u8", "1"]);
+    nvram_ok(&["set", f, "Same", "--u8", "2"]);
+    nvram_ok(&["set", f, "Changed", "--u8", "3"]);
+    let list = dir.path().join("list.json");
+    let g = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+    std::fs::write(
+        &list,
+        format!(
+            r#"{{"version": 2, "variables": [
+                {{"name": "New", "guid": "{g}", "attr": 7, "data": "01"}},
+                {{"name": "Same", "guid": "{g}", "attr": 7, "data": "02"}},
+                {{"name": "Changed", "guid": "{g}", "attr": 7, "data": "04"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let doc = json_of(
+        &[
+            "import",
+            f,
+            "--json",
+            path_str(&list),
+            "--replace-all",
+            "--json-report",
+        ],
+        &file,
+    );
+    let got = changes(&doc);
+    assert_eq!(
+        &got[..3],
+        &pairs(&[
+            ("New", "added"),
+            ("Same", "unchanged"),
+            ("Changed", "replaced")
+        ])[..]
+    );
+    // --replace-all deleted Old (and the template's other variables, if any).
+    assert!(
+        got[3..].contains(&("Old".to_string(), "deleted".to_string())),
+        "{got:?}"
+    );
+    assert!(got[3..].iter().all(|(_, c)| c == "deleted"), "{got:?}");
+    assert_eq!(doc["imported"], 3);
+    assert_eq!(doc["added"], 1);
+    assert_eq!(doc["replaced"], 1);
+    assert_eq!(doc["unchanged"], 1);
+    assert_eq!(doc["deleted"].as_u64().unwrap() as usize, got.len() - 3);
+    assert_eq!(doc["json"], path_str(&list));
+}
+
+#[test]
+fn boot_commands_report_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    let doc = json_of(
+        &[
+            "boot",
+            "add",
+            f,
+            "--description",
+            "debian",
+            "--file",
+            "\\EFI\\debian\\shimx64.efi",
+            "--json",
+        ],
+        &file,
+    );
+    assert_eq!(doc["number"], "0000");
+    assert_eq!(doc["description"], "debian");
+    assert_eq!(
+        changes(&doc),
+        pairs(&[("Boot0000", "added"), ("BootOrder", "added")])
+    );
+    json_of(
+        &[
+            "boot",
+            "add",
+            f,
+            "--description",
+            "net",
+            "--uri",
+            "http://x/y.efi",
+            "--json",
+        ],
+        &file,
+    );
+    let doc = json_of(&["boot", "order", f, "0001,0000", "--json"], &file);
+    assert_eq!(doc["boot_order"], serde_json::json!(["0001", "0000"]));
+    assert_eq!(changes(&doc), pairs(&[("BootOrder", "replaced")]));
+    let doc = json_of(&["boot", "remove", f, "0001", "--json"], &file);
+    assert_eq!(doc["number"], "0001");
+    assert_eq!(
+        changes(&doc),
+        pairs(&[("Boot0001", "deleted"), ("BootOrder", "replaced")])
+    );
+}
+
+#[test]
+fn secureboot_commands_report_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    let (_, pk) = self_signed(dir.path(), "pk", "Test PK");
+    let doc = json_of(
+        &[
+            "secureboot",
+            "enroll",
+            f,
+            "--pk",
+            path_str(&pk),
+            "--kek",
+            path_str(&pk),
+            "--db",
+            path_str(&pk),
+            "--json",
+        ],
+        &file,
+    );
+    let got = changes(&doc);
+    for name in ["PK", "KEK", "db", "dbx", "SecureBootEnable", "CustomMode"] {
+        assert!(got.iter().any(|(n, _)| n == name), "{name} not in {got:?}");
+    }
+    assert_eq!(got[0], ("PK".to_string(), "added".to_string()));
+    assert_eq!(doc["variables"][0]["entries"], 1);
+    assert!(doc["variables"][0]["time"].is_string());
+    let db = doc["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "db")
+        .unwrap();
+    assert_eq!(db["guid"], "d719b2cb-3d3a-4596-a3bc-dad00e67656f");
+    for (command, name) in [("add-kek", "KEK"), ("add-db", "db")] {
+        let doc = json_of(
+            &["secureboot", command, f, "--microsoft", "2023", "--json"],
+            &file,
+        );
+        assert_eq!(changes(&doc), pairs(&[(name, "replaced")]), "{command}");
+        assert!(doc["variables"][0]["added"].as_u64().unwrap() >= 1);
+        // Again: nothing new.
+        let doc = json_of(
+            &["secureboot", command, f, "--microsoft", "2023", "--json"],
+            &file,
+        );
+        assert_eq!(changes(&doc), pairs(&[(name, "unchanged")]), "{command}");
+        assert_eq!(doc["written"], false);
+    }
+    let doc = json_of(
+        &["secureboot", "add-dbx", f, path_str(&pk), "--json"],
+        &file,
+    );
+    assert_eq!(changes(&doc), pairs(&[("dbx", "replaced")]));
+}
+
+#[test]
+fn failed_edits_with_json_print_nothing_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    let before = std::fs::read(&file).unwrap();
+    let huge = dir.path().join("huge.bin");
+    std::fs::write(&huge, vec![0u8; 0x10000]).unwrap();
+    let missing = dir.path().join("missing.fd");
+    let list = dir.path().join("bad.json");
+    std::fs::write(
+        &list,
+        r#"{"variables": [{"name": "X", "guid": "not-a-guid", "attr": 7, "data": "01"}]}"#,
+    )
+    .unwrap();
+    let cert = dir.path().join("not-a-cert.pem");
+    std::fs::write(&cert, "nothing").unwrap();
+    let failing: Vec<Vec<&str>> = vec![
+        vec!["set", f, "Big", "--data-file", path_str(&huge), "--json"],
+        vec!["set", path_str(&missing), "X", "--u8", "1", "--json"],
+        vec!["delete", f, "X", "--guid", "nonsense", "--json"],
+        vec!["import", f, "--json", path_str(&list), "--json-report"],
+        vec!["boot", "order", f, "0007", "--json"],
+        vec!["boot", "remove", f, "0007", "--json"],
+        vec![
+            "boot",
+            "add",
+            f,
+            "--description",
+            "x",
+            "--uri",
+            "",
+            "--json",
+        ],
+        vec!["secureboot", "enroll", f, "--pk", path_str(&cert), "--json"],
+        vec!["secureboot", "add-kek", f, path_str(&cert), "--json"],
+        vec!["secureboot", "add-db", f, "--json"],
+        vec!["secureboot", "add-dbx", f, path_str(&cert), "--json"],
+    ];
+    for args in &failing {
+        let out = nvram(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).starts_with("nvram: "),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "{args:?} changed the file"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `nvram boot`: list, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 
 use super::out::message;
-use super::set::{note_free_space, StrategyArg};
+use super::set::{changes, json_report, note_free_space, JsonChange, Snapshot, StrategyArg};
 use super::Loaded;
 use anyhow::{anyhow, bail, Result};
 use nvram::escape::terminal;
@@ -74,6 +74,10 @@ struct AddArgs {
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Replace BootOrder; every listed entry must exist.
@@ -86,6 +90,10 @@ struct OrderArgs {
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Delete a boot entry and drop it from BootOrder (and BootNext).
@@ -98,6 +106,10 @@ struct RemoveArgs {
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -137,6 +149,31 @@ fn edit<T>(
         }),
         Err(e) => bail!("{}: {e}; nothing was changed", file.display()),
     }
+}
+
+/// [`edit`], also saying (with `json`) what happened to each variable: the ones `named`
+/// after the edit's value first, then any other that changed.
+fn edit_reporting<T>(
+    file: &std::path::Path,
+    json: bool,
+    op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
+    named: impl FnOnce(&T) -> Vec<String>,
+) -> Result<(nvram::edit::Edited<T>, Vec<JsonChange>)> {
+    let mut variables = Vec::new();
+    let edited = edit(file, |editor| {
+        let before = json.then(|| Snapshot::of(editor)).transpose()?;
+        let value = op(editor)?;
+        if let Some(before) = before {
+            let after = Snapshot::of(editor)?;
+            let named: Vec<_> = named(&value)
+                .into_iter()
+                .map(|n| (n, varstore::guid::EFI_GLOBAL_VARIABLE))
+                .collect();
+            variables = changes(&before, &after, &named);
+        }
+        Ok(value)
+    })?;
+    Ok((edited, variables))
 }
 
 fn list(args: ListArgs) -> Result<ExitCode> {
@@ -262,9 +299,30 @@ fn add(args: AddArgs) -> Result<ExitCode> {
         Placement::Last
     };
     let strategy = Strategy::from(args.strategy);
-    let edited = edit(&args.file, |editor| {
-        boot::add(editor, &spec, placement, strategy)
-    })?;
+    let (edited, variables) = edit_reporting(
+        &args.file,
+        args.json,
+        |editor| boot::add(editor, &spec, placement, strategy),
+        |n| {
+            let mut named = vec![format!("Boot{n:04X}"), "BootOrder".to_string()];
+            if args.next {
+                named.push("BootNext".to_string());
+            }
+            named
+        },
+    )?;
+    if args.json {
+        json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({
+                "number": format!("{:04X}", edited.value),
+                "description": args.description,
+                "variables": variables,
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     super::out::report(&format!("Boot{:04X}\n", edited.value));
     message!(
         "{}: added Boot{:04X} \"{}\"",
@@ -284,10 +342,21 @@ fn order(args: OrderArgs) -> Result<ExitCode> {
         .map(number)
         .collect::<Result<Vec<u16>>>()?;
     let strategy = Strategy::from(args.strategy);
-    let edited = edit(&args.file, |editor| {
-        boot::set_order(editor, &order, strategy)
-    })?;
+    let (edited, variables) = edit_reporting(
+        &args.file,
+        args.json,
+        |editor| boot::set_order(editor, &order, strategy),
+        |_| vec!["BootOrder".to_string()],
+    )?;
     let text: Vec<String> = order.iter().map(|n| format!("{n:04X}")).collect();
+    if args.json {
+        json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({ "boot_order": text, "variables": variables }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let what = if edited.written { "set" } else { "unchanged" };
     message!(
         "{}: BootOrder {what}: {}",
@@ -301,7 +370,20 @@ fn order(args: OrderArgs) -> Result<ExitCode> {
 fn remove(args: RemoveArgs) -> Result<ExitCode> {
     let n = number(&args.number)?;
     let strategy = Strategy::from(args.strategy);
-    let edited = edit(&args.file, |editor| boot::remove(editor, n, strategy))?;
+    let (edited, variables) = edit_reporting(
+        &args.file,
+        args.json,
+        |editor| boot::remove(editor, n, strategy),
+        |_| vec![format!("Boot{n:04X}"), "BootOrder".to_string()],
+    )?;
+    if args.json {
+        json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({ "number": format!("{n:04X}"), "variables": variables }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     message!("{}: removed Boot{n:04X}", args.file.display());
     note_free_space(&edited);
     Ok(ExitCode::SUCCESS)

@@ -22,6 +22,11 @@ pub struct Args {
     /// does); compact rewrites the variable area without them.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the line on stderr. No such variable: nothing on stdout, exit
+    /// status 1.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -66,14 +71,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     };
     let result = nvram::edit::edit_file(&args.file, |editor| editor.delete(name, guid, strategy));
-    let outcome = match result {
-        Ok(edited) => edited.value,
+    let edited = match result {
+        Ok(edited) => edited,
         Err(nvram::edit::EditFileError::Edit {
             error: EditError::NotFound { .. },
             ..
         }) => return not_found(&args),
         Err(e) => return Err(e.into()),
     };
+    let outcome = edited.value;
+    if args.json {
+        super::set::json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({
+                "compacted": outcome.compacted,
+                "variables": [super::set::JsonChange::new(name, guid, outcome.change.as_str())],
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let how = if outcome.compacted {
         " (store compacted)"
     } else {

@@ -1,6 +1,7 @@
 use super::out::message;
-use super::set::StrategyArg;
+use super::set::{changes, json_report, Snapshot, StrategyArg};
 use anyhow::{Context, Result};
+use nvram::edit::Failure;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::edit::Strategy;
@@ -26,6 +27,10 @@ pub struct Args {
     /// How to write the changes.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the lines on stderr (`--json` names the file to import).
+    #[arg(long)]
+    json_report: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -39,11 +44,47 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let list = nvram::edit::ImportList::from_json(&text)
         .with_context(|| format!("{}: cannot import", args.json.display()))?;
     let strategy = Strategy::from(args.strategy);
-    let edited = nvram::edit::edit_file(&args.file, |editor| {
-        nvram::edit::import(editor, &list, strategy, args.replace_all)
+    let json = args.json_report;
+    let edited = nvram::edit::edit_file(&args.file, |editor| -> Result<_, Failure> {
+        let before = json.then(|| Snapshot::of(editor)).transpose()?;
+        let report = nvram::edit::import(editor, &list, strategy, args.replace_all)?;
+        let changes = match before {
+            Some(before) => {
+                let after = Snapshot::of(editor)?;
+                // Every listed variable (its GUID parsed by the import already).
+                let named: Vec<_> = list
+                    .variables
+                    .iter()
+                    .filter_map(|v| {
+                        Some((v.name.clone(), varstore::Guid::try_parse(&v.guid).ok()?))
+                    })
+                    .collect();
+                changes(&before, &after, &named)
+            }
+            None => Vec::new(),
+        };
+        Ok((report, changes))
     })
     .with_context(|| format!("cannot import {}", args.json.display()))?;
-    let report = &edited.value;
+    let (report, variables) = &edited.value;
+    if json {
+        json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({
+                "compacted": report.compacted,
+                "json": args.json.to_string_lossy(),
+                "imported": list.variables.len(),
+                "added": report.added,
+                "replaced": report.replaced,
+                "unchanged": report.unchanged,
+                "deleted": report.deleted,
+                "notes": report.notes,
+                "variables": variables,
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     for note in &report.notes {
         message!("note: {note}");
     }

@@ -115,6 +115,10 @@ struct EnrollArgs {
     /// How to write the changes.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the lines on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Show whether Secure Boot will be on, the databases and Microsoft's 2011/2023 certificates.
@@ -149,6 +153,10 @@ struct AddArgs {
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the line on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -277,6 +285,7 @@ fn enroll(args: EnrollArgs) -> Result<ExitCode> {
             let _ = std::fs::remove_file(key);
             let _ = std::fs::remove_file(cert);
         }
+        (Ok(_), Some(_)) if args.json => {}
         (Ok(_), Some((key, cert, _))) => {
             message!("{}: PK private key: {}", args.file.display(), key.display());
             message!(
@@ -369,11 +378,44 @@ fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
     };
     let plan = inputs.plan(pk, |_, p| read(p), |t| owner(Some(t)))?;
     let edited = edit(&args.file, |editor| sb::enroll(editor, &plan))?;
+    if args.json {
+        let mut members = serde_json::json!({
+            "variables": edited.value.iter().map(json_change).collect::<Vec<_>>(),
+        });
+        if args.generate_pk.is_some() {
+            let (key, cert) = generated_pk_paths(&args.file, args.pk_key_out.as_deref())?;
+            members["pk_key"] = key.to_string_lossy().into();
+            members["pk_certificate"] = cert.to_string_lossy().into();
+        }
+        super::set::json_report(&args.file, &edited, members);
+        return Ok(ExitCode::SUCCESS);
+    }
     for c in &edited.value {
         report(&args.file, c);
     }
     super::set::note_free_space(&edited);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One variable of a `--json` report: name, guid, change, then the counts and time the text
+/// gives.
+fn json_change(c: &sb::VariableChange) -> serde_json::Value {
+    let guid = match c.name.as_str() {
+        "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
+        "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
+        name => Database::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
+    };
+    serde_json::json!({
+        "name": c.name,
+        "guid": guid.to_string(),
+        "change": c.change,
+        "entries": c.entries,
+        "added": c.added,
+        "time": c.time,
+    })
 }
 
 fn report(file: &Path, c: &sb::VariableChange) {
@@ -412,6 +454,11 @@ fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
     };
     let strategy = Strategy::from(args.strategy);
     let edited = edit(&args.file, |editor| sb::add(editor, &addition, strategy))?;
+    if args.json {
+        let members = serde_json::json!({ "variables": [json_change(&edited.value)] });
+        super::set::json_report(&args.file, &edited, members);
+        return Ok(ExitCode::SUCCESS);
+    }
     report(&args.file, &edited.value);
     super::set::note_free_space(&edited);
     Ok(ExitCode::SUCCESS)

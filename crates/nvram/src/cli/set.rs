@@ -1,6 +1,8 @@
 use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
+use serde::Serialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::edit::Strategy;
@@ -73,6 +75,10 @@ pub struct Args {
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
+    /// Print a JSON report of what changed on stdout (README, "JSON output of changing
+    /// commands") instead of the line on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -88,6 +94,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         editor.set(&args.name, guid, attrs, &data, time, strategy)
     })?;
     let outcome = edited.value;
+    if args.json {
+        json_report(
+            &args.file,
+            &edited,
+            serde_json::json!({
+                "compacted": outcome.compacted,
+                "variables": [JsonChange::new(&args.name, guid, outcome.change.as_str())],
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let how = if outcome.compacted {
         " (store compacted)"
     } else {
@@ -197,5 +214,122 @@ pub(super) fn note_free_space<T>(edited: &nvram::edit::Edited<T>) {
             "note: only {} bytes are free after the last variable; the firmware compacts the store at its next boot",
             edited.free_space
         );
+    }
+}
+
+/// The live variables of a store by name and GUID, in store order, each with what makes two
+/// copies equal (attributes, data, timestamp): taken before and after an edit for the
+/// `--json` report of what it changed.
+pub(super) struct Snapshot {
+    order: Vec<VariableKey>,
+    content: HashMap<VariableKey, Content>,
+}
+
+/// What makes two copies of a variable equal: attributes, data and timestamp.
+type Content = (u32, Vec<u8>, Option<[u8; 16]>);
+
+/// A variable's name and vendor GUID.
+type VariableKey = (String, varstore::Guid);
+
+impl Snapshot {
+    /// The editor's live variables now.
+    pub(super) fn of(editor: &varstore::edit::Editor) -> Result<Self, varstore::edit::EditError> {
+        let store = editor.store()?;
+        let live = store.live_variables();
+        let mut order = Vec::with_capacity(live.len());
+        let mut content = HashMap::with_capacity(live.len());
+        for r in live {
+            let key = (r.name(), r.guid);
+            let value = (r.attributes.0, r.data.to_vec(), r.timestamp.map(|t| t.0));
+            if content.insert(key.clone(), value).is_none() {
+                order.push(key);
+            }
+        }
+        Ok(Self { order, content })
+    }
+}
+
+/// One variable of a `--json` report.
+#[derive(Debug, Serialize)]
+pub(super) struct JsonChange {
+    /// Variable name.
+    pub name: String,
+    /// Vendor GUID.
+    pub guid: String,
+    /// added, replaced, unchanged or deleted.
+    pub change: &'static str,
+}
+
+impl JsonChange {
+    pub(super) fn new(name: &str, guid: varstore::Guid, change: &'static str) -> Self {
+        Self {
+            name: name.to_string(),
+            guid: guid.to_string(),
+            change,
+        }
+    }
+}
+
+/// What an edit did from `before` to `after`: the `named` variables first, in that order
+/// (unchanged ones included; one absent before and after is left out), then every other
+/// variable that was added, replaced or deleted, in store order.
+pub(super) fn changes(
+    before: &Snapshot,
+    after: &Snapshot,
+    named: &[(String, varstore::Guid)],
+) -> Vec<JsonChange> {
+    let change_of = |key: &(String, varstore::Guid)| -> Option<&'static str> {
+        match (before.content.get(key), after.content.get(key)) {
+            (None, None) => None,
+            (None, Some(_)) => Some("added"),
+            (Some(_), None) => Some("deleted"),
+            (Some(a), Some(b)) if a == b => Some("unchanged"),
+            (Some(_), Some(_)) => Some("replaced"),
+        }
+    };
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in named {
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if let Some(change) = change_of(key) {
+            out.push(JsonChange::new(&key.0, key.1, change));
+        }
+    }
+    for key in after.order.iter().chain(&before.order) {
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        match change_of(key) {
+            Some("unchanged") | None => {}
+            Some(change) => out.push(JsonChange::new(&key.0, key.1, change)),
+        }
+    }
+    out
+}
+
+/// Prints the `--json` report of an edit of `file` to stdout: `file`, `written`,
+/// `free_space`, `reclaim_at_boot`, then `members` (an object: `variables` and what the
+/// command adds). Not being able to print it is said on stderr (the change was made).
+pub(super) fn json_report<T>(
+    file: &std::path::Path,
+    edited: &nvram::edit::Edited<T>,
+    members: serde_json::Value,
+) {
+    let mut doc = serde_json::json!({
+        "file": file.to_string_lossy(),
+        "written": edited.written,
+        "free_space": edited.free_space,
+        "reclaim_at_boot": edited.reclaim_at_boot,
+    });
+    if let (Some(doc), serde_json::Value::Object(members)) = (doc.as_object_mut(), members) {
+        doc.extend(members);
+    }
+    match nvram::escape::to_json_pretty(&doc) {
+        Ok(text) => super::out::report(&(text + "\n")),
+        Err(e) => {
+            message!("nvram: warning: cannot write the JSON report ({e}); the change was made")
+        }
     }
 }
