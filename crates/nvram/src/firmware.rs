@@ -639,49 +639,80 @@ pub fn raw_template(firmware: &Firmware) -> Result<&Path, FirmwareError> {
     Ok(&template.filename)
 }
 
-/// Shell-style glob as QEMU's descriptors use it for machine types (`pc-q35-*`): `*`, `?`
-/// and `[…]` classes (with `!`/`^` negation and ranges), like fnmatch(3) without flags.
+/// Shell-style glob as QEMU's descriptors use it for machine types (`pc-q35-*`): `*`, `?`,
+/// `[…]` classes (with `!`/`^` negation, ranges and POSIX classes such as `[[:digit:]]`) and
+/// `\` escapes, like fnmatch(3) without flags: `*` and `?` match any character, `/` included,
+/// and a `[` without its `]` is a literal `[`. The pattern is compiled by `globset` into a
+/// regular expression, so matching takes time linear in the text whatever the pattern (a
+/// backtracking matcher takes exponential time on `***…*x`). A pattern globset refuses (a
+/// reversed range such as `[z-a]`, a trailing `\`) matches nothing, as fnmatch reports no match
+/// for a malformed pattern. Braces are literal, as in fnmatch (globset's `{a,b}` alternation is
+/// escaped away).
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
-        Some((b'[', rest)) => match (text.split_first(), class_match(rest, text.first())) {
-            (Some((_, tail)), Some((true, after))) => glob_match(after, tail),
-            (_, Some((false, _))) | (None, _) => false,
-            // An unterminated class is a literal `[`.
-            (Some((&c, tail)), None) => c == b'[' && glob_match(rest, tail),
-        },
-        Some((&p, rest)) => text.first() == Some(&p) && glob_match(rest, &text[1..]),
-    }
+    use std::os::unix::ffi::OsStrExt;
+    let pattern = String::from_utf8_lossy(pattern);
+    let Ok(glob) = globset::GlobBuilder::new(&escape_braces(&pattern))
+        .literal_separator(false)
+        .backslash_escape(true)
+        .allow_unclosed_class(true)
+        .build()
+    else {
+        return false;
+    };
+    glob.compile_matcher()
+        .is_match(std::ffi::OsStr::from_bytes(text))
 }
 
-/// Matches `c` against the class starting after `[`; returns whether it matched and the
-/// pattern after `]`, or `None` if the class is not terminated.
-fn class_match<'p>(class: &'p [u8], c: Option<&u8>) -> Option<(bool, &'p [u8])> {
-    let (negate, mut rest) = match class.first() {
-        Some(b'!' | b'^') => (true, &class[1..]),
-        _ => (false, class),
-    };
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        match rest {
-            [] => return None,
-            [b']', tail @ ..] if !first => {
-                return Some((matched != negate && c.is_some(), tail));
+/// `pattern` with each `{`, `}` and `,` outside a `[…]` class escaped, since globset reads them
+/// as an alternation (`{a,b}`) and fnmatch as literal characters. A class is what globset
+/// takes for one: `[`, an optional `!`/`^`, at least one character (a first `]` is one), `]`.
+fn escape_braces(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains(['{', '}', ',']) {
+        return pattern.into();
+    }
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                out.extend(&chars[i..(i + 2).min(chars.len())]);
+                i += 2;
             }
-            [lo, b'-', hi, tail @ ..] if *hi != b']' => {
-                matched |= c.is_some_and(|c| (lo..=hi).contains(&c));
-                rest = tail;
+            '[' => {
+                let mut j = i + 1;
+                if matches!(chars.get(j), Some('!' | '^')) {
+                    j += 1;
+                }
+                // The first character of a class is a member, `]` included.
+                j += 1;
+                match chars
+                    .get(j..)
+                    .and_then(|rest| rest.iter().position(|&c| c == ']'))
+                {
+                    Some(end) => {
+                        out.extend(&chars[i..=j + end]);
+                        i = j + end + 1;
+                    }
+                    // Unclosed: a literal `[`, and so is every later one (no `]` follows).
+                    None => {
+                        out.push('[');
+                        i += 1;
+                    }
+                }
             }
-            [x, tail @ ..] => {
-                matched |= c == Some(x);
-                rest = tail;
+            c @ ('{' | '}' | ',') => {
+                out.push('\\');
+                out.push(c);
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
             }
         }
-        first = false;
     }
+    out.into()
 }
 
 // ---- machine-type aliases ----
@@ -901,6 +932,37 @@ mod tests {
         assert!(m("a[b", "a[b"));
         assert!(m("*", ""));
         assert!(!m("x", ""));
+        // fnmatch(3) extras: `^` negation, escapes, literal braces and commas.
+        assert!(!m("pc-q35-[^5-7].*", "pc-q35-7.2"));
+        assert!(m("pc-q35-[^5-7].*", "pc-q35-8.0"));
+        assert!(m("pc\\-q35-\\*", "pc-q35-*"));
+        assert!(!m("pc\\-q35-\\*", "pc-q35-7.2"));
+        assert!(m("a{b,c}", "a{b,c}"));
+        assert!(!m("a{b,c}", "ab"));
+        assert!(m("[{]*[,]", "{x,"));
+        assert!(m("a[b*", "a[bcd"));
+        assert!(m("*/*", "a/b"));
+        assert!(!m("[z-a]", "m"));
+    }
+
+    #[test]
+    fn repeated_stars_match_in_linear_time() {
+        // A backtracking matcher tries about C(60, 30) ways to split the text here.
+        let pattern = format!("{}x", "*".repeat(30));
+        let text = "a".repeat(60);
+        let start = std::time::Instant::now();
+        assert!(!glob_match(pattern.as_bytes(), text.as_bytes()));
+        assert!(glob_match(
+            pattern.as_bytes(),
+            format!("{text}x").as_bytes()
+        ));
+        let pattern = "*a".repeat(30) + "b";
+        assert!(!glob_match(pattern.as_bytes(), text.as_bytes()));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
     }
 
     /// `qemu-system-x86_64 -machine help` of Debian 12's QEMU 7.2 (1:7.2+dfsg-7+deb12u18),
