@@ -408,15 +408,93 @@ fn failed_edits_with_json_print_nothing_on_stdout() {
         let out = nvram(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(out.stdout.is_empty(), "{args:?}: {}", stdout(&out));
+        // nvram's errors start with "nvram: ", clap's (a refused --guid) with "error: ".
+        let message = stderr(&out);
         assert!(
-            stderr(&out).starts_with("nvram: "),
-            "{args:?}: {}",
-            stderr(&out)
+            message.starts_with("nvram: ") || message.starts_with("error: "),
+            "{args:?}: {message}"
         );
         assert_eq!(
             std::fs::read(&file).unwrap(),
             before,
             "{args:?} changed the file"
         );
+    }
+}
+
+#[test]
+fn guid_options_take_a_guid_or_a_known_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = blank_store(dir.path(), "vars.fd");
+    let f = path_str(&file);
+    let global = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+    let (_, cert) = self_signed(dir.path(), "db", "Test db");
+    for (given, change) in [
+        ("EfiGlobalVariable", "added"),
+        ("8BE4DF61-93CA-11D2-AA0D-00E098032B8C", "unchanged"),
+        (global, "unchanged"),
+    ] {
+        let doc = json_of(
+            &["set", f, "X", "--guid", given, "--u8", "1", "--json"],
+            &file,
+        );
+        assert_eq!(doc["variables"][0]["guid"], global, "{given}");
+        assert_eq!(doc["variables"][0]["change"], change, "{given}");
+    }
+    let doc = json_of(
+        &["delete", f, "X", "--guid", "EfiGlobalVariable", "--json"],
+        &file,
+    );
+    assert_eq!(changes(&doc), pairs(&[("X", "deleted")]));
+    let doc = json_of(
+        &[
+            "secureboot",
+            "add-db",
+            f,
+            path_str(&cert),
+            "--owner",
+            "EfiGlobalVariable",
+            "--json",
+        ],
+        &file,
+    );
+    assert_eq!(changes(&doc), pairs(&[("db", "added")]));
+    let status = stdout(&nvram_ok(&["secureboot", "status", f, "--json"]));
+    assert!(status.contains(global), "{status}");
+    // Refused, quoted escaped, exit status 2, the file unchanged.
+    let before = std::fs::read(&file).unwrap();
+    for args in [
+        vec!["set", f, "Y", "--guid", "bad\x1b[2J", "--u8", "1"],
+        vec!["delete", f, "Y", "--guid", "bad\x1b[2J"],
+        vec![
+            "secureboot",
+            "add-kek",
+            f,
+            "--microsoft",
+            "2023",
+            "--owner",
+            "bad\x1b[2J",
+        ],
+        vec![
+            "secureboot",
+            "enroll",
+            f,
+            "--pk",
+            f,
+            "--owner",
+            "bad\x1b[2J",
+        ],
+    ] {
+        let out = nvram(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let message = stderr(&out);
+        assert!(
+            message.contains("is not a GUID or a known GUID name"),
+            "{message}"
+        );
+        assert!(message.contains("\"bad\\u{1b}[2J\""), "{message}");
+        assert!(!message.contains('\x1b'), "{message}");
+        assert_eq!(std::fs::read(&file).unwrap(), before, "{args:?}");
     }
 }

@@ -1,6 +1,6 @@
 use super::out::message;
 use super::set::StrategyArg;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::edit::{EditError, Strategy};
@@ -16,8 +16,8 @@ pub struct Args {
     name: String,
     /// Vendor GUID, or a well-known name such as EfiGlobalVariable; needed when the name is
     /// ambiguous. Without it, the one live variable of that name.
-    #[arg(long)]
-    guid: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    guid: Option<varstore::Guid>,
     /// How to write the change: append marks the old copies deleted in place (as the firmware
     /// does); compact rewrites the variable area without them.
     #[arg(long, value_enum, default_value = "append")]
@@ -30,14 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let wanted = args
-        .guid
-        .as_deref()
-        .map(|g| {
-            varstore::guid::parse(g)
-                .ok_or_else(|| anyhow!("--guid {g:?} is not a GUID or a known GUID name"))
-        })
-        .transpose()?;
+    let wanted = args.guid;
     let strategy = Strategy::from(args.strategy);
     let name = args.name.as_str();
     let shown = nvram::escape::terminal(name);
@@ -110,7 +103,6 @@ fn not_found(args: &Args) -> Result<ExitCode> {
         args.file.display(),
         nvram::escape::terminal(&args.name),
         args.guid
-            .as_deref()
             .map(|g| format!(" with GUID {g}"))
             .unwrap_or_default()
     );

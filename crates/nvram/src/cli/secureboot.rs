@@ -110,8 +110,8 @@ struct EnrollArgs {
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given (default: a0baa8a3-…, OVMF's and virt-firmware's).
-    #[arg(long)]
-    owner: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    owner: Option<Guid>,
     /// How to write the changes.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
@@ -148,8 +148,8 @@ struct AddArgs {
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given (default: a0baa8a3-…).
-    #[arg(long)]
-    owner: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    owner: Option<Guid>,
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
@@ -166,13 +166,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::AddKek(a) => add(a, Database::Kek),
         Command::AddDb(a) => add(a, Database::Db),
         Command::AddDbx(a) => add(a, Database::Dbx),
-    }
-}
-
-fn owner(text: Option<&str>) -> Result<Guid> {
-    match text {
-        Some(t) => guid::parse(t).ok_or_else(|| anyhow!("--owner {t:?} is not a GUID")),
-        None => Ok(OVMF_ENROLL_DEFAULT_KEYS),
     }
 }
 
@@ -373,10 +366,14 @@ fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
         dbx: args.dbx.as_deref(),
         microsoft: args.microsoft.map(Microsoft::from),
         distro: args.distro.iter().copied().map(Distro::from).collect(),
-        owner: args.owner.as_deref(),
+        // Parsed already (GuidParser): set below.
+        owner: None,
         strategy: Strategy::from(args.strategy),
     };
-    let plan = inputs.plan(pk, |_, p| read(p), |t| owner(Some(t)))?;
+    let mut plan = inputs.plan(pk, |_, p| read(p), super::set::parse_guid)?;
+    if let Some(owner) = args.owner {
+        plan.owner = owner;
+    }
     let edited = edit(&args.file, |editor| sb::enroll(editor, &plan))?;
     if args.json {
         let mut members = serde_json::json!({
@@ -449,7 +446,7 @@ fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
         inputs: args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?,
         microsoft: args.microsoft.map(Microsoft::from),
         distro: args.distro.iter().copied().map(Distro::from).collect(),
-        owner: owner(args.owner.as_deref())?,
+        owner: args.owner.unwrap_or(OVMF_ENROLL_DEFAULT_KEYS),
         ..sb::Addition::to(database)
     };
     let strategy = Strategy::from(args.strategy);

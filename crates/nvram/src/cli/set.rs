@@ -42,8 +42,8 @@ pub struct Args {
     /// Vendor GUID, or a well-known name such as EfiGlobalVariable. Default: the EFI global
     /// variable GUID (8be4df61-…), as the UEFI shell's setvar does; other vendors' variables
     /// need their GUID.
-    #[arg(long)]
-    guid: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = GuidParser)]
+    guid: Option<varstore::Guid>,
     /// Attributes: comma-separated nv, bs, rt, at, or a number such as 0x7.
     #[arg(long, default_value = "nv,bs,rt")]
     attr: String,
@@ -82,10 +82,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let guid = match args.guid.as_deref() {
-        Some(g) => parse_guid(g)?,
-        None => guid::EFI_GLOBAL_VARIABLE,
-    };
+    let guid = args.guid.unwrap_or(guid::EFI_GLOBAL_VARIABLE);
     let attrs = nvram::edit::parse_attributes(&args.attr).map_err(|e| anyhow!("--attr {e}"))?;
     let data = data_of(&args)?;
     let time = args.time.as_deref().map(parse_time).transpose()?;
@@ -194,7 +191,42 @@ pub(super) fn encode_data(kind: &str, value: &str) -> Result<Vec<u8>> {
 
 /// Parses a `--guid` value: a GUID or a well-known GUID name.
 pub(super) fn parse_guid(text: &str) -> Result<varstore::Guid> {
-    guid::parse(text).ok_or_else(|| anyhow!("--guid {text:?} is not a GUID or a known GUID name"))
+    guid::parse(text).ok_or_else(|| anyhow!("--guid {text:?} is {NOT_A_GUID}"))
+}
+
+/// What a value that [`GuidParser`] and [`parse_guid`] refuse is not.
+const NOT_A_GUID: &str = "not a GUID or a known GUID name (such as EfiGlobalVariable)";
+
+/// The value parser of the options that take a vendor or owner GUID (`set`/`delete --guid`,
+/// `secureboot --owner`): a GUID (`8be4df61-93ca-11d2-aa0d-00e098032b8c`, any case) or a
+/// well-known GUID name such as `EfiGlobalVariable` ([`varstore::guid::parse`]). A refused
+/// value is quoted escaped, as nvram's own errors quote it (clap's own message would print it
+/// raw).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GuidParser;
+
+impl clap::builder::TypedValueParser for GuidParser {
+    type Value = varstore::Guid;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<varstore::Guid, clap::Error> {
+        if let Some(g) = value.to_str().and_then(guid::parse) {
+            return Ok(g);
+        }
+        let flag = arg
+            .and_then(clap::Arg::get_long)
+            .map_or_else(|| "GUID".to_string(), |l| format!("--{l}"));
+        let quoted = format!("{:?}", varstore::json::bounded(&value.to_string_lossy()));
+        let message = format!(
+            "{flag} {} is {NOT_A_GUID}\n",
+            nvram::escape::terminal(&quoted)
+        );
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+    }
 }
 
 /// Parses a `--time` value: the 16-byte EFI_TIME as 32 hex digits.
