@@ -12,7 +12,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
+    let args = parse_args();
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
@@ -24,6 +24,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `clap::Parser::parse` without its clean-up: the command tree clap builds for every
+/// subcommand (a few hundred arguments with their help) and the matches are left to the
+/// process's exit instead of being freed one by one (measured: about a tenth of the cost of
+/// parsing, which is most of `nvram --version`; `benches/list_floor.rs`). Errors, `--help`
+/// and `--version` behave as with `parse`.
+fn parse_args() -> cli::Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = cli::Cli::command();
+    let mut matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .unwrap_or_else(|e| e.exit());
+    let args = cli::Cli::from_arg_matches_mut(&mut matches)
+        .unwrap_or_else(|e| e.format(&mut command).exit());
+    std::mem::forget(matches);
+    std::mem::forget(command);
+    args
 }
 
 /// The error and its causes, `: `-separated, each said once. Our error types often put their

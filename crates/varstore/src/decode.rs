@@ -230,8 +230,8 @@ pub fn signature_lists(data: &[u8]) -> Option<Vec<SignatureList<'_>>> {
 /// A short description of one signature: certificate subject or hash type.
 pub fn describe_signature(signature_type: Guid, data: &[u8]) -> String {
     if signature_type == guid::CERT_X509 {
-        match virtfw_libefi::sb::certs::info::CertInfo::new_from_der(data) {
-            Some(info) => format!("x509 \"{}\"", info.desc()),
+        match crate::secureboot::certificate_desc(data) {
+            Some(desc) => format!("x509 \"{desc}\""),
             None => "x509 (unparsable certificate)".to_string(),
         }
     } else if signature_type == guid::CERT_SHA256 {
@@ -332,24 +332,25 @@ pub fn summary(record: &VariableRecord<'_>) -> Option<String> {
     }
     if SIGNATURE_DATABASES.contains(&name.as_str()) {
         let lists = signature_lists(data)?;
-        let entries: Vec<String> = lists
+        // Only the entries shown are described (a dbx has hundreds of hashes).
+        let count: usize = lists.iter().map(|l| l.entries.len()).sum();
+        let shown: Vec<String> = lists
             .iter()
             .flat_map(|l| {
                 l.entries
                     .iter()
                     .map(|(_, d)| describe_signature(l.signature_type, d))
             })
+            .take(4)
             .collect();
-        let shown: Vec<&str> = entries.iter().take(4).map(String::as_str).collect();
-        let more = if entries.len() > shown.len() {
-            format!(", … {} more", entries.len() - shown.len())
+        let more = if count > shown.len() {
+            format!(", … {} more", count - shown.len())
         } else {
             String::new()
         };
         return Some(format!(
-            "{} entr{}: {}{more}",
-            entries.len(),
-            if entries.len() == 1 { "y" } else { "ies" },
+            "{count} entr{}: {}{more}",
+            if count == 1 { "y" } else { "ies" },
             shown.join(", ")
         ));
     }

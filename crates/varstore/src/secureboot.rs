@@ -314,9 +314,79 @@ pub fn certificate_not_before(der: &[u8]) -> Option<EfiTime> {
 
 /// The subject's common name without `CN=` (or the whole subject) of a DER certificate.
 pub fn certificate_subject(der: &[u8]) -> Option<String> {
-    let info = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der)?;
-    let desc = info.desc();
-    Some(desc.strip_prefix("CN=").unwrap_or(desc).to_string())
+    let desc = certificate_desc(der)?;
+    Some(desc.strip_prefix("CN=").map(str::to_string).unwrap_or(desc))
+}
+
+/// The certificates nvram enrols itself, with their [`certificate_desc`]: told apart by
+/// their bytes, they need no parsing. Formatting a subject costs x509-cert a scan of
+/// const-oid's whole name database per attribute (a quarter of a whole `nvram list` of
+/// `OVMF_VARS_4M.ms.fd`; `nvram/benches/list_floor.rs`). The test
+/// `known_certificate_descriptions` checks each text against the parser's.
+const KNOWN_CERTIFICATES: &[(&[u8], &str)] = {
+    use virtfw_libefi::sb::certs as ms;
+    &[
+        (ms::MICROSOFT_PK_2023, "CN=Windows OEM Devices PK"),
+        (
+            ms::MICROSOFT_KEK_2011,
+            "CN=Microsoft Corporation KEK CA 2011",
+        ),
+        (
+            ms::MICROSOFT_KEK_2023,
+            "CN=Microsoft Corporation KEK 2K CA 2023",
+        ),
+        (
+            ms::MICROSOFT_DB_UEFI_2011,
+            "CN=Microsoft Corporation UEFI CA 2011",
+        ),
+        (ms::MICROSOFT_DB_UEFI_2023, "CN=Microsoft UEFI CA 2023"),
+        (
+            ms::MICROSOFT_DB_UEFI_ROM_2023,
+            "CN=Microsoft Option ROM UEFI CA 2023",
+        ),
+        (
+            ms::MICROSOFT_DB_WINDOWS_2011,
+            "CN=Microsoft Windows Production PCA 2011",
+        ),
+        (ms::MICROSOFT_DB_WINDOWS_2023, "CN=Windows UEFI CA 2023"),
+        (
+            distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+            "CN=Debian Secure Boot CA",
+        ),
+        (
+            distro_certs::CANONICAL_MASTER_CA_2012,
+            "CN=Canonical Ltd. Master Certificate Authority",
+        ),
+    ]
+};
+
+/// Other certificates already described by this process (a PK is often also in KEK), at
+/// most [`MEMO_LEN`] of them.
+static MEMO: std::sync::Mutex<Vec<(Vec<u8>, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+const MEMO_LEN: usize = 16;
+
+/// A DER certificate's subject as virt-firmware describes it: its common name attribute
+/// (`CN=…`), else the whole subject; `None` if the certificate does not parse.
+pub fn certificate_desc(der: &[u8]) -> Option<String> {
+    if let Some((_, desc)) = KNOWN_CERTIFICATES.iter().find(|(known, _)| *known == der) {
+        return Some((*desc).to_string());
+    }
+    let memo = |memo: &mut Vec<(Vec<u8>, Option<String>)>| {
+        memo.iter()
+            .find(|(known, _)| known.as_slice() == der)
+            .map(|(_, desc)| desc.clone())
+    };
+    if let Some(desc) = MEMO.lock().ok().and_then(|mut m| memo(&mut m)) {
+        return desc;
+    }
+    let desc = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der)
+        .map(|info| info.desc().to_string());
+    if let Ok(mut m) = MEMO.lock() {
+        if m.len() < MEMO_LEN {
+            m.push((der.to_vec(), desc.clone()));
+        }
+    }
+    desc
 }
 
 /// What a signature input file held.
@@ -647,6 +717,30 @@ mod tests {
         for n in 0..auth.len() {
             let _ = read_signature_input(&auth[..n]);
         }
+    }
+
+    #[test]
+    fn known_certificate_descriptions() {
+        for (der, desc) in KNOWN_CERTIFICATES {
+            let info = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der).unwrap();
+            assert_eq!(info.desc(), *desc);
+            assert_eq!(certificate_desc(der).as_deref(), Some(*desc));
+        }
+        // An unknown certificate (the known one with a changed signature byte) is parsed,
+        // also the second time (from the memo); garbage is not a certificate.
+        let mut other = distro_certs::DEBIAN_SECURE_BOOT_CA_2016.to_vec();
+        *other.last_mut().unwrap() ^= 1;
+        for _ in 0..2 {
+            assert_eq!(
+                certificate_desc(&other).as_deref(),
+                Some("CN=Debian Secure Boot CA")
+            );
+            assert_eq!(certificate_desc(&[0x30, 3, 1, 2, 3]), None);
+        }
+        assert_eq!(
+            certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
+            Some("Debian Secure Boot CA")
+        );
     }
 
     #[test]
