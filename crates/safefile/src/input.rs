@@ -271,7 +271,12 @@ impl Input {
                 limit,
             });
         }
-        read_bounded(&mut self.file, &self.path, limit, what)
+        // A buffer of the file's size (a block device's size is its length) from the start:
+        // read_to_end then neither grows nor copies it. The size is a hint: `limit` still
+        // bounds what is read.
+        let mut out = Vec::new();
+        out.reserve_exact(usize::try_from(size).unwrap_or(0).saturating_add(1));
+        read_bounded_into(out, &mut self.file, &self.path, limit, what)
     }
 
     /// The open file (blocking reads, positioned at the start).
@@ -307,7 +312,17 @@ pub fn read_bounded(
     limit: u64,
     what: &'static str,
 ) -> Result<Vec<u8>, InputError> {
-    let mut out = Vec::new();
+    read_bounded_into(Vec::new(), reader, path, limit, what)
+}
+
+/// [`read_bounded`], appending to `out` (empty; its capacity is what the caller expects).
+fn read_bounded_into(
+    mut out: Vec<u8>,
+    reader: impl Read,
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, InputError> {
     reader
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
