@@ -42,7 +42,6 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use varstore::edit::{EditError, Editor, Strategy};
 use varstore::{Attributes, EfiTime, Guid};
 
@@ -439,35 +438,47 @@ pub fn apply_all(
     on_done: &(dyn Fn(&FileResult) + Sync),
 ) -> Vec<FileResult> {
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<FileResult>>> = files.iter().map(|_| Mutex::new(None)).collect();
     let jobs = jobs.clamp(1, files.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                // Files are handed out one at a time, so a slow file holds up only its thread.
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(i) else { break };
-                // A panic (a bug, say in the parser on a strange file) fails that file only;
-                // the file is untouched since replacing it is the last thing that happens.
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply_file(path, plan)))
-                    .unwrap_or_else(|_| FileResult {
-                        file: path.clone(),
-                        status: Status::Failed,
-                        detail: "internal error (a bug in nvram; please report it)".into(),
-                    });
-                on_done(&result);
-                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-            });
-        }
+    // std's scoped threads with a shared work index (a work queue of one counter): each
+    // worker returns the (index, result) pairs it did, which are put back in input order at
+    // the end, so no per-file lock or slot is needed.
+    let done: Vec<Vec<(usize, FileResult)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        // Files are handed out one at a time, so a slow file holds up only
+                        // its thread.
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(i) else { break mine };
+                        // A panic (a bug, say in the parser on a strange file) fails that
+                        // file only; the file is untouched since replacing it is the last
+                        // thing that happens.
+                        let result =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| apply_file(path, plan)))
+                                .unwrap_or_else(|_| FileResult {
+                                    file: path.clone(),
+                                    status: Status::Failed,
+                                    detail: "internal error (a bug in nvram; please report it)"
+                                        .into(),
+                                });
+                        on_done(&result);
+                        mine.push((i, result));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker only panics if `on_done` does: pass that on.
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     });
-    slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("every file is processed")
-        })
-        .collect()
+    let mut results: Vec<(usize, FileResult)> = done.into_iter().flatten().collect();
+    results.sort_unstable_by_key(|(i, _)| *i);
+    debug_assert_eq!(results.len(), files.len(), "every file is processed");
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Runs `plan` on a blank OVMF store to catch, before any file is touched, the mistakes that
