@@ -16,6 +16,8 @@
 //! `NVRAM_FLEET_SAMPLE` the virt-fw-vars sample (default 20). Every nvram edit includes its
 //! fsyncs (file and directory): that is part of its safety, so it is part of the figure.
 
+#[path = "common/mod.rs"]
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,35 +177,7 @@ fn main() {
     );
 
     let peer = testkit::virt_fw_vars();
-    // The four 2023 certificates, as files for virt-fw-vars.
-    let microsoft = "77fa9abd-0359-4d32-bd60-28f4e78f784b";
-    let mut peer_rollout_args: Vec<std::ffi::OsString> = Vec::new();
-    for (flag, name, der) in [
-        (
-            "--add-kek",
-            "kek2023.der",
-            varstore::secureboot::bundled::MICROSOFT_KEK_2023,
-        ),
-        (
-            "--add-db",
-            "win2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_WINDOWS_2023,
-        ),
-        (
-            "--add-db",
-            "uefi2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_2023,
-        ),
-        (
-            "--add-db",
-            "rom2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_ROM_2023,
-        ),
-    ] {
-        let path = work.path().join(name);
-        std::fs::write(&path, der).unwrap();
-        peer_rollout_args.extend([flag.into(), microsoft.into(), path.into_os_string()]);
-    }
+    let peer_rollout_args = common::rollout::virt_fw_vars_microsoft_2023_args(work.path());
     let peer_rollout = per_file(work.path(), &ms_template, sample, |f| {
         let mut c = Command::new(&peer);
         c.arg("--inplace").arg(f).args(&peer_rollout_args);

@@ -19,6 +19,8 @@
 //! step panics. `--all` means every domain of the daemon: run it on a libvirtd without other
 //! domains whose stores must not be touched.
 
+#[path = "common/mod.rs"]
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -203,34 +205,7 @@ fn main() {
     );
 
     // The loop, over the same stores put back as they were.
-    let mut peer_args: Vec<std::ffi::OsString> = Vec::new();
-    let microsoft = "77fa9abd-0359-4d32-bd60-28f4e78f784b";
-    for (flag, file, der) in [
-        (
-            "--add-kek",
-            "kek2023.der",
-            varstore::secureboot::bundled::MICROSOFT_KEK_2023,
-        ),
-        (
-            "--add-db",
-            "win2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_WINDOWS_2023,
-        ),
-        (
-            "--add-db",
-            "uefi2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_2023,
-        ),
-        (
-            "--add-db",
-            "rom2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_ROM_2023,
-        ),
-    ] {
-        let path = work.path().join(file);
-        std::fs::write(&path, der).unwrap();
-        peer_args.extend([flag.into(), microsoft.into(), path.into_os_string()]);
-    }
+    let mut peer_args = common::rollout::virt_fw_vars_microsoft_2023_args(work.path());
     let auth = work.path().join("dbxupdate.auth");
     std::fs::write(&auth, varstore::secureboot::microsoft_dbx::DBX_2023_X86_64).unwrap();
     peer_args.extend(["--add-dbx".into(), auth.into_os_string()]);
