@@ -42,17 +42,11 @@ struct Run {
     used_storage: Option<u64>,
 }
 
-/// Starts QEMU 10.0's `uefi-vars-x64` on a copy of `json` (`-S`: no guest runs), waits until
-/// QMP answers (the device is realized and reset by then), optionally migrates to a file to
-/// read the device's `used_storage`, and quits. `Err` carries QEMU's exit status and stderr
-/// when it refused the file.
-fn run_qemu(json: &[u8], measure: bool) -> Result<Run, String> {
+/// QEMU 10.0 paused (`-S`, no guest runs) with `uefi-vars-x64` on `file` and QMP on its
+/// stdin/stdout.
+fn spawn_uefi_vars(file: &std::path::Path, stderr: Stdio) -> std::process::Child {
     let qemu = Stack::Current.qemu("x86_64");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vars.json");
-    std::fs::write(&file, json).unwrap();
-    let stderr_path = dir.path().join("stderr.txt");
-    let mut child = Command::new(&qemu)
+    Command::new(&qemu)
         .args([
             "-machine",
             "q35,accel=tcg",
@@ -64,9 +58,21 @@ fn run_qemu(json: &[u8], measure: bool) -> Result<Run, String> {
         .arg(format!("uefi-vars-x64,jsonfile={}", file.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .stderr(stderr)
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
+        .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()))
+}
+
+/// Starts QEMU 10.0's `uefi-vars-x64` on a copy of `json` (`-S`: no guest runs), waits until
+/// QMP answers (the device is realized and reset by then), optionally migrates to a file to
+/// read the device's `used_storage`, and quits. `Err` carries QEMU's exit status and stderr
+/// when it refused the file.
+fn run_qemu(json: &[u8], measure: bool) -> Result<Run, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vars.json");
+    std::fs::write(&file, json).unwrap();
+    let stderr_path = dir.path().join("stderr.txt");
+    let mut child = spawn_uefi_vars(&file, std::fs::File::create(&stderr_path).unwrap().into());
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
@@ -964,22 +970,7 @@ fn an_edit_is_refused_while_qemu_has_the_json_store_open() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vars.json");
     std::fs::write(&file, jsonstore::to_json(&ms_template()).unwrap()).unwrap();
-    let qemu = Stack::Current.qemu("x86_64");
-    let mut child = Command::new(&qemu)
-        .args([
-            "-machine",
-            "q35,accel=tcg",
-            "-nodefaults",
-            "-display",
-            "none",
-        ])
-        .args(["-S", "-m", "64", "-qmp", "stdio", "-device"])
-        .arg(format!("uefi-vars-x64,jsonfile={}", file.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
+    let mut child = spawn_uefi_vars(&file, Stdio::null());
     // The QMP greeting comes once the machine (and the device) is up.
     let mut greeting = String::new();
     BufReader::new(child.stdout.take().unwrap())
