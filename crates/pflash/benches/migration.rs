@@ -14,7 +14,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-type Dev = Pflash<DirtyTracking<NoStorage>, NoEvents>;
+type Dev = Pflash<Vec<u8>, DirtyTracking<NoStorage>, NoEvents>;
 
 fn device(geometry: &Geometry) -> Dev {
     let len = geometry.size() as usize;

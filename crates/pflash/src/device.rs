@@ -60,7 +60,14 @@ impl PflashEvents for NoEvents {}
 /// A CFI 01 (Intel command set) parallel NOR flash, behaving like the `cfi.pflash01` of the
 /// QEMU release [`Geometry::compat`] names (QEMU 10.0 by default, or QEMU 7.2).
 ///
-/// The device owns its content and answers MMIO accesses at offsets relative to its base.
+/// The content lives in memory of the caller's choosing, `M`: a `Vec<u8>` (the default), a
+/// `Box<[u8]>`, a `&mut [u8]` borrowed from a larger buffer, or a VMM's own page-aligned
+/// mapping (anything that is `AsRef<[u8]> + AsMut<[u8]>`, such as `memmap2::MmapMut`). The
+/// device reads and writes it in place and never copies it, so a VMM can register the same
+/// pages as a read-only memory slot while the device is in read-array mode (see
+/// [`PflashEvents::array_mode_changed`]) and pay nothing at mode changes.
+///
+/// The device answers MMIO accesses at offsets relative to its base.
 /// Accesses are 1, 2, 4 or 8 bytes; an 8-byte access is handled as two 4-byte accesses,
 /// lower address first, as QEMU's memory core splits it. Multi-byte values are in guest
 /// byte order: little-endian unless [`Geometry::big_endian`]. Accesses that reach past the
@@ -91,10 +98,16 @@ impl PflashEvents for NoEvents {}
 /// flash.read(0x10, &mut qry);
 /// assert_eq!(qry, [b'Q']);
 /// ```
-pub struct Pflash<S: Storage = NoStorage, E: PflashEvents = NoEvents> {
+pub struct Pflash<M = Vec<u8>, S = NoStorage, E = NoEvents>
+where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    S: Storage,
+    E: PflashEvents,
+{
     geometry: Geometry,
     cfi: Cfi,
-    content: Vec<u8>,
+    /// The flash content, owned by the caller's type (a `Vec`, or the VMM's mapping).
+    content: M,
     storage: S,
     events: E,
     wcycle: u8,
@@ -110,7 +123,9 @@ pub struct Pflash<S: Storage = NoStorage, E: PflashEvents = NoEvents> {
     blk_written: Range<u64>,
 }
 
-impl<S: Storage, E: PflashEvents> std::fmt::Debug for Pflash<S, E> {
+impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> std::fmt::Debug
+    for Pflash<M, S, E>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pflash")
             .field("geometry", &self.geometry)
@@ -134,20 +149,21 @@ enum Next {
     Invalid,
 }
 
-impl<S: Storage, E: PflashEvents> Pflash<S, E> {
-    /// A device in its reset state (read-array mode, status 0x80) holding `content`.
+impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> {
+    /// A device in its reset state (read-array mode, status 0x80) over `memory`, which holds
+    /// the flash content and stays where it is (the device borrows nothing else).
     ///
     /// # Errors
     ///
-    /// The geometry is invalid ([`Geometry::validate`]) or `content.len()` is not
-    /// [`Geometry::size`].
+    /// The geometry is invalid ([`Geometry::validate`]) or `memory` is not
+    /// [`Geometry::size`] bytes long.
     pub fn new(
         geometry: Geometry,
-        content: Vec<u8>,
+        memory: M,
         storage: S,
         events: E,
     ) -> Result<Self, GeometryError> {
-        Self::from_state(geometry, content, &PflashState::default(), storage, events)
+        Self::from_state(geometry, memory, &PflashState::default(), storage, events)
     }
 
     /// A device resuming from `state` (see [`Pflash::state`]).
@@ -162,16 +178,17 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     /// buffer does not fit this geometry.
     pub fn from_state(
         geometry: Geometry,
-        content: Vec<u8>,
+        memory: M,
         state: &PflashState,
         storage: S,
         events: E,
     ) -> Result<Self, GeometryError> {
         geometry.validate()?;
-        if content.len() as u64 != geometry.size() {
+        let len = memory.as_ref().len() as u64;
+        if len != geometry.size() {
             return Err(GeometryError::ContentLength {
                 expected: geometry.size(),
-                got: content.len() as u64,
+                got: len,
             });
         }
         let cfi = Cfi::new(&geometry);
@@ -205,7 +222,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         Ok(Pflash {
             geometry,
             cfi,
-            content,
+            content: memory,
             storage,
             events,
             wcycle: state.wcycle,
@@ -242,7 +259,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
 
     /// The flash content (what the guest sees in read-array mode).
     pub fn memory(&self) -> &[u8] {
-        &self.content
+        self.content.as_ref()
     }
 
     /// Whether reads are served straight from [`Pflash::memory`] (QEMU's ROMD mode).
@@ -270,8 +287,8 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         &mut self.events
     }
 
-    /// Takes the device apart: content, storage, events.
-    pub fn into_parts(self) -> (Vec<u8>, S, E) {
+    /// Takes the device apart: memory, storage, events.
+    pub fn into_parts(self) -> (M, S, E) {
         (self.content, self.storage, self.events)
     }
 
@@ -288,7 +305,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     fn in_range(&self, offset: u64, len: usize) -> bool {
         offset
             .checked_add(len as u64)
-            .is_some_and(|end| end <= self.content.len() as u64)
+            .is_some_and(|end| end <= self.content.as_ref().len() as u64)
     }
 
     /// An MMIO read of `data.len()` (1, 2, 4 or 8) bytes at `offset`.
@@ -304,7 +321,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         }
         if self.array_mode {
             let start = offset as usize;
-            data.copy_from_slice(&self.content[start..start + data.len()]);
+            data.copy_from_slice(&self.content.as_ref()[start..start + data.len()]);
             return;
         }
         match data.len() {
@@ -346,7 +363,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     /// Array data: the bus byte order is the memory order in both endiannesses.
     fn data_read(&self, offset: u64, data: &mut [u8]) {
         let start = offset as usize;
-        data.copy_from_slice(&self.content[start..start + data.len()]);
+        data.copy_from_slice(&self.content.as_ref()[start..start + data.len()]);
     }
 
     /// An MMIO write of `data.len()` (1, 2, 4 or 8) bytes at `offset`, naturally aligned
@@ -554,7 +571,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         self.array_mode = array_mode;
         self.events.array_mode_changed(array_mode);
         if array_mode {
-            if let Err(e) = self.storage.flush_point(&self.content) {
+            if let Err(e) = self.storage.flush_point(self.content.as_ref()) {
                 // Erases flush at once, so what was pending here are programs.
                 self.status |= STATUS_PROGRAM_ERROR;
                 self.events.storage_error(&e);
@@ -575,8 +592,8 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         }
         let start = offset as usize;
         let range = start..start + data.len();
-        self.content[range.clone()].copy_from_slice(data);
-        if let Err(e) = self.storage.record_change(&self.content, range) {
+        self.content.as_mut()[range.clone()].copy_from_slice(data);
+        if let Err(e) = self.storage.record_change(self.content.as_ref(), range) {
             self.program_failed(offset);
             self.events.storage_error(&e);
         }
@@ -590,12 +607,12 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
             self.status |= STATUS_ERASE_ERROR;
         } else {
             let range = start as usize..(start + len) as usize;
-            self.content[range.clone()].fill(0xff);
+            self.content.as_mut()[range.clone()].fill(0xff);
             self.events.erased(start, len);
             let result = self
                 .storage
-                .record_change(&self.content, range)
-                .and_then(|()| self.storage.flush_point(&self.content));
+                .record_change(self.content.as_ref(), range)
+                .and_then(|()| self.storage.flush_point(self.content.as_ref()));
             if let Err(e) = result {
                 self.status |= STATUS_ERASE_ERROR;
                 self.events.storage_error(&e);
@@ -607,7 +624,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
     /// The part of the write block at `blk` that lies inside the device.
     fn blk_span(&self, blk: u64) -> (usize, usize) {
         let start = blk as usize;
-        let len = (self.content.len() - start).min(self.blk_bytes.len());
+        let len = (self.content.as_ref().len() - start).min(self.blk_bytes.len());
         (start, len)
     }
 
@@ -618,7 +635,7 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
         let blk = offset & !(self.cfi.writeblock_size - 1);
         let (start, len) = self.blk_span(blk);
         self.blk_bytes.fill(0xff);
-        self.blk_bytes[..len].copy_from_slice(&self.content[start..start + len]);
+        self.blk_bytes[..len].copy_from_slice(&self.content.as_ref()[start..start + len]);
         self.blk_offset = Some(blk);
         self.blk_written = 0..0;
     }
@@ -647,13 +664,13 @@ impl<S: Storage, E: PflashEvents> Pflash<S, E> {
             return;
         };
         let (start, len) = self.blk_span(blk);
-        self.content[start..start + len].copy_from_slice(&self.blk_bytes[..len]);
+        self.content.as_mut()[start..start + len].copy_from_slice(&self.blk_bytes[..len]);
         let written = std::mem::replace(&mut self.blk_written, 0..0);
         if written.is_empty() {
             return;
         }
         let range = written.start as usize..written.end as usize;
-        if let Err(e) = self.storage.record_change(&self.content, range) {
+        if let Err(e) = self.storage.record_change(self.content.as_ref(), range) {
             self.program_failed(written.start);
             self.events.storage_error(&e);
         }
@@ -730,7 +747,7 @@ mod tests {
         }
     }
 
-    type Dev = Pflash<Rec, Evs>;
+    type Dev = Pflash<Vec<u8>, Rec, Evs>;
 
     const VARS: usize = 0x84000;
 
@@ -1444,7 +1461,7 @@ mod tests {
             ..PflashState::default()
         };
         let new = |st: &PflashState| {
-            Pflash::<NoStorage, NoEvents>::from_state(
+            Pflash::<Vec<u8>, NoStorage, NoEvents>::from_state(
                 g.clone(),
                 vec![0; 4096],
                 st,
@@ -1461,12 +1478,39 @@ mod tests {
         st.write_buffer.as_mut().unwrap().written = 0x100..0x201;
         assert!(matches!(new(&st), Err(GeometryError::State(_))));
         assert!(matches!(
-            Pflash::<NoStorage, NoEvents>::new(g.clone(), vec![0; 10], NoStorage, NoEvents),
+            Pflash::<Vec<u8>, NoStorage, NoEvents>::new(
+                g.clone(),
+                vec![0; 10],
+                NoStorage,
+                NoEvents
+            ),
             Err(GeometryError::ContentLength {
                 expected: 4096,
                 got: 10
             })
         ));
+    }
+
+    #[test]
+    fn caller_memory_is_used_in_place() {
+        // A VMM's mapping stands in as a slice of a larger buffer: the device must change
+        // those very bytes, and only inside its window.
+        let mut mapping = vec![0x5au8; 3 * 4096];
+        {
+            let window = &mut mapping[4096..2 * 4096];
+            let mut d: Pflash<&mut [u8]> =
+                Pflash::new(Geometry::q35(4096).unwrap(), window, NoStorage, NoEvents).unwrap();
+            d.write(0x20, &[0x20]);
+            d.write(0x20, &[0xd0]);
+            d.write(0x10, &[0x10]);
+            d.write(0x10, &[0xa5]);
+            d.write(0, &[0xff]);
+            assert_eq!(d.memory()[0x10], 0xa5);
+        }
+        assert_eq!(mapping[4096 + 0x10], 0xa5);
+        assert_eq!(mapping[4096 + 0x11], 0xff);
+        assert!(mapping[..4096].iter().all(|&b| b == 0x5a));
+        assert!(mapping[2 * 4096..].iter().all(|&b| b == 0x5a));
     }
 
     #[test]

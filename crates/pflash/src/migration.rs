@@ -618,8 +618,8 @@ fn send_end<W: Write>(out: &mut StreamWriter<W>, rounds: u32) -> io::Result<u64>
 /// # Errors
 ///
 /// [`MigrationError::Io`] if `w` fails.
-pub fn save<S: Storage, E: PflashEvents, W: Write>(
-    dev: &Pflash<S, E>,
+pub fn save<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents, W: Write>(
+    dev: &Pflash<M, S, E>,
     w: W,
 ) -> Result<TransferStats, MigrationError> {
     let started = Instant::now();
@@ -692,8 +692,8 @@ impl<R: Read, W: Write> Outgoing<R, W> {
     ///
     /// [`MigrationError::Refused`] with the destination's reason (a size or geometry
     /// mismatch names both sizes and the destination's file), or [`MigrationError::Io`].
-    pub fn start<S: Storage, E: PflashEvents>(
-        dev: &mut Pflash<DirtyTracking<S>, E>,
+    pub fn start<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents>(
+        dev: &mut Pflash<M, DirtyTracking<S>, E>,
         replies: R,
         stream: W,
     ) -> Result<Self, MigrationError> {
@@ -722,9 +722,9 @@ impl<R: Read, W: Write> Outgoing<R, W> {
     /// # Errors
     ///
     /// [`MigrationError::Io`], or [`MigrationError::Refused`] when the destination gave up.
-    pub fn precopy_round<S: Storage, E: PflashEvents>(
+    pub fn precopy_round<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents>(
         &mut self,
-        dev: &mut Pflash<DirtyTracking<S>, E>,
+        dev: &mut Pflash<M, DirtyTracking<S>, E>,
     ) -> Result<RoundStats, MigrationError> {
         let started = Instant::now();
         let round = self.rounds.len() as u32 + 1;
@@ -757,9 +757,9 @@ impl<R: Read, W: Write> Outgoing<R, W> {
     ///
     /// [`MigrationError::Io`], or [`MigrationError::Refused`] when the destination found the
     /// stream bad.
-    pub fn complete<S: Storage, E: PflashEvents>(
+    pub fn complete<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents>(
         mut self,
-        dev: &mut Pflash<DirtyTracking<S>, E>,
+        dev: &mut Pflash<M, DirtyTracking<S>, E>,
     ) -> Result<TransferStats, MigrationError> {
         let started = Instant::now();
         let round = self.rounds.len() as u32 + 1;
@@ -1052,7 +1052,7 @@ fn check_geometry(
 /// given a storage and events with [`Incoming::into_device`].
 #[derive(Debug)]
 pub struct Incoming {
-    device: Pflash<NoStorage, NoEvents>,
+    device: Pflash<Vec<u8>, NoStorage, NoEvents>,
     stats: TransferStats,
     source_compat: Compat,
 }
@@ -1088,7 +1088,11 @@ impl Incoming {
 
     /// The device, resuming exactly where the source stopped. For a migration destination
     /// pass a [`Deferred`] storage, so that nothing reaches the file before [`commit`].
-    pub fn into_device<S: Storage, E: PflashEvents>(self, storage: S, events: E) -> Pflash<S, E> {
+    pub fn into_device<S: Storage, E: PflashEvents>(
+        self,
+        storage: S,
+        events: E,
+    ) -> Pflash<Vec<u8>, S, E> {
         let state = self.device.state();
         let geometry = self.device.geometry().clone();
         let (content, _, _) = self.device.into_parts();
@@ -1553,8 +1557,8 @@ pub struct CommitStats {
 ///
 /// As for [`commit_file`]; the device keeps running from memory and the commit can be
 /// retried. Committing twice is an error.
-pub fn commit<E: PflashEvents>(
-    dev: &mut Pflash<Deferred<FileStorage>, E>,
+pub fn commit<M: AsRef<[u8]> + AsMut<[u8]>, E: PflashEvents>(
+    dev: &mut Pflash<M, Deferred<FileStorage>, E>,
     path: &Path,
     durability: Durability,
 ) -> Result<CommitStats, StorageError> {

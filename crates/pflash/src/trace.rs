@@ -367,8 +367,8 @@ fn bytes_value(bytes: &[u8], big_endian: bool) -> u64 {
 /// # Errors
 ///
 /// The first `R` whose value differs; the operations before it have been applied.
-pub fn replay<S: Storage, E: PflashEvents>(
-    dev: &mut Pflash<S, E>,
+pub fn replay<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents>(
+    dev: &mut Pflash<M, S, E>,
     lines: &[TraceLine],
 ) -> Result<ReplayStats, ReplayMismatch> {
     let be = dev.geometry().big_endian;

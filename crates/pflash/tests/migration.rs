@@ -19,7 +19,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-type Dev = Pflash<DirtyTracking<NoStorage>, NoEvents>;
+type Dev = Pflash<Vec<u8>, DirtyTracking<NoStorage>, NoEvents>;
+/// A migration destination before its commit point.
+type DestDev = Pflash<Vec<u8>, Deferred<FileStorage>, NoEvents>;
 
 const VARS: u64 = 540_672;
 
@@ -38,7 +40,7 @@ fn live(
     src: &mut Dev,
     local: &Geometry,
     precopy: u32,
-) -> Result<(Pflash<Deferred<FileStorage>, NoEvents>, TransferStats), MigrationError> {
+) -> Result<(DestDev, TransferStats), MigrationError> {
     let (a, b) = UnixStream::pair().unwrap();
     let local = local.clone();
     let dest = thread::spawn(move || incoming(&b, &b, &local, Path::new("dest.fd")));
@@ -58,7 +60,7 @@ fn live(
 }
 
 /// Back into a tracked device (the next hop's source).
-fn rehost(dev: Pflash<Deferred<FileStorage>, NoEvents>) -> Dev {
+fn rehost(dev: DestDev) -> Dev {
     let state = dev.state();
     let geometry = dev.geometry().clone();
     let (content, _, _) = dev.into_parts();

@@ -270,7 +270,7 @@ impl pflash::PflashEvents for Errors {
     }
 }
 
-fn status<S: Storage, E: pflash::PflashEvents>(dev: &mut pflash::Pflash<S, E>) -> u8 {
+fn status<S: Storage, E: pflash::PflashEvents>(dev: &mut pflash::Pflash<Vec<u8>, S, E>) -> u8 {
     dev.write(0, &[0x70]);
     let mut status = [0];
     dev.read(0, &mut status);

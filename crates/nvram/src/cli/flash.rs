@@ -447,7 +447,7 @@ fn persist(storage: &mut FileStorage) -> Result<()> {
 
 /// The source side: pre-copy rounds and the final round over a fresh connection.
 fn migrate_out(
-    dev: &mut Pflash<DirtyTracking<FileStorage>, Events>,
+    dev: &mut Pflash<Vec<u8>, DirtyTracking<FileStorage>, Events>,
     to: &Address,
     precopy_rounds: u32,
     connect_timeout: Duration,
