@@ -78,15 +78,52 @@ pub enum FlashError {
     },
 }
 
-/// The vars flash: the device, its file, and the page-aligned memory the VMM registers as a
-/// read-only KVM memory slot while the device is in read-array mode.
+/// The flash content: an anonymous, page-aligned mapping that the device reads and writes
+/// in place and that the VMM registers as a read-only KVM memory slot in array mode.
+#[derive(Debug)]
+pub struct SlotMemory(MmapRegion);
+
+impl SlotMemory {
+    /// `len` bytes of zeroed, page-aligned memory.
+    ///
+    /// # Errors
+    ///
+    /// The mapping fails.
+    pub fn new(len: usize) -> Result<Self, FlashError> {
+        MmapRegion::new(len)
+            .map(SlotMemory)
+            .map_err(|source| FlashError::Mmap { len, source })
+    }
+
+    /// Host address and length, for `KVM_SET_USER_MEMORY_REGION`.
+    pub fn host_range(&self) -> (u64, u64) {
+        (self.0.as_ptr() as u64, self.0.size() as u64)
+    }
+}
+
+impl AsRef<[u8]> for SlotMemory {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the region is a private anonymous mapping of `size()` bytes that lives (and
+        // stays mapped) as long as `self`, which the slice borrows. Nothing writes it behind
+        // Rust's back: the guest sees it only through a read-only slot, and only inside
+        // KVM_RUN, which the single-threaded VMM never enters while it handles an exit.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.size()) }
+    }
+}
+
+impl AsMut<[u8]> for SlotMemory {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `as_ref`; `&mut self` makes this the only Rust reference, and KVM
+        // reads the pages (for the guest) only while the vCPU runs, never while the device
+        // is handling an access on the same thread.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), self.0.size()) }
+    }
+}
+
+/// The vars flash: the device over [`SlotMemory`] and its file.
 #[derive(Debug)]
 pub struct VarsFlash {
-    device: Pflash<FileStorage, ModeEvents>,
-    /// What the guest reads in array mode without an exit. Until the device works on
-    /// caller-owned memory this is a copy of [`Pflash::memory`], refreshed each time the
-    /// device enters array mode (the only time the guest can see it).
-    slot: MmapRegion,
+    device: Pflash<SlotMemory, FileStorage, ModeEvents>,
 }
 
 impl VarsFlash {
@@ -110,21 +147,16 @@ impl VarsFlash {
             })?
             .with_compat(compat);
         let storage = FileStorage::open(path, len as usize, false, durability)?;
-        let content = storage.read_content()?;
+        let mut memory = SlotMemory::new(len as usize)?;
+        memory.as_mut().copy_from_slice(&storage.read_content()?);
         let device =
-            Pflash::new(geometry, content, storage, ModeEvents::default()).map_err(|source| {
+            Pflash::new(geometry, memory, storage, ModeEvents::default()).map_err(|source| {
                 FlashError::Geometry {
                     path: path.display().to_string(),
                     source,
                 }
             })?;
-        let slot = MmapRegion::new(len as usize).map_err(|source| FlashError::Mmap {
-            len: len as usize,
-            source,
-        })?;
-        let mut flash = VarsFlash { device, slot };
-        flash.refresh_slot();
-        Ok(flash)
+        Ok(VarsFlash { device })
     }
 
     /// Size in bytes.
@@ -152,29 +184,18 @@ impl VarsFlash {
         self.device.write(offset, data);
     }
 
-    /// The array mode the device switched to since the last call, if it did. On a switch
-    /// into array mode the slot memory is brought up to date first.
+    /// The array mode the device switched to since the last call, if it did: the VMM maps
+    /// the slot on `Some(true)` and removes it on `Some(false)`. The slot memory is the
+    /// device's memory, so nothing is copied.
     pub fn take_mode_change(&mut self) -> Option<bool> {
-        let mode = self.device.events_mut().pending_mode.take()?;
-        if mode {
-            self.refresh_slot();
-        }
-        Some(mode)
+        self.device.events_mut().pending_mode.take()
     }
 
-    /// Host address and length of the slot memory, for `KVM_SET_USER_MEMORY_REGION`.
+    /// Host address and length of the device's memory, for `KVM_SET_USER_MEMORY_REGION`.
+    /// The mapping never moves: the address holds as long as `self`.
     pub fn slot_host_memory(&self) -> (u64, u64) {
-        (self.slot.as_ptr() as u64, self.slot.size() as u64)
-    }
-
-    fn refresh_slot(&mut self) {
-        // SAFETY: `slot` is an anonymous private mapping of `size()` bytes owned by `self`
-        // and unmapped only when `self` drops, so the pointer is valid for the slice's
-        // lifetime. Nothing else accesses it meanwhile: the guest reads it only inside
-        // KVM_RUN, which the VMM (one vCPU, one thread) never enters while handling an exit,
-        // and `&mut self` excludes other Rust references.
-        let slot = unsafe { std::slice::from_raw_parts_mut(self.slot.as_ptr(), self.slot.size()) };
-        slot.copy_from_slice(self.device.memory());
+        let memory = self.device.memory();
+        (memory.as_ptr() as u64, memory.len() as u64)
     }
 
     /// What the device reported.
