@@ -21,6 +21,9 @@ pub struct Exits {
     pub slot_maps: u64,
     /// Times it was removed (the device left array mode).
     pub slot_unmaps: u64,
+    /// Microseconds spent in `KVM_SET_USER_MEMORY_REGION` for those (KVM waits for the
+    /// vCPUs to leave the old memory map before it returns).
+    pub slot_change_micros: u64,
     /// Every exit to the VMM.
     pub total: u64,
 }

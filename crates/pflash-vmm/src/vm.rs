@@ -195,12 +195,14 @@ impl Vm {
             memory_size: if map { len } else { 0 },
             userspace_addr: host,
         };
+        let started = Instant::now();
         // SAFETY: the slot memory is a mapping of `len` bytes owned by `self.flash`, which
         // lives as long as the VM (the slot is never re-pointed at other memory); it does
         // not overlap the other slots.
         unsafe { self.vm.set_user_memory_region(region) }
             .map_err(kvm("KVM_SET_USER_MEMORY_REGION (vars flash)"))?;
         self.vars_mapped = map;
+        self.exits.slot_change_micros += started.elapsed().as_micros() as u64;
         if map {
             self.exits.slot_maps += 1;
         } else {
