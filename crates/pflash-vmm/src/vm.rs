@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY};
+use kvm_bindings::{
+    kvm_fpu, kvm_regs, kvm_sregs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_MEM_READONLY,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -83,14 +86,49 @@ pub enum Outcome {
     Stopped,
 }
 
+/// The VM besides the vars flash, at a point where the guest can resume elsewhere: taken by
+/// [`Vm::snapshot`] after [`Outcome::Stopped`], resumed by [`Vm::from_snapshot`] in a new VM
+/// with the same [`VarsFlash`] (or one rebuilt from its state and content).
+///
+/// It holds what this VMM's guests use: the general and segment registers (control
+/// registers and EFER included), the FPU/SSE state, RAM and the code image. There is no
+/// interrupt controller, timer or paging-related MSR to carry.
+#[derive(Clone)]
+pub struct VmSnapshot {
+    /// General registers.
+    pub regs: kvm_regs,
+    /// Segment, descriptor-table and control registers.
+    pub sregs: kvm_sregs,
+    /// x87/SSE state.
+    pub fpu: kvm_fpu,
+    /// Guest RAM (from address 0).
+    pub ram: Vec<u8>,
+    /// The code flash image.
+    pub code: Vec<u8>,
+    /// Exits so far, so that counts (and the flash access number) continue.
+    pub exits: Exits,
+}
+
+impl std::fmt::Debug for VmSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmSnapshot")
+            .field("rip", &format_args!("{:#x}", self.regs.rip))
+            .field("ram", &self.ram.len())
+            .field("code", &self.code.len())
+            .field("exits", &self.exits)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A VM running a code-flash image with the vars flash device.
 pub struct Vm {
     _kvm: Kvm,
     vm: VmFd,
     vcpu: VcpuFd,
     map: FlashMap,
-    /// RAM and the code flash; kept alive while the slots point at them.
-    _memory: GuestMemoryMmap,
+    /// RAM and the code flash; declared after `vm` and `vcpu` so that it is unmapped after
+    /// they close.
+    memory: GuestMemoryMmap,
     flash: VarsFlash,
     vars_mapped: bool,
     exits: Exits,
@@ -118,6 +156,101 @@ impl Vm {
     /// `/dev/kvm` cannot be opened, lacks read-only memory slots, or an ioctl fails; the
     /// code image has a size QEMU would refuse.
     pub fn new(code: &[u8], flash: VarsFlash, serial_sink: Box<dyn Write>) -> Result<Vm, VmError> {
+        let mut vm = Self::create(code, flash, serial_sink)?;
+        if vm.flash.is_array_mode() {
+            vm.map_vars(true)?;
+        }
+        Ok(vm)
+    }
+
+    /// A VM resuming `snapshot` with `flash` (in the state it had when the snapshot was
+    /// taken); serial output goes to `serial_sink`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Vm::new`], and a snapshot whose RAM is not this VMM's size.
+    pub fn from_snapshot(
+        snapshot: &VmSnapshot,
+        flash: VarsFlash,
+        serial_sink: Box<dyn Write>,
+    ) -> Result<Vm, VmError> {
+        if snapshot.ram.len() as u64 != RAM_SIZE {
+            return Err(VmError::Memory(format!(
+                "snapshot RAM is {} bytes, the VM has {RAM_SIZE}",
+                snapshot.ram.len()
+            )));
+        }
+        let mut vm = Self::create(&snapshot.code, flash, serial_sink)?;
+        vm.memory
+            .write_slice(&snapshot.ram, GuestAddress(0))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        vm.vcpu
+            .set_sregs(&snapshot.sregs)
+            .map_err(kvm("KVM_SET_SREGS"))?;
+        vm.vcpu
+            .set_regs(&snapshot.regs)
+            .map_err(kvm("KVM_SET_REGS"))?;
+        vm.vcpu.set_fpu(&snapshot.fpu).map_err(kvm("KVM_SET_FPU"))?;
+        vm.exits = snapshot.exits;
+        if vm.flash.is_array_mode() {
+            vm.map_vars(true)?;
+        }
+        Ok(vm)
+    }
+
+    /// The VM's state, after completing the access of the last exit.
+    ///
+    /// KVM finishes an MMIO or port access only at the next `KVM_RUN` (it copies a read's
+    /// data into the register, advances RIP). A snapshot taken before that would make the
+    /// resumed guest perform the access a second time: a byte program's command would reach
+    /// the device twice. So this first enters `KVM_RUN` with `immediate_exit` set, which
+    /// completes the access and returns at once without running guest code.
+    ///
+    /// # Errors
+    ///
+    /// An ioctl fails.
+    pub fn snapshot(&mut self) -> Result<VmSnapshot, VmError> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = self.vcpu.run().map(|exit| format!("{exit:?}"));
+        self.vcpu.set_kvm_immediate_exit(0);
+        match completed {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(source) => {
+                return Err(VmError::Kvm {
+                    what: "KVM_RUN (completing the last access)",
+                    source,
+                })
+            }
+            Ok(exit) => {
+                return Err(VmError::Guest(format!(
+                    "the guest ran while completing its last access: {exit}"
+                )))
+            }
+        }
+        let mut ram = vec![0u8; RAM_SIZE as usize];
+        self.memory
+            .read_slice(&mut ram, GuestAddress(0))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let mut code = vec![0u8; self.map.code_len as usize];
+        self.memory
+            .read_slice(&mut code, GuestAddress(self.map.code_base))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        Ok(VmSnapshot {
+            regs: self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?,
+            sregs: self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?,
+            fpu: self.vcpu.get_fpu().map_err(kvm("KVM_GET_FPU"))?,
+            ram,
+            code,
+            exits: self.exits,
+        })
+    }
+
+    /// Ends the VM and hands back its vars flash (to resume it in another VM).
+    pub fn into_flash(self) -> VarsFlash {
+        self.flash
+    }
+
+    fn create(code: &[u8], flash: VarsFlash, serial_sink: Box<dyn Write>) -> Result<Vm, VmError> {
         let map = FlashMap::q35(code.len() as u64, flash.len())
             .map_err(|e| VmError::Memory(e.to_string()))?;
         let kvm_handle = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
@@ -151,10 +284,9 @@ impl Vm {
                 memory_size: len,
                 userspace_addr: host as u64,
             };
-            // SAFETY: `host` points at `len` bytes of `memory`, a mapping the Vm owns and
-            // keeps until it drops, after the VM's file descriptor (field order: `vm` drops
-            // first... and KVM stops using the memory when the VM is destroyed); the slots
-            // do not overlap.
+            // SAFETY: `host` points at `len` bytes of `memory`, a mapping the Vm owns; the
+            // VM and vCPU file descriptors are fields declared before it, so they close (and
+            // KVM stops using the memory) before it is unmapped. The slots do not overlap.
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
@@ -163,22 +295,18 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
-        let mut vm = Vm {
+        Ok(Vm {
             _kvm: kvm_handle,
             vm,
             vcpu,
             map,
-            _memory: memory,
+            memory,
             flash,
             vars_mapped: false,
             exits: Exits::default(),
             serial: Vec::new(),
             serial_sink,
-        };
-        if vm.flash.is_array_mode() {
-            vm.map_vars(true)?;
-        }
-        Ok(vm)
+        })
     }
 
     /// Maps (`true`) or removes the vars flash slot.

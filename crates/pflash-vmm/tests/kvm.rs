@@ -317,3 +317,102 @@ fn guest_images_are_reproducible() {
     assert_ne!(first, other);
     assert_eq!(first.len() % 4096, 0);
 }
+
+/// Runs the boot workload in the VMM on a copy of the before-image, pausing wherever
+/// `pause` says (after a flash access) to snapshot the VM and resume it in a new one (new KVM
+/// VM, vCPU and memory) with the same device. Returns the debug-exit value, the serial
+/// output, the final exits, the number of pauses and the final vars content.
+fn boot_with_pauses(
+    dir: &Path,
+    pause: &mut dyn FnMut(&pflash_vmm::exits::Exits) -> bool,
+) -> (u32, String, pflash_vmm::exits::Exits, usize, Vec<u8>) {
+    use pflash_vmm::flash::VarsFlash;
+    use pflash_vmm::guest::{self, workload};
+    use pflash_vmm::vm::{Outcome, Vm};
+
+    let program = workload::program(workload::Workload::Boot, None).unwrap();
+    let code = guest::build_image(&program).unwrap();
+    let vars = image(dir, "paused.fd", false);
+    let flash = VarsFlash::open(&vars, pflash::Compat::Qemu7_2, pflash::Durability::None).unwrap();
+    let mut vm = Vm::new(&code, flash, Box::new(std::io::sink())).unwrap();
+    let mut serial = Vec::new();
+    let mut pauses = 0;
+    let value = loop {
+        match vm.run(Some(RUN_LIMIT), pause) {
+            Ok(Outcome::Stopped) => {
+                let snapshot = vm.snapshot().unwrap();
+                serial.extend_from_slice(vm.serial());
+                let flash = vm.into_flash();
+                vm = Vm::from_snapshot(&snapshot, flash, Box::new(std::io::sink())).unwrap();
+                pauses += 1;
+                // A repeated access would pause again and again: fail instead of looping.
+                assert!(
+                    pauses < 200,
+                    "{pauses} pauses: the guest is not making progress"
+                );
+            }
+            Ok(Outcome::DebugExit(value)) => break value,
+            other => panic!("{other:?}"),
+        }
+    };
+    serial.extend_from_slice(vm.serial());
+    vm.flash_mut().flush().unwrap();
+    let exits = vm.exits();
+    drop(vm);
+    let content = std::fs::read(&vars).unwrap();
+    (
+        value,
+        String::from_utf8_lossy(&serial).into_owned(),
+        exits,
+        pauses,
+        content,
+    )
+}
+
+/// The run loop's pause point, where a migration would take the VM: the boot workload
+/// paused after 10 random flash accesses and after every flash read, each time snapshotted
+/// and resumed in a new VM, ends exactly as an uninterrupted run, with the same exits. A
+/// snapshot that left the last read for KVM to complete would have the new VM perform it
+/// again (one more MMIO read per such pause).
+#[test]
+fn boot_workload_resumed_in_new_vms_after_flash_accesses_ends_as_an_uninterrupted_run() {
+    use rand::{Rng, SeedableRng};
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let after = std::fs::read(image(dir.path(), "after.fd", true)).unwrap();
+    let (value, serial, reference, pauses, content) = boot_with_pauses(dir.path(), &mut |_| false);
+    assert_eq!((value, pauses), (0, 0), "{serial}");
+    assert_eq!(content, after);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let points: Vec<u64> = (0..10)
+        .map(|_| rng.gen_range(1..reference.flash_accesses()))
+        .collect();
+    let mut reads_seen = 0;
+    let (value, serial, exits, pauses, content) = boot_with_pauses(dir.path(), &mut |exits| {
+        let after_read = exits.mmio_read != reads_seen;
+        reads_seen = exits.mmio_read;
+        after_read || points.contains(&exits.flash_accesses())
+    });
+    let context = format!("seed {seed}, points {points:?}, {pauses} pauses");
+    assert!(pauses >= 10 + reference.mmio_read as usize - 1, "{context}");
+    assert_eq!(value, 0, "{context}:\n{serial}");
+    assert!(serial.contains("result: mismatches 0x00000000"), "{serial}");
+    assert_eq!(content, after, "{context}");
+    assert_eq!(
+        (
+            exits.mmio_read,
+            exits.mmio_write,
+            exits.array_mode_read_exits
+        ),
+        (reference.mmio_read, reference.mmio_write, 0),
+        "{context}"
+    );
+}
