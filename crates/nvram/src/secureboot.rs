@@ -28,6 +28,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod generated;
+
+pub use generated::{enroll_generated_pk, GeneratedPkError, PkFiles};
+
 use serde::Serialize;
 use std::path::Path;
 use varstore::decode::describe_signature;

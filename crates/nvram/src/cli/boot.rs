@@ -1,15 +1,17 @@
 //! `nvram boot`: list, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 
+use super::args::StrategyArg;
 use super::out::message;
-use super::set::{changes, json_report, note_free_space, JsonChange, Snapshot, StrategyArg};
+use super::set::{json_report, note_free_space};
 use super::Loaded;
 use anyhow::{anyhow, bail, Result};
+use nvram::edit::{changes, ChangedVariable, EditFileError, Snapshot};
 use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::boot::{self, BootConfig, BootError, LoadOptionSpec, Placement};
-use varstore::edit::{EditError, Editor, Strategy};
+use varstore::edit::{Editor, Strategy};
 
 /// List, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 #[derive(Debug, clap::Args)]
@@ -126,41 +128,16 @@ fn number(text: &str) -> Result<u16> {
         .ok_or_else(|| anyhow!("{text:?} is not a boot entry number (hex, e.g. 0003)"))
 }
 
-/// Runs a boot edit on the locked file. Boot-level refusals (unknown entry, …) are raised
-/// before anything is changed, so they travel as `Ok(Err(_))` and leave the file untouched;
-/// store-level ones abort the whole edit.
-fn edit<T>(
-    file: &std::path::Path,
-    op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
-) -> Result<nvram::edit::Edited<T>> {
-    let edited = nvram::edit::edit_file(file, |editor| -> Result<_, EditError> {
-        match op(editor) {
-            Ok(v) => Ok(Ok(v)),
-            Err(BootError::Edit(e)) => Err(e),
-            Err(other) => Ok(Err(other)),
-        }
-    })?;
-    match edited.value {
-        Ok(value) => Ok(nvram::edit::Edited {
-            value,
-            written: edited.written,
-            free_space: edited.free_space,
-            reclaim_at_boot: edited.reclaim_at_boot,
-        }),
-        Err(e) => bail!("{}: {e}; nothing was changed", file.display()),
-    }
-}
-
-/// [`edit`], also saying (with `json`) what happened to each variable: the ones `named`
-/// after the edit's value first, then any other that changed.
+/// Runs a boot edit on the locked file, also saying (with `json`) what happened to each
+/// variable: the ones `named` after the edit's value first, then any other that changed.
 fn edit_reporting<T>(
     file: &std::path::Path,
     json: bool,
     op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
     named: impl FnOnce(&T) -> Vec<String>,
-) -> Result<(nvram::edit::Edited<T>, Vec<JsonChange>)> {
+) -> Result<(nvram::edit::Edited<T>, Vec<ChangedVariable>), EditFileError<BootError>> {
     let mut variables = Vec::new();
-    let edited = edit(file, |editor| {
+    let edited = nvram::edit::edit_file(file, |editor| {
         let before = json.then(|| Snapshot::of(editor)).transpose()?;
         let value = op(editor)?;
         if let Some(before) = before {

@@ -1,6 +1,7 @@
 //! Argument parsing and one module per subcommand.
 
 mod apply;
+mod args;
 mod boot;
 mod check;
 mod clean;
