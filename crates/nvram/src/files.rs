@@ -26,8 +26,8 @@ const IMAGE_WHAT: &str = "a variable store";
 /// A file operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The path exists and `--force` was not given.
-    #[error("{path}: already exists (use --force to replace it)")]
+    /// The path exists and replacing it was not asked for.
+    #[error("{path}: already exists")]
     Exists {
         /// The path.
         path: PathBuf,

@@ -125,7 +125,7 @@ impl CheckReport {
             ErrorKind::Unformatted => (
                 "unformatted",
                 FirmwareVerdict::Refuse,
-                "refuse: OVMF writes a bare firmware volume header and stops in DXE; create a store with `nvram create`".to_string(),
+                "refuse: OVMF writes a bare firmware volume header and stops in DXE; the file needs a formatted store".to_string(),
             ),
             ErrorKind::Damaged => (
                 "damaged",
@@ -151,13 +151,25 @@ impl CheckReport {
         }
     }
 
-    /// Exit status of `nvram check`: 0 healthy, 1 problems, 2 not a varstore.
-    pub fn exit_code(&self) -> u8 {
+    /// The overall verdict: healthy (an unformatted flash that the firmware formats at
+    /// first boot counts as healthy), problems, or not a variable store at all.
+    pub fn health(&self) -> Health {
         match self.status {
-            "healthy" => 0,
-            "unformatted" if self.verdict == FirmwareVerdict::Accept => 0,
-            "not-a-varstore" => 2,
-            _ => 1,
+            "healthy" => Health::Healthy,
+            "unformatted" if self.verdict == FirmwareVerdict::Accept => Health::Healthy,
+            "not-a-varstore" => Health::NotAVarstore,
+            _ => Health::Problems,
         }
     }
+}
+
+/// The overall verdict of a [`CheckReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The firmware will use the store as it is.
+    Healthy,
+    /// Findings, damage, or an unformatted flash the firmware does not format.
+    Problems,
+    /// Not a UEFI variable store.
+    NotAVarstore,
 }

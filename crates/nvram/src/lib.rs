@@ -7,7 +7,7 @@
 //! let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
 //! let store = varstore::Varstore::parse(&image).unwrap();
 //! let report = nvram::inspect::CheckReport::of_store(&store);
-//! assert_eq!(report.exit_code(), 0);
+//! assert_eq!(report.health(), nvram::inspect::Health::Healthy);
 //! ```
 
 pub mod apply;

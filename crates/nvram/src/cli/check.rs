@@ -1,6 +1,6 @@
 use anyhow::Result;
 use nvram::escape::terminal;
-use nvram::inspect::CheckReport;
+use nvram::inspect::{CheckReport, Health};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +89,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let _ = writeln!(text, "  {}", terminal(&finding.to_string()));
         }
         let _ = writeln!(text, "  firmware: {}", report.verdict_text);
+        if report.status == "unformatted" && report.health() != Health::Healthy {
+            let _ = writeln!(text, "  `nvram create` makes a formatted store");
+        }
         for l in &leftovers {
             let _ = writeln!(
                 text,
@@ -101,5 +104,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         super::out::text(&text)?;
     }
-    Ok(ExitCode::from(report.exit_code()))
+    // 0 healthy, 1 problems, 2 not a varstore (as for an unreadable file).
+    Ok(ExitCode::from(match report.health() {
+        Health::Healthy => 0,
+        Health::Problems => 1,
+        Health::NotAVarstore => 2,
+    }))
 }

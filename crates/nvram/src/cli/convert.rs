@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 target.format
             )
         })?;
-    nvram::files::write_output(&args.output, &content, args.force)
+    super::write_output(&args.output, &content, args.force)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     if args.json {
         let mut doc = serde_json::to_value(&report)?;

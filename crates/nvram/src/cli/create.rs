@@ -32,7 +32,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let image = layout.create();
     let format = nvram::container::default_format().unwrap_or(nvram::container::Format::Raw);
     let content = nvram::container::wrap(&image, format)?;
-    nvram::files::write_output(&args.file, &content, args.force)?;
+    super::write_output(&args.file, &content, args.force)?;
     message!(
         "created {} ({}, {} bytes{})",
         args.file.display(),
