@@ -278,7 +278,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let progress = std::io::stderr()
             .is_terminal()
             .then(|| Progress::new(targets.len()));
-        let named = super::vms::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
+        let named = nvram::libvirt::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
             if let Some(p) = &progress {
                 p.done(r.status);
             }

@@ -140,3 +140,53 @@ pub fn set_step(text: &str) -> Result<nvram::apply::Step, nvram::apply::SpecErro
 pub fn delete_step(text: &str) -> Result<nvram::apply::Step, nvram::apply::SpecError> {
     nvram::apply::parse_delete(text)
 }
+
+/// `--layout`: a built-in layout by name.
+pub fn layout(text: &str) -> Result<&'static varstore::Layout, String> {
+    varstore::Layout::by_name(text).ok_or_else(|| {
+        let names: Vec<&str> = varstore::LAYOUTS.iter().map(|l| l.name).collect();
+        format!("unknown layout: choose one of {}", names.join(", "))
+    })
+}
+
+/// A boot entry number: hex, with or without `Boot` (`0003`, `Boot0003`).
+pub fn boot_number(text: &str) -> Result<u16, &'static str> {
+    varstore::boot::parse_option_number(text).ok_or("not a boot entry number (hex, e.g. 0003)")
+}
+
+/// `boot order`: boot entry numbers, comma-separated (empty items ignored).
+#[derive(Debug, Clone)]
+pub struct BootOrder(pub Vec<u16>);
+
+/// The value parser of [`BootOrder`].
+pub fn boot_order(text: &str) -> Result<BootOrder, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|n| boot_number(n).map_err(|e| format!("{n:?}: {e}")))
+        .collect::<Result<_, _>>()
+        .map(BootOrder)
+}
+
+/// `boot add --partition UNIQUE-PARTITION-GUID/NUMBER`.
+#[derive(Debug, Clone, Copy)]
+pub struct Partition {
+    /// The GPT partition's unique GUID.
+    pub guid: Guid,
+    /// Its number, from 1.
+    pub number: u32,
+}
+
+/// The value parser of [`Partition`].
+pub fn partition(text: &str) -> Result<Partition, String> {
+    let (g, n) = text
+        .split_once('/')
+        .ok_or_else(|| "expected GUID/NUMBER".to_string())?;
+    let guid = Guid::try_parse(g.trim()).map_err(|_| format!("{g:?} is not a GUID"))?;
+    let number = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{n:?} is not a partition number"))?;
+    Ok(Partition { guid, number })
+}

@@ -8,7 +8,6 @@ use nvram::upgrade::{upgrade_with, TemplateDatabases, UpgradeOptions};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use varstore::{ErrorKind, Varstore};
 
 /// Give a VM's store the Secure Boot databases of a newer template, keeping the VM's own
 /// variables.
@@ -160,7 +159,7 @@ fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
         dry_run: args.dry_run,
     };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let named = super::vms::apply_targets(&targets, &plan, jobs, &|_| {});
+    let named = nvram::libvirt::apply_targets(&targets, &plan, jobs, &|_| {});
     super::out::report(&super::vms::report(&named, args.json)?);
     let results: Vec<_> = named.into_iter().map(|(_, r)| r).collect();
     let summary = Summary::of(&results);
@@ -188,19 +187,7 @@ fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
 
 /// Reads the template and its Secure Boot databases, once.
 pub(super) fn load_template(path: &Path) -> Result<TemplateDatabases> {
-    let template = nvram::prepare::Template::load(path)?;
-    let store = match Varstore::parse(template.image()) {
-        Ok(store) => store,
-        Err(e) if e.kind() == ErrorKind::Unformatted => {
-            bail!(
-                "{}: the template is blank: it holds no Secure Boot databases to upgrade to",
-                path.display()
-            )
-        }
-        Err(e) => return Err(super::parse_error(path, e)),
-    };
-    let databases = TemplateDatabases::of(&store)
-        .with_context(|| format!("{}: cannot use the template", path.display()))?;
+    let databases = TemplateDatabases::load(path)?;
     if databases.is_empty() {
         message!(
             "nvram: note: {}: the template has no Secure Boot databases (PK, KEK, db, dbx)",
