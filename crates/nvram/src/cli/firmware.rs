@@ -123,8 +123,8 @@ pub struct TemplateSource {
     /// Take the template from a QEMU firmware descriptor: `auto` selects the first one that
     /// fits --arch, --machine and --feature (UEFI, split flash, raw), or give a descriptor's
     /// file name (e.g. 60-edk2-x86_64.json).
-    #[arg(long, value_name = "auto|NAME")]
-    firmware: Option<String>,
+    #[arg(long, value_name = "auto|NAME", value_parser = descriptor_arg)]
+    firmware: Option<DescriptorArg>,
     /// The template's format: with --template it must be in it; with --firmware auto only
     /// descriptors whose images have it are considered (default raw, as QEMU and libvirt).
     /// The VM's store is kept in the template's format unless --format says otherwise.
@@ -134,6 +134,22 @@ pub struct TemplateSource {
     needs: Needs,
     #[command(flatten)]
     dirs: Dirs,
+}
+
+/// `--firmware auto|NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptorArg {
+    /// The first descriptor that fits.
+    Auto,
+    /// A descriptor's file name.
+    Named(String),
+}
+
+fn descriptor_arg(text: &str) -> Result<DescriptorArg, std::convert::Infallible> {
+    Ok(match text {
+        "auto" => DescriptorArg::Auto,
+        name => DescriptorArg::Named(name.to_string()),
+    })
 }
 
 /// `--template-format`: the formats a template image may have.
@@ -167,7 +183,7 @@ pub struct Chosen {
 impl TemplateSource {
     pub fn resolve(&self) -> Result<Chosen> {
         let format = self.template_format.map(nvram::container::Format::from);
-        let Some(name) = &self.firmware else {
+        let Some(descriptor) = &self.firmware else {
             let template = self.template.clone().expect("clap requires --template");
             return Ok(Chosen {
                 template,
@@ -176,7 +192,9 @@ impl TemplateSource {
                 machine: None,
             });
         };
-        let (choice, machine) = if name == "auto" {
+        let (choice, machine) = if let DescriptorArg::Named(name) = descriptor {
+            (FirmwareChoice::Named(name.clone()), None)
+        } else {
             // Resolve the machine type first: an unknown one fails before anything is read.
             let wanted = format.unwrap_or(nvram::container::Format::Raw);
             let criteria = self
@@ -184,8 +202,6 @@ impl TemplateSource {
                 .criteria(Criteria::uefi_varstore_in(host_arch(), wanted.as_str()))?;
             let machine = criteria.machine.clone();
             (FirmwareChoice::Auto(criteria), machine)
-        } else {
-            (FirmwareChoice::Named(name.clone()), None)
         };
         let chosen = self.dirs.catalog().template(&choice, format)?;
         Ok(Chosen {
