@@ -517,6 +517,20 @@ fn write_db(
 
 /// Enrols PK, KEK, db and dbx (replacing what is there), `SecureBootEnable` = 1 and
 /// `CustomMode` = 0. Timestamps only move forward. On error `editor` is unchanged.
+///
+/// A store file is enrolled inside [`crate::edit::edit_file`]:
+///
+/// ```
+/// use nvram::secureboot::{enroll, generate_pk, EnrollPlan};
+/// use varstore::secureboot::SignatureInput;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("vm1_VARS.fd");
+/// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+/// let pk = SignatureInput::Certificates(vec![generate_pk("VM 1")?.cert_der]);
+/// let edited = nvram::edit::edit_file(&path, |store| enroll(store, &EnrollPlan::with_pk(pk)))?;
+/// assert!(edited.written && edited.value.iter().any(|c| c.name == "PK"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn enroll(
     editor: &mut Editor,
     plan: &EnrollPlan,
