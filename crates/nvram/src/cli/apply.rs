@@ -9,8 +9,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use varstore::edit::Strategy;
 
 /// Apply the same edit to many stores in parallel (a fleet of VMs).
@@ -275,9 +273,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if targets.is_empty() {
             bail!("no libvirt domain with a UEFI varstore to edit");
         }
-        let progress = std::io::stderr()
-            .is_terminal()
-            .then(|| Progress::new(targets.len()));
+        let progress = Progress::new(targets.len());
         let named = nvram::libvirt::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
             if let Some(p) = &progress {
                 p.done(r.status);
@@ -294,9 +290,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no files to edit (give FILEs, --files-from or --dir)");
     }
-    let progress = std::io::stderr()
-        .is_terminal()
-        .then(|| Progress::new(files.len()));
+    let progress = Progress::new(files.len());
     let results = apply_all(&files, &plan, jobs, &|r: &FileResult| {
         if let Some(p) = &progress {
             p.done(r.status);
@@ -442,54 +436,48 @@ fn files_of(args: &Args) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A one-line progress bar on stderr, redrawn at most ten times a second.
+/// The progress bar on stderr: only when stderr is a terminal (a log or a pipe gets only the
+/// summary), redrawn at most ten times a second, counting the failed and skipped files.
 struct Progress {
-    total: usize,
-    done: AtomicUsize,
+    bar: indicatif::ProgressBar,
     failed: AtomicUsize,
     skipped: AtomicUsize,
-    last_draw: Mutex<Instant>,
 }
 
 impl Progress {
-    fn new(total: usize) -> Self {
-        Self {
-            total,
-            done: AtomicUsize::new(0),
+    fn new(total: usize) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let target = indicatif::ProgressDrawTarget::stderr_with_hz(10);
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), target);
+        let style = indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} files, {msg}")
+            .expect("a valid template")
+            .progress_chars("## ");
+        bar.set_style(style);
+        bar.set_message("0 failed, 0 skipped");
+        Some(Self {
+            bar,
             failed: AtomicUsize::new(0),
             skipped: AtomicUsize::new(0),
-            last_draw: Mutex::new(Instant::now() - Duration::from_secs(1)),
-        }
+        })
     }
 
     fn done(&self, status: Status) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         match status {
             Status::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
             Status::Skipped => self.skipped.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        // try_lock: a worker never waits for another one's drawing.
-        let Ok(mut last) = self.last_draw.try_lock() else {
-            return;
-        };
-        if last.elapsed() < Duration::from_millis(100) && done < self.total {
-            return;
-        }
-        *last = Instant::now();
-        const WIDTH: usize = 30;
-        let filled = WIDTH * done / self.total.max(1);
-        super::out::control(&format!(
-            "\r[{}{}] {done}/{} files, {} failed, {} skipped\x1b[K",
-            "#".repeat(filled),
-            " ".repeat(WIDTH - filled),
-            self.total,
+        self.bar.set_message(format!(
+            "{} failed, {} skipped",
             self.failed.load(Ordering::Relaxed),
-            self.skipped.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed)
         ));
+        self.bar.inc(1);
     }
 
     fn clear(&self) {
-        super::out::control("\r\x1b[K");
+        self.bar.finish_and_clear();
     }
 }
