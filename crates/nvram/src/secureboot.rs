@@ -364,6 +364,21 @@ pub struct VariableChange {
     pub time: Option<String>,
 }
 
+impl VariableChange {
+    /// The variable's vendor GUID: the image security database GUID for db and dbx, OVMF's
+    /// for `SecureBootEnable` and `CustomMode`, the EFI global variable GUID for PK and KEK.
+    pub fn guid(&self) -> Guid {
+        match self.name.as_str() {
+            "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
+            "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
+            name => Database::ALL
+                .into_iter()
+                .find(|d| d.name() == name)
+                .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
+        }
+    }
+}
+
 /// Largest certificate, signature list or `.auth` file read: whatever it holds must fit in a
 /// variable, and no store's variable region is larger than 256 KiB (`varstore::layout`);
 /// 4 MiB leaves room for PEM armour and for lists that are filtered before being written.

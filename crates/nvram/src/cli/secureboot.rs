@@ -236,17 +236,9 @@ impl EnrollInputs<'_> {
 /// One variable of a `--json` report: name, guid, change, then the counts and time the text
 /// gives.
 fn json_change(c: &sb::VariableChange) -> serde_json::Value {
-    let guid = match c.name.as_str() {
-        "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
-        "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
-        name => Database::ALL
-            .into_iter()
-            .find(|d| d.name() == name)
-            .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
-    };
     serde_json::json!({
         "name": c.name,
-        "guid": guid.to_string(),
+        "guid": c.guid().to_string(),
         "change": c.change,
         "entries": c.entries,
         "added": c.added,
