@@ -36,7 +36,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::edit::{edit_file_with, import, EditFileError, ImportList};
+mod discover;
+mod spec;
+
+pub use discover::{
+    dedup_files, parse_file_list, stores_in_dir, FILE_LIST_WHAT, MAX_FILE_LIST_LEN,
+};
+pub use spec::{parse_delete, parse_set, SpecError};
+
+use crate::edit::{delete_by_name, edit_file_with, import, DeleteError, EditFileError, ImportList};
 use serde::Serialize;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -99,20 +107,40 @@ pub enum Step {
     },
 }
 
-/// Why a step refused to run on one file.
-#[derive(Debug)]
-enum StepError {
-    Edit(EditError),
+/// Why a step refused to run on one file (the file is then left as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The editor refused a write, or cannot read the store.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// A [`Step::Delete`] without a GUID found several variables of that name.
+    #[error("{0}; name one as NAME@GUID")]
+    Ambiguous(DeleteError),
+    /// A [`Step::Import`] list entry was refused.
+    #[error(transparent)]
     Import(crate::edit::ImportError),
-    Other(String),
+    /// A [`Step::Enroll`] or [`Step::AddSignatures`] was refused.
+    #[error(transparent)]
+    SecureBoot(crate::secureboot::SecureBootError),
+    /// A [`Step::Upgrade`] was refused.
+    #[error(transparent)]
+    Upgrade(crate::upgrade::UpgradeError),
 }
 
-impl fmt::Display for StepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Edit(e) => e.fmt(f),
-            Self::Import(e) => e.fmt(f),
-            Self::Other(e) => f.write_str(e),
+impl From<crate::secureboot::SecureBootError> for StepError {
+    fn from(e: crate::secureboot::SecureBootError) -> Self {
+        match e {
+            crate::secureboot::SecureBootError::Edit(e) => Self::Edit(e),
+            other => Self::SecureBoot(other),
+        }
+    }
+}
+
+impl From<crate::upgrade::UpgradeError> for StepError {
+    fn from(e: crate::upgrade::UpgradeError) -> Self {
+        match e {
+            crate::upgrade::UpgradeError::Edit(e) => Self::Edit(e),
+            other => Self::Upgrade(other),
         }
     }
 }
@@ -135,41 +163,16 @@ impl Step {
                 Ok(format!("{name}: {}", outcome.change))
             }
             Self::Delete { name, guid } => {
-                let guid = match guid {
-                    Some(g) => *g,
-                    None => {
-                        let store = editor.store().map_err(StepError::Edit)?;
-                        let guids: Vec<Guid> = store
-                            .live_variables()
-                            .iter()
-                            .filter(|r| r.name() == *name)
-                            .map(|r| r.guid)
-                            .collect();
-                        match guids.as_slice() {
-                            [] => return Ok(format!("{name}: not present")),
-                            [one] => *one,
-                            many => {
-                                return Err(StepError::Other(format!(
-                                    "{} variables are named {name}; name one as {name}@GUID",
-                                    many.len()
-                                )))
-                            }
-                        }
-                    }
-                };
-                match editor.delete(name, guid, strategy) {
-                    Ok(outcome) => Ok(format!("{name}: {}", outcome.change)),
+                match delete_by_name(editor, name, *guid, strategy) {
+                    Ok((_, outcome)) => Ok(format!("{name}: {}", outcome.change)),
                     // Deleting what is not there is done already: this keeps plans idempotent.
-                    Err(EditError::NotFound { .. }) => Ok(format!("{name}: not present")),
-                    Err(e) => Err(StepError::Edit(e)),
+                    Err(DeleteError::NotFound { .. }) => Ok(format!("{name}: not present")),
+                    Err(DeleteError::Edit(e)) => Err(StepError::Edit(e)),
+                    Err(e @ DeleteError::Ambiguous { .. }) => Err(StepError::Ambiguous(e)),
                 }
             }
             Self::Enroll(enrolment) => {
-                let changes =
-                    crate::secureboot::enroll(editor, enrolment).map_err(|e| match e {
-                        crate::secureboot::SecureBootError::Edit(e) => StepError::Edit(e),
-                        other => StepError::Other(other.to_string()),
-                    })?;
+                let changes = crate::secureboot::enroll(editor, enrolment)?;
                 let what: Vec<String> = changes
                     .iter()
                     .map(|c| format!("{}: {}", c.name, c.change))
@@ -177,11 +180,7 @@ impl Step {
                 Ok(what.join("; "))
             }
             Self::AddSignatures(addition) => {
-                let change =
-                    crate::secureboot::add(editor, addition, strategy).map_err(|e| match e {
-                        crate::secureboot::SecureBootError::Edit(e) => StepError::Edit(e),
-                        other => StepError::Other(other.to_string()),
-                    })?;
+                let change = crate::secureboot::add(editor, addition, strategy)?;
                 Ok(match change.added {
                     0 => format!("{}: unchanged", change.name),
                     n => format!("{}: {} (+{n})", change.name, change.change),
@@ -195,12 +194,7 @@ impl Step {
                     replace_pk: *replace_pk,
                     strategy,
                 };
-                let report = crate::upgrade::upgrade_with(editor, template, &options).map_err(
-                    |e| match e {
-                        crate::upgrade::UpgradeError::Edit(e) => StepError::Edit(e),
-                        other => StepError::Other(other.to_string()),
-                    },
-                )?;
+                let report = crate::upgrade::upgrade_with(editor, template, &options)?;
                 let what: Vec<String> = report
                     .variables
                     .iter()
@@ -363,29 +357,16 @@ impl Summary {
 /// Applies `plan` to one file: locks it, runs every step on a copy and replaces the file
 /// atomically only if the steps all succeeded and changed something.
 pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
-    // `edit_file` only carries its own error kinds out of the closure, so a step's error is
-    // kept here and the closure aborts with a stand-in `EditError` (which is then ignored):
-    // either way nothing is written.
-    let mut refused: Option<StepError> = None;
     // What the steps did, also for a file that is changed but not durable (an error).
     let mut did = String::new();
-    let result = edit_file_with(path, !plan.dry_run, |editor| {
-        let mut done = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
-            match step.run(editor, plan.strategy) {
-                Ok(what) => done.push(what),
-                Err(e) => {
-                    refused = Some(e);
-                    return Err(EditError::Unusable {
-                        offset: 0,
-                        field: "apply",
-                        problem: String::new(),
-                    });
-                }
-            }
-        }
+    let result = edit_file_with(path, !plan.dry_run, |editor| -> Result<_, StepError> {
+        let done = plan
+            .steps
+            .iter()
+            .map(|step| step.run(editor, plan.strategy))
+            .collect::<Result<Vec<_>, _>>()?;
         did = done.join("; ");
-        Ok::<_, EditError>(did.clone())
+        Ok(did.clone())
     });
     let (status, detail) = match result {
         // `written` is what counts: a step may report a change that leaves the bytes as they
@@ -398,34 +379,18 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
             (Status::Skipped, holder)
         }
         Err(EditFileError::Locked { holder, .. }) => (Status::Skipped, format!("locked: {holder}")),
-        Err(EditFileError::File(e)) if e.is_not_durable() => (
-            Status::NotDurable,
-            format!("{did}; {}", strip_path(path, &e.to_string())),
-        ),
-        Err(e) => {
-            let why = match refused {
-                Some(step) => step.to_string(),
-                None => e.to_string(),
-            };
-            (Status::Failed, strip_path(path, &why))
+        Err(EditFileError::File(e)) if e.is_not_durable() => {
+            (Status::NotDurable, format!("{did}; {e}"))
         }
+        // The result names the file and says it failed, so the step's own reason is enough.
+        Err(EditFileError::Edit { error, .. }) => (Status::Failed, error.to_string()),
+        Err(EditFileError::File(e)) => (Status::Failed, e.to_string()),
     };
     FileResult {
         file: path.to_path_buf(),
         status,
         detail,
     }
-}
-
-/// Drops the `path: ` the file errors start with (the result names the file already) and
-/// the "nothing was changed" they end with (every failed file is left unchanged).
-fn strip_path(path: &Path, message: &str) -> String {
-    let prefix = format!("{}: ", path.display());
-    let message = message.strip_prefix(&prefix).unwrap_or(message);
-    message
-        .strip_suffix("; nothing was changed")
-        .unwrap_or(message)
-        .to_string()
 }
 
 /// Applies `plan` to every file with `jobs` threads (at least one) and returns the results
@@ -485,11 +450,11 @@ pub fn apply_all(
 /// would fail it on every store (a bad name, attributes, empty data, a malformed import
 /// entry). Problems that depend on the store (size limits, a full store) are left to the
 /// per-file results.
-pub fn preflight(plan: &Plan) -> Result<(), String> {
+pub fn preflight(plan: &Plan) -> Result<(), StepError> {
     let blank = varstore::Layout::by_name("ovmf-4m")
         .expect("built-in layout")
         .create();
-    let mut editor = Editor::new(&blank).map_err(|e| e.to_string())?;
+    let mut editor = Editor::new(&blank)?;
     let universal = |e: &EditError| {
         matches!(
             e,
@@ -501,14 +466,12 @@ pub fn preflight(plan: &Plan) -> Result<(), String> {
     };
     for step in &plan.steps {
         match step.run(&mut editor, plan.strategy) {
-            Err(StepError::Edit(e)) if universal(&e) => return Err(e.to_string()),
+            Err(StepError::Edit(e)) if universal(&e) => return Err(StepError::Edit(e)),
             Err(StepError::Import(e @ crate::edit::ImportError::Field { .. })) => {
-                return Err(e.to_string())
+                return Err(StepError::Import(e))
             }
-            Err(StepError::Import(crate::edit::ImportError::Refused { index, error }))
-                if universal(&error) =>
-            {
-                return Err(format!("variable {index}: {error}"))
+            Err(StepError::Import(e @ crate::edit::ImportError::Refused { .. })) if matches!(&e, crate::edit::ImportError::Refused { error, .. } if universal(error)) => {
+                return Err(StepError::Import(e))
             }
             _ => {}
         }

@@ -25,6 +25,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod changes;
+mod delete;
+mod value;
+
+pub use changes::{changes, ChangedVariable, Snapshot};
+pub use delete::{delete_by_name, find_variable, DeleteError};
+pub use value::{read_data_file, DataKind, ValueError};
+
 use crate::files::{FileError, LockedFile};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -32,11 +40,13 @@ use varstore::edit::{Change, EditError, Editor, Strategy};
 use varstore::json::bounded;
 use varstore::{Attributes, EfiTime, Guid};
 
-/// Why editing a file failed. The file is unchanged in every case but
+/// Why editing a file failed. `E` is the error of the caller's edit (an [`EditError`] for a
+/// plain [`Editor`] edit, [`ImportError`], `BootError`, [`crate::secureboot::SecureBootError`],
+/// … anything that an [`EditError`] converts into). The file is unchanged in every case but
 /// `File(FileError::NotDurable)` ([`crate::files::FileError::is_not_durable`]): new content in
 /// place, directory fsync failed.
 #[derive(Debug, thiserror::Error)]
-pub enum EditFileError {
+pub enum EditFileError<E = EditError> {
     /// Another process holds a lock on the file.
     #[error("{path}: locked by another process (a running VM?); {holder}; nothing was changed")]
     Locked {
@@ -48,27 +58,21 @@ pub enum EditFileError {
     /// Opening, reading or replacing the file failed.
     #[error(transparent)]
     File(FileError),
-    /// The store cannot be edited, or the edit was refused.
+    /// The store cannot be edited, or the edit was refused: the caller's error (the
+    /// `source`, also part of the message).
     #[error("{path}: {error}; nothing was changed")]
     Edit {
         /// The file.
         path: PathBuf,
-        /// Why (part of the message, so not also a `source`).
-        error: EditError,
-    },
-    /// An import file could not be used.
-    #[error("{path}: {error}; nothing was changed")]
-    Import {
-        /// The store file.
-        path: PathBuf,
-        /// Why (part of the message, so not also a `source`).
-        error: ImportError,
+        /// Why.
+        #[source]
+        error: E,
     },
 }
 
-impl EditFileError {
-    /// The editor's reason, if the edit itself was refused.
-    pub fn edit_error(&self) -> Option<&EditError> {
+impl<E> EditFileError<E> {
+    /// The edit's own reason, if the edit itself was refused (not the file handling).
+    pub fn edit_error(&self) -> Option<&E> {
         match self {
             Self::Edit { error, .. } => Some(error),
             _ => None,
@@ -91,25 +95,16 @@ pub struct Edited<T> {
     pub reclaim_at_boot: bool,
 }
 
-/// Something that may fail with an [`EditError`] or an [`ImportError`] inside [`edit_file`].
-#[derive(Debug)]
+/// The error of an edit that imports a list and also reads the store (for a report of what
+/// changed): either the editor's or the import's.
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// Refused by the editor.
-    Edit(EditError),
+    #[error(transparent)]
+    Edit(#[from] EditError),
     /// The import file was wrong.
-    Import(ImportError),
-}
-
-impl From<EditError> for Failure {
-    fn from(e: EditError) -> Self {
-        Self::Edit(e)
-    }
-}
-
-impl From<ImportError> for Failure {
-    fn from(e: ImportError) -> Self {
-        Self::Import(e)
-    }
+    #[error(transparent)]
+    Import(#[from] ImportError),
 }
 
 /// Locks `path`, applies `edit` to its store and replaces the file if anything changed.
@@ -119,10 +114,10 @@ impl From<ImportError> for Failure {
 /// makes this fail with [`EditFileError::Locked`]. Once it has succeeded, the temporary files
 /// that killed writers left next to the file are removed
 /// ([`crate::files::clean_after_write`]).
-pub fn edit_file<T, E: Into<Failure>>(
+pub fn edit_file<T, E: From<EditError>>(
     path: &Path,
     edit: impl FnOnce(&mut Editor) -> Result<T, E>,
-) -> Result<Edited<T>, EditFileError> {
+) -> Result<Edited<T>, EditFileError<E>> {
     let edited = edit_file_with(path, true, edit)?;
     // What killed writers left next to it goes once this edit has succeeded.
     crate::files::clean_after_write(path);
@@ -132,11 +127,11 @@ pub fn edit_file<T, E: Into<Failure>>(
 /// [`edit_file`] when `write`; otherwise the same without writing anything:
 /// [`Edited::written`] then says whether the edit *would* change the file. The file is locked
 /// while it is read either way, so a locked file is reported as an edit would find it.
-pub fn edit_file_with<T, E: Into<Failure>>(
+pub fn edit_file_with<T, E: From<EditError>>(
     path: &Path,
     write: bool,
     edit: impl FnOnce(&mut Editor) -> Result<T, E>,
-) -> Result<Edited<T>, EditFileError> {
+) -> Result<Edited<T>, EditFileError<E>> {
     let mut locked = LockedFile::open(path).map_err(|e| match e {
         FileError::Locked { path, holder } => EditFileError::Locked { path, holder },
         other => EditFileError::File(other),
@@ -144,21 +139,15 @@ pub fn edit_file_with<T, E: Into<Failure>>(
     let file = locked.read_all().map_err(EditFileError::File)?;
     let store = crate::files::unwrap_store(path, file).map_err(EditFileError::File)?;
     refuse_open_json(path, &store)?;
-    let failed = |f: Failure| match f {
-        Failure::Edit(error) => EditFileError::Edit {
-            path: path.to_path_buf(),
-            error,
-        },
-        Failure::Import(error) => EditFileError::Import {
-            path: path.to_path_buf(),
-            error,
-        },
+    let failed = |error: E| EditFileError::Edit {
+        path: path.to_path_buf(),
+        error,
     };
     let mut editor = Editor::new(store.image()).map_err(|e| failed(e.into()))?;
     if let Some(limits) = store.limits() {
         editor.set_limits(limits);
     }
-    let value = edit(&mut editor).map_err(|e| failed(e.into()))?;
+    let value = edit(&mut editor).map_err(failed)?;
     let free_space = editor.free_space().map_err(|e| failed(e.into()))?;
     let reclaim_at_boot = store.is_flash() && free_space < editor.limits().largest() as usize;
     let edited = editor.finish();
@@ -186,7 +175,10 @@ pub fn edit_file_with<T, E: Into<Failure>>(
 /// QEMU's uefi-vars device keeps its JSON store open but takes no lock on it, and rewrites
 /// it from memory whenever the guest changes a variable: an edit made while it runs would be
 /// lost. So a JSON store that another process has open is treated as locked.
-fn refuse_open_json(path: &Path, store: &crate::container::StoreFile) -> Result<(), EditFileError> {
+fn refuse_open_json<E>(
+    path: &Path,
+    store: &crate::container::StoreFile,
+) -> Result<(), EditFileError<E>> {
     if store.format() != crate::container::Format::Json {
         return Ok(());
     }
@@ -529,12 +521,14 @@ pub fn import(
 /// assert_eq!(nvram::edit::parse_attributes("0x27").unwrap().0, 0x27);
 /// assert!(nvram::edit::parse_attributes("nv,xx").is_err());
 /// ```
-pub fn parse_attributes(text: &str) -> Result<Attributes, String> {
+pub fn parse_attributes(text: &str) -> Result<Attributes, AttributeError> {
     let text = text.trim();
     if let Some(number) = parse_number(text) {
         return u32::try_from(number)
             .map(Attributes)
-            .map_err(|_| format!("{text}: too large for attributes"));
+            .map_err(|_| AttributeError::TooLarge {
+                text: text.to_string(),
+            });
     }
     let mut bits = 0;
     for word in text.split(',').map(str::trim) {
@@ -549,13 +543,30 @@ pub fn parse_attributes(text: &str) -> Result<Attributes, String> {
             }
             "append" | "append_write" => Attributes::APPEND_WRITE,
             _ => {
-                return Err(format!(
-                    "unknown attribute {word:?}: use nv, bs, rt, at (or a number such as 0x7)"
-                ))
+                return Err(AttributeError::Unknown {
+                    word: bounded(word).into_owned(),
+                })
             }
         };
     }
     Ok(Attributes(bits))
+}
+
+/// Why [`parse_attributes`] refused a text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributeError {
+    /// A number over 32 bits.
+    #[error("{text}: too large for attributes")]
+    TooLarge {
+        /// The number as given.
+        text: String,
+    },
+    /// A word that names no attribute.
+    #[error("unknown attribute {word:?}: use nv, bs, rt, at (or a number such as 0x7)")]
+    Unknown {
+        /// The word.
+        word: String,
+    },
 }
 
 /// A decimal or `0x` hexadecimal number.

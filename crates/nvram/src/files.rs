@@ -26,8 +26,8 @@ const IMAGE_WHAT: &str = "a variable store";
 /// A file operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The path exists and `--force` was not given.
-    #[error("{path}: already exists (use --force to replace it)")]
+    /// The path exists and replacing it was not asked for.
+    #[error("{path}: already exists")]
     Exists {
         /// The path.
         path: PathBuf,
@@ -121,6 +121,20 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, FileError> {
 /// Reads a store file in whatever format it is kept (raw, qcow2, JSON; see
 /// [`crate::container`]) and unwraps it into its flash image, with the same refusals as
 /// [`read_image`].
+///
+/// ```
+/// use nvram::container::{wrap, Format};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("vm1_VARS.qcow2");
+/// std::fs::write(&path, wrap(&varstore::Layout::by_name("ovmf-4m").unwrap().create(), Format::Qcow2)?)?;
+/// let file = nvram::files::read_store(&path)?;
+/// assert_eq!(file.format(), Format::Qcow2);
+/// let store = varstore::Varstore::parse(file.image())?;
+/// for variable in store.live_variables() {
+///     println!("{} {}", variable.name(), variable.guid);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn read_store(path: &Path) -> Result<crate::container::StoreFile, FileError> {
     let file = read_image(path)?;
     unwrap_store(path, file)

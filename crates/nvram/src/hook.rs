@@ -222,8 +222,7 @@ pub enum HookError {
     Xml(#[from] XmlError),
     /// The store is not one the firmware would boot from.
     #[error(
-        "{}: damaged: {reason}; the firmware would not use it (`nvram check` tells more; \
-         `virsh start --reset-nvram` re-creates it from the template)",
+        "{}: damaged: {reason}; the firmware would not use it",
         path.display()
     )]
     Damaged {

@@ -125,7 +125,7 @@ impl CheckReport {
             ErrorKind::Unformatted => (
                 "unformatted",
                 FirmwareVerdict::Refuse,
-                "refuse: OVMF writes a bare firmware volume header and stops in DXE; create a store with `nvram create`".to_string(),
+                "refuse: OVMF writes a bare firmware volume header and stops in DXE; the file needs a formatted store".to_string(),
             ),
             ErrorKind::Damaged => (
                 "damaged",
@@ -151,13 +151,74 @@ impl CheckReport {
         }
     }
 
-    /// Exit status of `nvram check`: 0 healthy, 1 problems, 2 not a varstore.
-    pub fn exit_code(&self) -> u8 {
+    /// The overall verdict: healthy (an unformatted flash that the firmware formats at
+    /// first boot counts as healthy), problems, or not a variable store at all.
+    pub fn health(&self) -> Health {
         match self.status {
-            "healthy" => 0,
-            "unformatted" if self.verdict == FirmwareVerdict::Accept => 0,
-            "not-a-varstore" => 2,
-            _ => 1,
+            "healthy" => Health::Healthy,
+            "unformatted" if self.verdict == FirmwareVerdict::Accept => Health::Healthy,
+            "not-a-varstore" => Health::NotAVarstore,
+            _ => Health::Problems,
         }
     }
+}
+
+/// The overall verdict of a [`CheckReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The firmware will use the store as it is.
+    Healthy,
+    /// Findings, damage, or an unformatted flash the firmware does not format.
+    Problems,
+    /// Not a UEFI variable store.
+    NotAVarstore,
+}
+
+/// A store file checked ([`check_file`]).
+#[derive(Debug)]
+pub struct FileCheck {
+    /// The verdict on the store it holds.
+    pub report: CheckReport,
+    /// How the file keeps the store.
+    pub format: crate::container::Format,
+    /// For a JSON store, QEMU's storage count (its room is that, not the flash image's free
+    /// space); `None` otherwise or when it cannot be counted.
+    pub qemu_storage: Option<crate::jsonstore::QemuStorage>,
+    /// Temporary files that killed writers left next to the store and no process has open:
+    /// a matter of the directory, not of the store, so they do not change the verdict.
+    pub leftovers: Vec<safefile::Leftover>,
+}
+
+/// Reads the store file at `path` (any format) and checks it as the firmware would see it.
+/// Only a file that cannot be read is an error: a damaged or foreign one is a report.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("vars.fd");
+/// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+/// let checked = nvram::inspect::check_file(&path)?;
+/// assert_eq!(checked.report.health(), nvram::inspect::Health::Healthy);
+/// assert!(checked.leftovers.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::files::FileError> {
+    let store = crate::files::read_store(path)?;
+    let format = store.format();
+    let qemu_storage = store.json().and_then(|j| j.storage(store.image()).ok());
+    let image = store.into_image();
+    let report = match Varstore::parse(&image) {
+        Ok(store) => CheckReport::of_store(&store),
+        Err(e) => CheckReport::of_error(&e, image.len()),
+    };
+    let leftovers = safefile::leftovers(path)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| !l.in_use)
+        .collect();
+    Ok(FileCheck {
+        report,
+        format,
+        qemu_storage,
+        leftovers,
+    })
 }

@@ -31,6 +31,10 @@
 //! assert_eq!(nvram.format, nvram::container::Format::Raw);
 //! ```
 
+mod fleet;
+
+pub use fleet::{apply_targets, targets, Target, Targets};
+
 use crate::container::Format;
 use crate::inspect::CheckReport;
 use serde::Serialize;

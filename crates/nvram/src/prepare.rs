@@ -146,8 +146,7 @@ pub enum PrepareError {
     /// The existing varstore has the template's size but another layout.
     #[error(
         "{path}: layout mismatch: the file holds {found} but the template {} is {expected}; \
-         the firmware would not use it as its store (`nvram reset` re-creates it from the \
-         template)",
+         the firmware would not use it as its store",
         template.display()
     )]
     LayoutMismatch {
@@ -163,8 +162,8 @@ pub enum PrepareError {
     /// The existing varstore holds no variable store although the template does.
     #[error(
         "{path}: not a variable store ({reason}) although the template {} is one; OVMF does \
-         not boot from such a store. A zero-filled file is what `prepare --incoming` leaves \
-         when the migration did not happen; `nvram reset` re-creates it from the template",
+         not boot from such a store (a zero-filled file is what preparing for an incoming \
+         migration leaves when the migration did not happen)",
         template.display()
     )]
     NotVarstore {
@@ -197,7 +196,7 @@ pub enum PrepareError {
     },
     /// The existing varstore is kept in another format than the one the VM opens it as.
     #[error(
-        "{path}: format mismatch: the file is a {found} store but {expected} is expected          (the format of the template {}, or the one asked for); QEMU would open it as          {expected} and fail (`nvram convert` rewrites it in another format)",
+        "{path}: format mismatch: the file is a {found} store but {expected} is expected          (the format of the template {}, or the one asked for); QEMU would open it as          {expected} and fail",
         template.display()
     )]
     FormatMismatch {
@@ -212,7 +211,7 @@ pub enum PrepareError {
     },
     /// An incoming migration has nothing to prepare for a JSON store: QEMU's uefi-vars
     /// device carries the variables in its migration state, not in a flash image.
-    #[error("{path}: a JSON store needs no preparation for an incoming migration (QEMU's uefi-vars device migrates its variables itself); prepare it without --incoming")]
+    #[error("{path}: a JSON store needs no preparation for an incoming migration (QEMU's uefi-vars device migrates its variables itself)")]
     IncomingJson {
         /// The varstore.
         path: PathBuf,
@@ -536,8 +535,7 @@ pub fn prepare_as(
         template.verify_size(
             nvram,
             size,
-            "QEMU would start but fail the migration with `Size mismatch` \
-             (`nvram reset` re-creates the file with the template's size)",
+            "QEMU would start but fail the migration with `Size mismatch`",
         )?;
         return Ok(report(Outcome::VerifiedSize, locks));
     }
@@ -561,8 +559,7 @@ pub fn prepare_as(
         template.verify_size(
             nvram,
             store.image().len() as u64,
-            "QEMU would start but fail the migration with `Size mismatch` \
-             (`nvram reset` re-creates the file with the template's size)",
+            "QEMU would start but fail the migration with `Size mismatch`",
         )?;
         return Ok(report(Outcome::VerifiedSize, locks));
     }

@@ -28,6 +28,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod generated;
+
+pub use generated::{
+    enroll_generated_pk, generate_pk, GenerateError, GeneratedPk, GeneratedPkError, PkFiles,
+    GENERATED_PK_DAYS, MAX_COMMON_NAME,
+};
+
 use serde::Serialize;
 use std::path::Path;
 use varstore::decode::describe_signature;
@@ -360,6 +367,21 @@ pub struct VariableChange {
     pub time: Option<String>,
 }
 
+impl VariableChange {
+    /// The variable's vendor GUID: the image security database GUID for db and dbx, OVMF's
+    /// for `SecureBootEnable` and `CustomMode`, the EFI global variable GUID for PK and KEK.
+    pub fn guid(&self) -> Guid {
+        match self.name.as_str() {
+            "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
+            "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
+            name => Database::ALL
+                .into_iter()
+                .find(|d| d.name() == name)
+                .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
+        }
+    }
+}
+
 /// Largest certificate, signature list or `.auth` file read: whatever it holds must fit in a
 /// variable, and no store's variable region is larger than 256 KiB (`varstore::layout`);
 /// 4 MiB leaves room for PEM armour and for lists that are filtered before being written.
@@ -513,6 +535,20 @@ fn write_db(
 
 /// Enrols PK, KEK, db and dbx (replacing what is there), `SecureBootEnable` = 1 and
 /// `CustomMode` = 0. Timestamps only move forward. On error `editor` is unchanged.
+///
+/// A store file is enrolled inside [`crate::edit::edit_file`]:
+///
+/// ```
+/// use nvram::secureboot::{enroll, generate_pk, EnrollPlan};
+/// use varstore::secureboot::SignatureInput;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("vm1_VARS.fd");
+/// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+/// let pk = SignatureInput::Certificates(vec![generate_pk("VM 1")?.cert_der]);
+/// let edited = nvram::edit::edit_file(&path, |store| enroll(store, &EnrollPlan::with_pk(pk)))?;
+/// assert!(edited.written && edited.value.iter().any(|c| c.name == "PK"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn enroll(
     editor: &mut Editor,
     plan: &EnrollPlan,
@@ -852,120 +888,4 @@ pub fn status(store: &Varstore<'_>) -> Status {
         microsoft,
         microsoft_2023_ready: ready,
     }
-}
-
-/// Longest common name X.509 allows (`ub-common-name`).
-pub const MAX_COMMON_NAME: usize = 64;
-
-/// How many days a generated platform key certificate is valid: ten years.
-pub const GENERATED_PK_DAYS: u64 = 3650;
-
-/// A freshly generated platform key: RSA-2048 and a self-signed SHA-256 certificate.
-pub struct GeneratedPk {
-    /// The private key, PKCS#8 PEM (wiped from memory when dropped).
-    pub key_pem: x509_cert::der::zeroize::Zeroizing<String>,
-    /// The certificate, PEM.
-    pub cert_pem: String,
-    /// The certificate, DER (what goes into the PK).
-    pub cert_der: Vec<u8>,
-}
-
-impl std::fmt::Debug for GeneratedPk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedPk")
-            .field("cert_pem", &self.cert_pem)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a platform key could not be generated.
-#[derive(Debug, thiserror::Error)]
-pub enum GenerateError {
-    /// The common name is empty, too long or holds control characters.
-    #[error("the common name must be 1 to {MAX_COMMON_NAME} characters without control characters, got {0:?}")]
-    CommonName(String),
-    /// Key generation, encoding or signing failed.
-    #[error("generating the platform key: {0}")]
-    Crypto(String),
-}
-
-fn crypto(e: impl std::fmt::Display) -> GenerateError {
-    GenerateError::Crypto(e.to_string())
-}
-
-/// Generates an RSA-2048 key and a self-signed SHA-256 X.509 certificate for it with subject
-/// `CN=<cn>`, valid from now for [`GENERATED_PK_DAYS`] days, with a random serial number,
-/// basicConstraints CA:TRUE, keyUsage keyCertSign and digitalSignature, and a subject key
-/// identifier: what `openssl req -x509 -newkey rsa:2048` gives, fit to be the PK.
-pub fn generate_pk(cn: &str) -> Result<GeneratedPk, GenerateError> {
-    use rand::RngCore;
-    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-    use std::time::Duration;
-    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-    use x509_cert::der::asn1::{SetOfVec, Utf8StringRef};
-    use x509_cert::der::referenced::OwnedToRef;
-    use x509_cert::der::{Any, Encode, EncodePem};
-    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
-    use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
-    use x509_cert::serial_number::SerialNumber;
-    use x509_cert::spki::SubjectPublicKeyInfoOwned;
-    use x509_cert::time::Validity;
-
-    let chars = cn.chars().count();
-    if chars == 0 || chars > MAX_COMMON_NAME || cn.chars().any(char::is_control) {
-        return Err(GenerateError::CommonName(cn.to_string()));
-    }
-    let mut rng = rand::rngs::OsRng;
-    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(crypto)?;
-    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(key.clone());
-
-    // The name is built rather than parsed so that any characters in `cn` are taken as they
-    // are (no RFC 4514 escaping to get wrong).
-    let value = Any::encode_from(&Utf8StringRef::new(cn).map_err(crypto)?).map_err(crypto)?;
-    let attribute = x509_cert::attr::AttributeTypeAndValue {
-        oid: x509_cert::der::oid::db::rfc4519::CN,
-        value,
-    };
-    let rdn = RelativeDistinguishedName::from(SetOfVec::try_from(vec![attribute]).map_err(crypto)?);
-    let subject: Name = RdnSequence(vec![rdn]);
-
-    // 16 random bytes, positive and without a leading zero byte.
-    let mut serial = [0u8; 16];
-    rng.fill_bytes(&mut serial);
-    serial[0] = (serial[0] & 0x7f) | 0x40;
-    let serial = SerialNumber::new(&serial).map_err(crypto)?;
-    let validity =
-        Validity::from_now(Duration::from_secs(GENERATED_PK_DAYS * 86_400)).map_err(crypto)?;
-    let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key()).map_err(crypto)?;
-    let ski = SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(crypto)?;
-
-    let mut builder = CertificateBuilder::new(
-        Profile::Manual { issuer: None },
-        serial,
-        validity,
-        subject,
-        spki,
-        &signer,
-    )
-    .map_err(crypto)?;
-    builder
-        .add_extension(&BasicConstraints {
-            ca: true,
-            path_len_constraint: None,
-        })
-        .map_err(crypto)?;
-    builder
-        .add_extension(&KeyUsage(
-            KeyUsages::KeyCertSign | KeyUsages::DigitalSignature,
-        ))
-        .map_err(crypto)?;
-    builder.add_extension(&ski).map_err(crypto)?;
-    let cert = builder
-        .build::<rsa::pkcs1v15::Signature>()
-        .map_err(crypto)?;
-    Ok(GeneratedPk {
-        key_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(crypto)?,
-        cert_pem: cert.to_pem(LineEnding::LF).map_err(crypto)?,
-        cert_der: cert.to_der().map_err(crypto)?,
-    })
 }

@@ -215,7 +215,72 @@ pub struct TemplateDatabases {
     layout: Option<(&'static str, &'static str)>,
 }
 
+/// Why a template's Secure Boot databases could not be read ([`TemplateDatabases::load`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The template file could not be read or unwrapped.
+    #[error(transparent)]
+    Load(#[from] crate::prepare::PrepareError),
+    /// The template is a blank flash (Debian's `AAVMF_VARS.fd`).
+    #[error("{}: the template is blank: it holds no Secure Boot databases to upgrade to", path.display())]
+    Blank {
+        /// The template.
+        path: std::path::PathBuf,
+    },
+    /// The template is not a variable store.
+    #[error("{}: cannot read the variable store", path.display())]
+    Parse {
+        /// The template.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: varstore::ParseError,
+    },
+    /// A database of the template is malformed.
+    #[error("{}: cannot use the template", path.display())]
+    Databases {
+        /// The template.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: UpgradeError,
+    },
+}
+
 impl TemplateDatabases {
+    /// Reads the template file at `path` (raw or qcow2, as [`crate::prepare::Template::load`])
+    /// and its databases ([`TemplateDatabases::of`]), once for any number of stores.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("VARS.fd");
+    /// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
+    /// let template = nvram::upgrade::TemplateDatabases::load(&path)?;
+    /// assert!(template.is_empty(), "a fresh store has no Secure Boot databases");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load(path: &std::path::Path) -> Result<Self, TemplateError> {
+        let template = crate::prepare::Template::load(path)?;
+        let store = match Varstore::parse(template.image()) {
+            Ok(store) => store,
+            Err(e) if e.kind() == varstore::ErrorKind::Unformatted => {
+                return Err(TemplateError::Blank {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(TemplateError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::of(&store).map_err(|source| TemplateError::Databases {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
     /// Reads PK, KEK, db, dbx (and dbt, dbr for the report) of `template`; a variable that is
     /// not a valid signature database is refused.
     pub fn of(template: &Varstore<'_>) -> Result<Self, UpgradeError> {

@@ -569,3 +569,51 @@ fn microsoft_2023_rollout_over_a_fleet() {
         assert_eq!(result, "unchanged", "{}: {detail}", f.display());
     }
 }
+
+/// The progress bar is drawn on a terminal only: with stderr a pipe (a log, CI) the only
+/// thing on stderr is the summary line, with no carriage return or escape sequence; on a
+/// terminal (a pty from util-linux `script`) the bar appears and is cleared at the end.
+#[test]
+fn progress_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..20)
+        .map(|i| dir.path().join(format!("vm{i}.fd")))
+        .collect();
+    for f in &files {
+        fs::write(f, varstore::Layout::by_name("ovmf-4m").unwrap().create()).unwrap();
+    }
+    let mut args = vec!["apply", "--set", "Timeout=u16:4"];
+    args.extend(files.iter().map(|f| p(f)));
+    let out = nvram(&args);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "only the summary: {stderr:?}");
+    assert!(
+        stderr.starts_with("nvram: 20 files: 20 changed"),
+        "{stderr:?}"
+    );
+    assert!(!stderr.contains(['\r', '\x1b']), "{stderr:?}");
+
+    // The same edit again on a terminal: every file unchanged, the bar drawn meanwhile.
+    let command = std::iter::once(env!("CARGO_BIN_EXE_nvram"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs a command on a terminal for this test");
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("/20 files, 0 failed, 0 skipped"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("[##"), "{shown:?}");
+    assert!(
+        shown.contains("nvram: 20 files: 0 changed, 20 unchanged"),
+        "{shown:?}"
+    );
+}

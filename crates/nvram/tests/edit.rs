@@ -385,3 +385,77 @@ fn an_edit_by_root_keeps_the_owner_and_mode_of_the_vms_file() {
     assert_eq!(meta.mode() & 0o7777, 0o600, "mode after apply");
     assert_eq!(data_of(&vars, "Lang"), b"eng\0");
 }
+
+/// `delete_by_name` finds the GUID in the store it edits, under `edit_file`'s lock: the
+/// variable deleted is the one of that name in the file as it is when locked (not as some
+/// earlier read saw it), a name held by two vendors is refused with both GUIDs and leaves the
+/// file byte for byte, and a name no longer there is `NotFound`.
+#[test]
+fn delete_by_name_resolves_in_the_locked_store() {
+    use nvram::edit::{delete_by_name, edit_file, DeleteError, EditFileError};
+    use varstore::edit::{Change, Strategy};
+    use varstore::{guid::EFI_GLOBAL_VARIABLE, Attributes, Guid};
+
+    let dir = tempfile::tempdir().unwrap();
+    let vars = blank(dir.path());
+    let vendor = Guid::try_parse(TEST_GUID).unwrap();
+    let set = |guid: Guid| {
+        edit_file(&vars, |e| {
+            e.set("Twin", guid, Attributes(7), &[1], None, Strategy::Append)
+        })
+        .unwrap();
+    };
+    set(EFI_GLOBAL_VARIABLE);
+    // What an unlocked look-up would have found before another writer moved the variable.
+    let stale = Varstore::parse(&fs::read(&vars).unwrap())
+        .unwrap()
+        .live_variables()[0]
+        .guid;
+    assert_eq!(stale, EFI_GLOBAL_VARIABLE);
+    set(vendor);
+    edit_file(&vars, |e| {
+        e.delete("Twin", EFI_GLOBAL_VARIABLE, Strategy::Append)
+    })
+    .unwrap();
+
+    set(EFI_GLOBAL_VARIABLE);
+    let twice = fs::read(&vars).unwrap();
+    let refused = edit_file(&vars, |e| delete_by_name(e, "Twin", None, Strategy::Append));
+    match refused {
+        Err(EditFileError::Edit {
+            error: DeleteError::Ambiguous { guids, .. },
+            ..
+        }) => {
+            assert_eq!(guids.len(), 2);
+            assert!(guids.contains(&vendor) && guids.contains(&EFI_GLOBAL_VARIABLE));
+        }
+        other => panic!("expected an ambiguous name, got {other:?}"),
+    }
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        twice,
+        "a refused delete writes nothing"
+    );
+    edit_file(&vars, |e| {
+        e.delete("Twin", EFI_GLOBAL_VARIABLE, Strategy::Append)
+    })
+    .unwrap();
+
+    let deleted = edit_file(&vars, |e| delete_by_name(e, "Twin", None, Strategy::Append)).unwrap();
+    assert_eq!(
+        deleted.value.0, vendor,
+        "the vendor's copy, the one in the file now"
+    );
+    assert_eq!(deleted.value.1.change, Change::Deleted);
+    let gone = edit_file(&vars, |e| delete_by_name(e, "Twin", None, Strategy::Append));
+    assert!(
+        matches!(
+            gone,
+            Err(EditFileError::Edit {
+                error: DeleteError::NotFound { .. },
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+}

@@ -1,17 +1,14 @@
+use super::args::{DistroArg, GuidParser, MicrosoftArg, StrategyArg};
 use super::out::message;
-use super::set::{encode_data, parse_guid, StrategyArg, DATA_KINDS};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use nvram::apply::{apply_all, FileResult, Plan, Status, Step, Summary};
 use nvram::escape::terminal;
 use nvram::secureboot::EnrollPlan;
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use varstore::edit::Strategy;
 
 /// Apply the same edit to many stores in parallel (a fleet of VMs).
@@ -69,11 +66,11 @@ use varstore::edit::Strategy;
 )]
 pub struct Args {
     /// Create or replace a variable: NAME[@GUID][:ATTRS]=KIND:VALUE (repeatable).
-    #[arg(long, value_name = "NAME[@GUID][:ATTRS]=KIND:VALUE", group = "edits")]
-    set: Vec<String>,
+    #[arg(long, value_name = "NAME[@GUID][:ATTRS]=KIND:VALUE", group = "edits", value_parser = super::args::set_step)]
+    set: Vec<Step>,
     /// Delete a variable if present: NAME[@GUID] (repeatable).
-    #[arg(long, value_name = "NAME[@GUID]", group = "edits")]
-    delete: Vec<String>,
+    #[arg(long, value_name = "NAME[@GUID]", group = "edits", value_parser = super::args::delete_step)]
+    delete: Vec<Step>,
     /// Import a JSON variable list as `nvram import` does (repeatable).
     #[arg(long, value_name = "FILE", group = "edits")]
     import: Vec<PathBuf>,
@@ -136,19 +133,19 @@ struct AddArgs {
     add_dbx: Vec<PathBuf>,
     /// Add Microsoft's missing KEK and db certificates (2011, 2023 or all): the 2023 rollout
     /// is --add-microsoft 2023.
-    #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
-    add_microsoft: Option<String>,
+    #[arg(long, value_name = "WHICH", group = "edits", value_enum)]
+    add_microsoft: Option<MicrosoftArg>,
     /// Add Microsoft's dbx updates (signed with the 2011 KEK, the 2023 KEK, or all) for each
     /// store's architecture (x86_64 or aarch64; riscv64 and loongarch64 stores are refused).
-    #[arg(long, value_name = "WHICH", group = "edits", value_parser = ["2011", "2023", "all"])]
-    add_microsoft_dbx: Option<String>,
+    #[arg(long, value_name = "WHICH", group = "edits", value_enum)]
+    add_microsoft_dbx: Option<MicrosoftArg>,
     /// Add a distribution's CA certificate to db (repeatable).
     #[arg(long, value_name = "DISTRO", group = "edits", value_enum)]
-    add_distro: Vec<super::secureboot::DistroArg>,
+    add_distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given with --add-kek/--add-db/--add-dbx (default:
     /// a0baa8a3-…).
-    #[arg(long, value_name = "GUID")]
-    add_owner: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = GuidParser)]
+    add_owner: Option<varstore::Guid>,
 }
 
 impl AddArgs {
@@ -156,11 +153,10 @@ impl AddArgs {
     /// read once, here, for all stores.
     fn steps(&self) -> Result<Vec<Step>> {
         use nvram::secureboot::{read_input, Addition, Database, Distro};
-        let microsoft = self.add_microsoft.as_deref().map(microsoft_of);
-        let owner = match &self.add_owner {
-            Some(o) => parse_guid(o).context("--add-owner")?,
-            None => varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS,
-        };
+        let microsoft = self.add_microsoft.map(Into::into);
+        let owner = self
+            .add_owner
+            .unwrap_or(varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS);
         let read = |flag: &str, paths: &[PathBuf]| -> Result<Vec<_>> {
             paths
                 .iter()
@@ -168,7 +164,7 @@ impl AddArgs {
                 .collect()
         };
         let distro: Vec<Distro> = self.add_distro.iter().copied().map(Distro::from).collect();
-        let microsoft_dbx = self.add_microsoft_dbx.as_deref().map(microsoft_of);
+        let microsoft_dbx = self.add_microsoft_dbx.map(Into::into);
         let mut steps = Vec::new();
         for (database, inputs, microsoft, distro) in [
             (
@@ -200,15 +196,6 @@ impl AddArgs {
     }
 }
 
-fn microsoft_of(which: &str) -> nvram::secureboot::Microsoft {
-    use nvram::secureboot::Microsoft;
-    match which {
-        "2011" => Microsoft::Y2011,
-        "2023" => Microsoft::Y2023,
-        _ => Microsoft::All,
-    }
-}
-
 /// The options of `nvram secureboot enroll` with an `enroll-` prefix.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Secure Boot enrolment (as `nvram secureboot enroll`)")]
@@ -227,14 +214,14 @@ struct EnrollArgs {
     #[arg(long, value_name = "FILE", requires = "enroll_pk")]
     enroll_dbx: Option<PathBuf>,
     /// With --enroll-pk: also enrol Microsoft's KEK and db certificates (2011, 2023 or all).
-    #[arg(long, value_name = "WHICH", requires = "enroll_pk", value_parser = ["2011", "2023", "all"])]
-    enroll_microsoft: Option<String>,
+    #[arg(long, value_name = "WHICH", requires = "enroll_pk", value_enum)]
+    enroll_microsoft: Option<MicrosoftArg>,
     /// With --enroll-pk: also enrol a distribution's db certificate (repeatable).
     #[arg(long, value_name = "DISTRO", requires = "enroll_pk", value_enum)]
-    enroll_distro: Vec<super::secureboot::DistroArg>,
+    enroll_distro: Vec<DistroArg>,
     /// With --enroll-pk: owner GUID of the certificates given (default: a0baa8a3-…).
-    #[arg(long, value_name = "GUID", requires = "enroll_pk")]
-    enroll_owner: Option<String>,
+    #[arg(long, value_name = "GUID", requires = "enroll_pk", value_parser = GuidParser)]
+    enroll_owner: Option<varstore::Guid>,
 }
 
 impl EnrollArgs {
@@ -252,27 +239,24 @@ impl EnrollArgs {
             kek: &self.enroll_kek,
             db: &self.enroll_db,
             dbx: self.enroll_dbx.as_deref(),
-            microsoft: self.enroll_microsoft.as_deref().map(microsoft_of),
+            microsoft: self.enroll_microsoft.map(Into::into),
             distro: self
                 .enroll_distro
                 .iter()
                 .copied()
                 .map(Distro::from)
                 .collect(),
-            owner: self.enroll_owner.as_deref(),
+            owner: self.enroll_owner,
             strategy,
         };
-        let plan = inputs.plan(pk, read, |owner| {
-            parse_guid(owner).context("--enroll-owner")
-        })?;
+        let plan = inputs.plan(pk, read)?;
         Ok(Some(plan))
     }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let plan = plan_of(&args)?;
-    nvram::apply::preflight(&plan)
-        .map_err(|e| anyhow!("the edit cannot work on any store: {e}"))?;
+    nvram::apply::preflight(&plan).context("the edit cannot work on any store")?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -289,10 +273,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if targets.is_empty() {
             bail!("no libvirt domain with a UEFI varstore to edit");
         }
-        let progress = std::io::stderr()
-            .is_terminal()
-            .then(|| Progress::new(targets.len()));
-        let named = super::vms::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
+        let progress = Progress::new(targets.len());
+        let named = nvram::libvirt::apply_targets(&targets, &plan, jobs, &|r: &FileResult| {
             if let Some(p) = &progress {
                 p.done(r.status);
             }
@@ -308,9 +290,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no files to edit (give FILEs, --files-from or --dir)");
     }
-    let progress = std::io::stderr()
-        .is_terminal()
-        .then(|| Progress::new(files.len()));
+    let progress = Progress::new(files.len());
     let results = apply_all(&files, &plan, jobs, &|r: &FileResult| {
         if let Some(p) = &progress {
             p.done(r.status);
@@ -414,13 +394,8 @@ fn plan_of(args: &Args) -> Result<Plan> {
             label: path.display().to_string(),
         });
     }
-    for spec in &args.set {
-        steps.push(parse_set(spec).with_context(|| format!("--set {spec:?}"))?);
-    }
-    for spec in &args.delete {
-        let (name, guid) = name_and_guid(spec).with_context(|| format!("--delete {spec:?}"))?;
-        steps.push(Step::Delete { name, guid });
-    }
+    steps.extend(args.set.iter().cloned());
+    steps.extend(args.delete.iter().cloned());
     Ok(Plan {
         steps,
         strategy,
@@ -428,149 +403,81 @@ fn plan_of(args: &Args) -> Result<Plan> {
     })
 }
 
-/// `NAME[@GUID][:ATTRS]=KIND:VALUE`.
-fn parse_set(spec: &str) -> Result<Step> {
-    let (target, value) = spec
-        .split_once('=')
-        .ok_or_else(|| anyhow!("expected NAME[@GUID][:ATTRS]=KIND:VALUE"))?;
-    let (kind, value) = value
-        .split_once(':')
-        .ok_or_else(|| anyhow!("expected KIND:VALUE after '=', KIND one of {DATA_KINDS}"))?;
-    let (name_guid, attrs) = match target.split_once(':') {
-        Some((n, a)) => (n, a),
-        None => (target, "nv,bs,rt"),
-    };
-    let (name, guid) = name_and_guid(name_guid)?;
-    let attributes = nvram::edit::parse_attributes(attrs).map_err(|e| anyhow!("attributes {e}"))?;
-    Ok(Step::Set {
-        name,
-        guid: guid.unwrap_or(varstore::guid::EFI_GLOBAL_VARIABLE),
-        attributes,
-        data: encode_data(kind, value)?,
-        time: None,
-    })
-}
-
-/// `NAME[@GUID]`.
-fn name_and_guid(spec: &str) -> Result<(String, Option<varstore::Guid>)> {
-    let (name, guid) = match spec.split_once('@') {
-        Some((n, g)) => (n, Some(parse_guid(g)?)),
-        None => (spec, None),
-    };
-    if name.is_empty() {
-        bail!("no variable name");
-    }
-    Ok((name.to_string(), guid))
-}
-
-/// Largest `--files-from` list read (a file, or standard input with `-`): a million paths of
-/// 16 characters, or 100 000 of 160, far more than one `apply` run is meant for; a bigger
-/// input (`/dev/zero` on standard input) is refused after `MAX_FILE_LIST_LEN + 1` bytes
-/// instead of filling the memory.
-const MAX_FILE_LIST_LEN: u64 = 16 << 20;
-
-/// How a file list is named in a too-large error.
-const FILE_LIST: &str = "a list of files";
-
 /// The files of all sources, in order, each path once (the same file twice would find its
 /// own lock and be reported as skipped).
 fn files_of(args: &Args) -> Result<Vec<PathBuf>> {
+    use nvram::apply::{FILE_LIST_WHAT, MAX_FILE_LIST_LEN};
     let mut files = args.files.clone();
     for list in &args.files_from {
         let text = if list == Path::new("-") {
-            safefile::read_bounded(std::io::stdin().lock(), list, MAX_FILE_LIST_LEN, FILE_LIST)
+            safefile::read_bounded(
+                std::io::stdin().lock(),
+                list,
+                MAX_FILE_LIST_LEN,
+                FILE_LIST_WHAT,
+            )
         } else {
             safefile::read_input(
                 list,
                 safefile::Accept::RegularFile,
                 MAX_FILE_LIST_LEN,
-                FILE_LIST,
+                FILE_LIST_WHAT,
             )
         }
         .context("--files-from")?;
-        // Paths need not be UTF-8: split the bytes, as `lines()` would the text.
-        for line in text.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.trim_ascii().is_empty() {
-                use std::os::unix::ffi::OsStrExt;
-                files.push(PathBuf::from(std::ffi::OsStr::from_bytes(line)));
-            }
-        }
+        files.extend(nvram::apply::parse_file_list(&text));
     }
     for dir in &args.dir {
-        let mut found = Vec::new();
-        let entries = std::fs::read_dir(dir)
+        let found = nvram::apply::stores_in_dir(dir)
             .with_context(|| format!("--dir: cannot list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("--dir: cannot list {}", dir.display()))?;
-            // Symlinks and other non-regular entries are kept: they are reported as failed
-            // rather than silently left out. The names are libvirt's: VM_VARS.fd for raw
-            // stores, .qcow2 when the domain's nvram format is qcow2, .json for uefi-vars.
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if [".fd", ".qcow2", ".json"]
-                .iter()
-                .any(|ext| name.ends_with(ext))
-            {
-                found.push(entry.path());
-            }
-        }
-        found.sort();
         files.extend(found);
     }
-    let mut seen = HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
+    nvram::apply::dedup_files(&mut files);
     Ok(files)
 }
 
-/// A one-line progress bar on stderr, redrawn at most ten times a second.
+/// The progress bar on stderr: only when stderr is a terminal (a log or a pipe gets only the
+/// summary), redrawn at most ten times a second, counting the failed and skipped files.
 struct Progress {
-    total: usize,
-    done: AtomicUsize,
+    bar: indicatif::ProgressBar,
     failed: AtomicUsize,
     skipped: AtomicUsize,
-    last_draw: Mutex<Instant>,
 }
 
 impl Progress {
-    fn new(total: usize) -> Self {
-        Self {
-            total,
-            done: AtomicUsize::new(0),
+    fn new(total: usize) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let target = indicatif::ProgressDrawTarget::stderr_with_hz(10);
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), target);
+        let style = indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} files, {msg}")
+            .expect("a valid template")
+            .progress_chars("## ");
+        bar.set_style(style);
+        bar.set_message("0 failed, 0 skipped");
+        Some(Self {
+            bar,
             failed: AtomicUsize::new(0),
             skipped: AtomicUsize::new(0),
-            last_draw: Mutex::new(Instant::now() - Duration::from_secs(1)),
-        }
+        })
     }
 
     fn done(&self, status: Status) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         match status {
             Status::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
             Status::Skipped => self.skipped.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        // try_lock: a worker never waits for another one's drawing.
-        let Ok(mut last) = self.last_draw.try_lock() else {
-            return;
-        };
-        if last.elapsed() < Duration::from_millis(100) && done < self.total {
-            return;
-        }
-        *last = Instant::now();
-        const WIDTH: usize = 30;
-        let filled = WIDTH * done / self.total.max(1);
-        super::out::control(&format!(
-            "\r[{}{}] {done}/{} files, {} failed, {} skipped\x1b[K",
-            "#".repeat(filled),
-            " ".repeat(WIDTH - filled),
-            self.total,
+        self.bar.set_message(format!(
+            "{} failed, {} skipped",
             self.failed.load(Ordering::Relaxed),
-            self.skipped.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed)
         ));
+        self.bar.inc(1);
     }
 
     fn clear(&self) {
-        super::out::control("\r\x1b[K");
+        self.bar.finish_and_clear();
     }
 }

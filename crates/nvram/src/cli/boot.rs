@@ -1,15 +1,17 @@
 //! `nvram boot`: list, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 
+use super::args::StrategyArg;
 use super::out::message;
-use super::set::{changes, json_report, note_free_space, JsonChange, Snapshot, StrategyArg};
+use super::set::{json_report, note_free_space};
 use super::Loaded;
 use anyhow::{anyhow, bail, Result};
+use nvram::edit::{changes, ChangedVariable, EditFileError, Snapshot};
 use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::boot::{self, BootConfig, BootError, LoadOptionSpec, Placement};
-use varstore::edit::{EditError, Editor, Strategy};
+use varstore::edit::{Editor, Strategy};
 
 /// List, add, reorder and remove boot entries (Boot####, BootOrder, BootNext).
 #[derive(Debug, clap::Args)]
@@ -59,9 +61,10 @@ struct AddArgs {
         long,
         requires = "file_path",
         conflicts_with = "uri",
-        value_name = "GUID/NUMBER"
+        value_name = "GUID/NUMBER",
+        value_parser = super::args::partition
     )]
-    partition: Option<String>,
+    partition: Option<super::args::Partition>,
     /// HTTP(S) boot URL.
     #[arg(long, group = "target", value_name = "URL")]
     uri: Option<String>,
@@ -86,7 +89,8 @@ struct OrderArgs {
     /// The store.
     file: PathBuf,
     /// Entry numbers, comma-separated, e.g. 0003,0001.
-    order: String,
+    #[arg(value_parser = super::args::boot_order)]
+    order: super::args::BootOrder,
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
@@ -102,7 +106,8 @@ struct RemoveArgs {
     /// The store.
     file: PathBuf,
     /// Entry number, e.g. 0004.
-    number: String,
+    #[arg(value_parser = super::args::boot_number)]
+    number: u16,
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
     strategy: StrategyArg,
@@ -121,46 +126,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-fn number(text: &str) -> Result<u16> {
-    boot::parse_option_number(text)
-        .ok_or_else(|| anyhow!("{text:?} is not a boot entry number (hex, e.g. 0003)"))
-}
-
-/// Runs a boot edit on the locked file. Boot-level refusals (unknown entry, …) are raised
-/// before anything is changed, so they travel as `Ok(Err(_))` and leave the file untouched;
-/// store-level ones abort the whole edit.
-fn edit<T>(
-    file: &std::path::Path,
-    op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
-) -> Result<nvram::edit::Edited<T>> {
-    let edited = nvram::edit::edit_file(file, |editor| -> Result<_, EditError> {
-        match op(editor) {
-            Ok(v) => Ok(Ok(v)),
-            Err(BootError::Edit(e)) => Err(e),
-            Err(other) => Ok(Err(other)),
-        }
-    })?;
-    match edited.value {
-        Ok(value) => Ok(nvram::edit::Edited {
-            value,
-            written: edited.written,
-            free_space: edited.free_space,
-            reclaim_at_boot: edited.reclaim_at_boot,
-        }),
-        Err(e) => bail!("{}: {e}; nothing was changed", file.display()),
-    }
-}
-
-/// [`edit`], also saying (with `json`) what happened to each variable: the ones `named`
-/// after the edit's value first, then any other that changed.
+/// Runs a boot edit on the locked file, also saying (with `json`) what happened to each
+/// variable: the ones `named` after the edit's value first, then any other that changed.
 fn edit_reporting<T>(
     file: &std::path::Path,
     json: bool,
     op: impl FnOnce(&mut Editor) -> Result<T, BootError>,
     named: impl FnOnce(&T) -> Vec<String>,
-) -> Result<(nvram::edit::Edited<T>, Vec<JsonChange>)> {
+) -> Result<(nvram::edit::Edited<T>, Vec<ChangedVariable>), EditFileError<BootError>> {
     let mut variables = Vec::new();
-    let edited = edit(file, |editor| {
+    let edited = nvram::edit::edit_file(file, |editor| {
         let before = json.then(|| Snapshot::of(editor)).transpose()?;
         let value = op(editor)?;
         if let Some(before) = before {
@@ -265,30 +240,20 @@ fn list(args: ListArgs) -> Result<ExitCode> {
 }
 
 fn add(args: AddArgs) -> Result<ExitCode> {
-    let path =
-        if let Some(file) = &args.file_path {
-            let mut nodes = Vec::new();
-            if let Some(p) = &args.partition {
-                let (g, n) = p
-                    .split_once('/')
-                    .ok_or_else(|| anyhow!("--partition {p:?}: expected GUID/NUMBER"))?;
-                let g = varstore::Guid::try_parse(g.trim())
-                    .map_err(|_| anyhow!("--partition {p:?}: {g:?} is not a GUID"))?;
-                let n: u32 =
-                    n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        anyhow!("--partition {p:?}: {n:?} is not a partition number")
-                    })?;
-                // Start and size 0: edk2 matches the partition by its GUID alone (see
-                // varstore::boot), and reading them would need the disk.
-                nodes.push(boot::hard_drive_gpt(n, g, 0, 0));
-            }
-            nodes.push(boot::file_path(file)?);
-            boot::device_path(&nodes)
-        } else if let Some(u) = &args.uri {
-            boot::device_path(&[boot::uri(u)?])
-        } else {
-            bail!("--file or --uri is required");
-        };
+    let path = if let Some(file) = &args.file_path {
+        let mut nodes = Vec::new();
+        if let Some(p) = args.partition {
+            // Start and size 0: edk2 matches the partition by its GUID alone (see
+            // varstore::boot), and reading them would need the disk.
+            nodes.push(boot::hard_drive_gpt(p.number, p.guid, 0, 0));
+        }
+        nodes.push(boot::file_path(file)?);
+        boot::device_path(&nodes)
+    } else if let Some(u) = &args.uri {
+        boot::device_path(&[boot::uri(u)?])
+    } else {
+        bail!("--file or --uri is required");
+    };
     let spec = LoadOptionSpec::new(&args.description, path);
     spec.to_bytes()?;
     let placement = if args.first {
@@ -335,17 +300,12 @@ fn add(args: AddArgs) -> Result<ExitCode> {
 }
 
 fn order(args: OrderArgs) -> Result<ExitCode> {
-    let order = args
-        .order
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(number)
-        .collect::<Result<Vec<u16>>>()?;
+    let order = &args.order.0;
     let strategy = Strategy::from(args.strategy);
     let (edited, variables) = edit_reporting(
         &args.file,
         args.json,
-        |editor| boot::set_order(editor, &order, strategy),
+        |editor| boot::set_order(editor, order, strategy),
         |_| vec!["BootOrder".to_string()],
     )?;
     let text: Vec<String> = order.iter().map(|n| format!("{n:04X}")).collect();
@@ -368,7 +328,7 @@ fn order(args: OrderArgs) -> Result<ExitCode> {
 }
 
 fn remove(args: RemoveArgs) -> Result<ExitCode> {
-    let n = number(&args.number)?;
+    let n = args.number;
     let strategy = Strategy::from(args.strategy);
     let (edited, variables) = edit_reporting(
         &args.file,

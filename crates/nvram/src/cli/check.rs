@@ -1,10 +1,9 @@
 use anyhow::Result;
 use nvram::escape::terminal;
-use nvram::inspect::CheckReport;
+use nvram::inspect::Health;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use varstore::Varstore;
 
 /// Validate a store and say what the firmware will do with it.
 ///
@@ -22,22 +21,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let store = nvram::files::read_store(&args.file)?;
-    let format = store.format();
-    // A JSON store's room is QEMU's storage count, not the free space of its flash image.
-    let qemu_storage = store.json().and_then(|j| j.storage(store.image()).ok());
-    let image = store.into_image();
-    let report = match Varstore::parse(&image) {
-        Ok(store) => CheckReport::of_store(&store),
-        Err(e) => CheckReport::of_error(&e, image.len()),
-    };
-    // Temporary files that killed writers left next to the store: a warning about the
-    // directory, not a problem of the store, so the status stays the store's.
-    let leftovers: Vec<safefile::Leftover> = safefile::leftovers(&args.file)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|l| !l.in_use)
-        .collect();
+    let checked = nvram::inspect::check_file(&args.file)?;
+    let (report, format, qemu_storage, leftovers) = (
+        checked.report,
+        checked.format,
+        checked.qemu_storage,
+        checked.leftovers,
+    );
     if args.json {
         let mut doc = serde_json::to_value(&report)?;
         doc["file"] = serde_json::json!(args.file);
@@ -89,6 +79,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let _ = writeln!(text, "  {}", terminal(&finding.to_string()));
         }
         let _ = writeln!(text, "  firmware: {}", report.verdict_text);
+        if report.status == "unformatted" && report.health() != Health::Healthy {
+            let _ = writeln!(text, "  `nvram create` makes a formatted store");
+        }
         for l in &leftovers {
             let _ = writeln!(
                 text,
@@ -101,5 +94,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         super::out::text(&text)?;
     }
-    Ok(ExitCode::from(report.exit_code()))
+    // 0 healthy, 1 problems, 2 not a varstore (as for an unreadable file).
+    Ok(ExitCode::from(match report.health() {
+        Health::Healthy => 0,
+        Health::Problems => 1,
+        Health::NotAVarstore => 2,
+    }))
 }

@@ -6,7 +6,7 @@ use nvram::container::Format;
 use nvram::convert::{convert, Target};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use varstore::{Layout, LAYOUTS};
+use varstore::Layout;
 
 /// Write a store in another format (raw flash image, qcow2, QEMU uefi-vars JSON) or layout
 /// (e.g. ovmf-2m → ovmf-4m for a VM whose firmware moved to the 4 MiB build). Every live
@@ -24,8 +24,8 @@ pub struct Args {
     to: Option<super::StoreFormat>,
     /// The new flash image's layout (ovmf-4m, ovmf-2m, aavmf, riscv64, loongarch64); required
     /// to turn a JSON store into a flash image; default: the input's.
-    #[arg(long)]
-    layout: Option<String>,
+    #[arg(long, value_parser = super::args::layout)]
+    layout: Option<&'static Layout>,
     /// Replace the output file if it exists (atomically).
     #[arg(long)]
     force: bool,
@@ -35,19 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let layout = args
-        .layout
-        .as_deref()
-        .map(|name| {
-            Layout::by_name(name).ok_or_else(|| {
-                let names: Vec<&str> = LAYOUTS.iter().map(|l| l.name).collect();
-                anyhow!(
-                    "unknown layout {name:?}: choose one of {}",
-                    names.join(", ")
-                )
-            })
-        })
-        .transpose()?;
+    let layout = args.layout;
     same_file_refused(&args)?;
     let source = nvram::files::read_store(&args.input)?;
     // A layout names a flash image: without --to, a JSON input with --layout becomes raw.
@@ -71,7 +59,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 target.format
             )
         })?;
-    nvram::files::write_output(&args.output, &content, args.force)
+    super::write_output(&args.output, &content, args.force)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     if args.json {
         let mut doc = serde_json::to_value(&report)?;

@@ -1,8 +1,8 @@
 use super::out::message;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use varstore::{Layout, LAYOUTS};
+use varstore::Layout;
 
 /// Create a blank variable store from a built-in layout (no template file needed); with the
 /// global --format qcow2 wrapped in a qcow2 image, with --format json an empty QEMU JSON store.
@@ -11,8 +11,8 @@ pub struct Args {
     /// Layout: ovmf-4m (x86_64 OVMF_VARS_4M.fd, 528 KiB), ovmf-2m (x86_64 OVMF_VARS.fd,
     /// 128 KiB), aavmf (aarch64 AAVMF_VARS.fd, 64 MiB), riscv64 (RISCV_VIRT_VARS.fd, 32 MiB) or
     /// loongarch64 (LoongArch QEMU_VARS.fd, 16 MiB).
-    #[arg(long, default_value = "ovmf-4m")]
-    layout: String,
+    #[arg(long, default_value = "ovmf-4m", value_parser = super::args::layout)]
+    layout: &'static Layout,
     /// Replace FILE if it exists (atomically; a symlink is still refused).
     #[arg(long)]
     force: bool,
@@ -21,18 +21,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let layout = Layout::by_name(&args.layout).ok_or_else(|| {
-        let names: Vec<&str> = LAYOUTS.iter().map(|l| l.name).collect();
-        anyhow!(
-            "unknown layout {:?}: choose one of {}",
-            args.layout,
-            names.join(", ")
-        )
-    })?;
+    let layout = args.layout;
     let image = layout.create();
     let format = nvram::container::default_format().unwrap_or(nvram::container::Format::Raw);
     let content = nvram::container::wrap(&image, format)?;
-    nvram::files::write_output(&args.file, &content, args.force)?;
+    super::write_output(&args.file, &content, args.force)?;
     message!(
         "created {} ({}, {} bytes{})",
         args.file.display(),

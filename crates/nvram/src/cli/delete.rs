@@ -1,9 +1,10 @@
+use super::args::{GuidParser, StrategyArg};
 use super::out::message;
-use super::set::StrategyArg;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
+use nvram::edit::{ChangedVariable, DeleteError, EditFileError};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use varstore::edit::{EditError, Strategy};
+use varstore::edit::Strategy;
 
 /// Delete a variable (the file is locked, edited on a copy and replaced atomically).
 ///
@@ -16,7 +17,7 @@ pub struct Args {
     name: String,
     /// Vendor GUID, or a well-known name such as EfiGlobalVariable; needed when the name is
     /// ambiguous. Without it, the one live variable of that name.
-    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     guid: Option<varstore::Guid>,
     /// How to write the change: append marks the old copies deleted in place (as the firmware
     /// does); compact rewrites the variable area without them.
@@ -30,56 +31,39 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let wanted = args.guid;
     let strategy = Strategy::from(args.strategy);
     let name = args.name.as_str();
     let shown = nvram::escape::terminal(name);
-    let guid = match wanted {
-        Some(g) => g,
-        // Resolved from a first read; the locked edit below checks again that it is live.
-        None => {
-            let loaded = super::Loaded::read(&args.file)?;
-            let Some(store) = loaded.parse()? else {
-                return not_found(&args);
-            };
-            let guids: Vec<_> = store
-                .live_variables()
-                .iter()
-                .filter(|r| r.name() == name)
-                .map(|r| r.guid)
-                .collect();
-            match guids.as_slice() {
-                [] => return not_found(&args),
-                [one] => *one,
-                many => {
-                    let list: Vec<String> = many.iter().map(ToString::to_string).collect();
-                    bail!(
-                        "{}: {} variables are named {shown}; choose one with --guid: {}",
-                        args.file.display(),
-                        many.len(),
-                        list.join(", ")
-                    );
-                }
-            }
-        }
-    };
-    let result = nvram::edit::edit_file(&args.file, |editor| editor.delete(name, guid, strategy));
+    // The name is resolved to its GUID under the edit's lock: no other writer can change
+    // which variable it stands for in between.
+    let result = nvram::edit::edit_file(&args.file, |editor| {
+        nvram::edit::delete_by_name(editor, name, args.guid, strategy)
+    });
     let edited = match result {
         Ok(edited) => edited,
-        Err(nvram::edit::EditFileError::Edit {
-            error: EditError::NotFound { .. },
+        Err(EditFileError::Edit {
+            error: DeleteError::NotFound { .. },
             ..
         }) => return not_found(&args),
+        Err(EditFileError::Edit {
+            error: e @ DeleteError::Ambiguous { .. },
+            ..
+        }) => {
+            return Err(anyhow!(
+                "{}: {e}; choose one with --guid (nothing was changed)",
+                args.file.display()
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
-    let outcome = edited.value;
+    let (guid, outcome) = edited.value;
     if args.json {
         super::set::json_report(
             &args.file,
             &edited,
             serde_json::json!({
                 "compacted": outcome.compacted,
-                "variables": [super::set::JsonChange::new(name, guid, outcome.change.as_str())],
+                "variables": [ChangedVariable { name: name.to_string(), guid, change: outcome.change }],
             }),
         );
         return Ok(ExitCode::SUCCESS);

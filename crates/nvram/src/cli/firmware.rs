@@ -4,7 +4,7 @@
 use super::out::message;
 use anyhow::{anyhow, Context, Result};
 use nvram::escape::terminal;
-use nvram::firmware::{self, Catalog, Criteria, Firmware};
+use nvram::firmware::{self, host_arch, Catalog, Criteria, Firmware, FirmwareChoice};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,14 +114,6 @@ impl Needs {
     }
 }
 
-/// QEMU's target name for this host.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "powerpc64" => "ppc64",
-        other => other,
-    }
-}
-
 /// Where the varstore template comes from: a file, or a firmware descriptor.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TemplateSource {
@@ -131,17 +123,51 @@ pub struct TemplateSource {
     /// Take the template from a QEMU firmware descriptor: `auto` selects the first one that
     /// fits --arch, --machine and --feature (UEFI, split flash, raw), or give a descriptor's
     /// file name (e.g. 60-edk2-x86_64.json).
-    #[arg(long, value_name = "auto|NAME")]
-    firmware: Option<String>,
+    #[arg(long, value_name = "auto|NAME", value_parser = descriptor_arg)]
+    firmware: Option<DescriptorArg>,
     /// The template's format: with --template it must be in it; with --firmware auto only
     /// descriptors whose images have it are considered (default raw, as QEMU and libvirt).
     /// The VM's store is kept in the template's format unless --format says otherwise.
-    #[arg(long, value_name = "FORMAT", value_parser = ["raw", "qcow2"])]
-    template_format: Option<String>,
+    #[arg(long, value_name = "FORMAT")]
+    template_format: Option<TemplateFormat>,
     #[command(flatten)]
     needs: Needs,
     #[command(flatten)]
     dirs: Dirs,
+}
+
+/// `--firmware auto|NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptorArg {
+    /// The first descriptor that fits.
+    Auto,
+    /// A descriptor's file name.
+    Named(String),
+}
+
+fn descriptor_arg(text: &str) -> Result<DescriptorArg, std::convert::Infallible> {
+    Ok(match text {
+        "auto" => DescriptorArg::Auto,
+        name => DescriptorArg::Named(name.to_string()),
+    })
+}
+
+/// `--template-format`: the formats a template image may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TemplateFormat {
+    /// A raw flash image.
+    Raw,
+    /// A qcow2 image.
+    Qcow2,
+}
+
+impl From<TemplateFormat> for nvram::container::Format {
+    fn from(f: TemplateFormat) -> Self {
+        match f {
+            TemplateFormat::Raw => Self::Raw,
+            TemplateFormat::Qcow2 => Self::Qcow2,
+        }
+    }
 }
 
 /// The template chosen, and the descriptor it came from.
@@ -156,52 +182,32 @@ pub struct Chosen {
 
 impl TemplateSource {
     pub fn resolve(&self) -> Result<Chosen> {
-        let Some(name) = &self.firmware else {
+        let format = self.template_format.map(nvram::container::Format::from);
+        let Some(descriptor) = &self.firmware else {
             let template = self.template.clone().expect("clap requires --template");
             return Ok(Chosen {
                 template,
-                template_format: self
-                    .template_format
-                    .as_deref()
-                    .and_then(nvram::container::Format::by_name),
+                template_format: format,
                 firmware: None,
                 machine: None,
             });
         };
-        let mut machine = None;
-        let firmware = if name == "auto" {
+        let (choice, machine) = if let DescriptorArg::Named(name) = descriptor {
+            (FirmwareChoice::Named(name.clone()), None)
+        } else {
             // Resolve the machine type first: an unknown one fails before anything is read.
-            let format = self.template_format.as_deref().unwrap_or("raw");
+            let wanted = format.unwrap_or(nvram::container::Format::Raw);
             let criteria = self
                 .needs
-                .criteria(Criteria::uefi_varstore_in(host_arch(), format))?;
-            machine.clone_from(&criteria.machine);
-            self.dirs.catalog().select(&criteria)?.clone()
-        } else {
-            let catalog = self.dirs.catalog();
-            catalog
-                .by_name(name)
-                .ok_or_else(|| firmware::FirmwareError::NotFound {
-                    name: name.clone(),
-                    dirs: catalog.dirs.clone(),
-                })?
-                .clone()
+                .criteria(Criteria::uefi_varstore_in(host_arch(), wanted.as_str()))?;
+            let machine = criteria.machine.clone();
+            (FirmwareChoice::Auto(criteria), machine)
         };
-        let (template, format) = firmware::varstore_template(&firmware)?;
-        let template = template.to_path_buf();
-        if let Some(wanted) = &self.template_format {
-            if format.as_str() != wanted {
-                anyhow::bail!(
-                    "{}: firmware {} has a {format} nvram-template, not {wanted}",
-                    firmware.path.display(),
-                    firmware.name
-                );
-            }
-        }
+        let chosen = self.dirs.catalog().template(&choice, format)?;
         Ok(Chosen {
-            template,
-            template_format: Some(format),
-            firmware: Some(firmware),
+            template: chosen.template,
+            template_format: Some(chosen.format),
+            firmware: Some(chosen.firmware),
             machine,
         })
     }

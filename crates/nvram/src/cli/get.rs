@@ -1,6 +1,7 @@
 use super::out::message;
 use super::Loaded;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
+use nvram::edit::DeleteError;
 use nvram::escape::terminal;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ pub struct Args {
     /// Variable name, e.g. BootOrder.
     name: String,
     /// Vendor GUID, or a well-known name such as EfiGlobalVariable; needed when the name is ambiguous.
-    #[arg(long)]
-    guid: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = super::args::GuidParser)]
+    guid: Option<varstore::Guid>,
     /// Print the data as one line of hex.
     #[arg(long, group = "output")]
     hex: bool,
@@ -28,14 +29,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let guid = args
-        .guid
-        .as_deref()
-        .map(|g| {
-            varstore::guid::parse(g)
-                .ok_or_else(|| anyhow!("--guid {g:?} is not a GUID or a known GUID name"))
-        })
-        .transpose()?;
     let loaded = Loaded::read(&args.file)?;
     let Some(store) = loaded.parse()? else {
         message!(
@@ -45,13 +38,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let matches: Vec<_> = store
-        .live_variables()
-        .into_iter()
-        .filter(|r| guid.is_none_or(|g| g == r.guid) && r.name() == args.name)
-        .collect();
-    let record = match matches.as_slice() {
-        [] => {
+    let record = match nvram::edit::find_variable(&store, &args.name, args.guid) {
+        Ok(record) => record,
+        Err(DeleteError::NotFound { .. }) => {
             message!(
                 "nvram: {}: no variable {}",
                 args.file.display(),
@@ -59,16 +48,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
             return Ok(ExitCode::from(1));
         }
-        [one] => *one,
-        many => {
-            let guids: Vec<String> = many.iter().map(|r| r.guid.to_string()).collect();
-            bail!(
-                "{}: {} variables are named {}; choose one with --guid: {}",
-                args.file.display(),
-                many.len(),
-                terminal(&args.name),
-                guids.join(", ")
-            );
+        Err(e) => {
+            return Err(anyhow!(
+                "{}: {e}; choose one with --guid",
+                args.file.display()
+            ))
         }
     };
     if args.raw {

@@ -1,7 +1,9 @@
+use super::args::StrategyArg;
 use super::out::message;
-use super::set::{changes, json_report, Snapshot, StrategyArg};
+use super::set::json_report;
 use anyhow::{Context, Result};
 use nvram::edit::Failure;
+use nvram::edit::{changes, Snapshot};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::edit::Strategy;

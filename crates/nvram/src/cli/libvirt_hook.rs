@@ -4,6 +4,7 @@
 use super::out::message;
 use anyhow::{bail, Context, Result};
 use nvram::hook::{self, Config, HookError, Outcome};
+use nvram::prepare::PrepareError;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,7 +92,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 "restore" => "to restore",
                 _ => "to start",
             };
-            message!("nvram: refusing {what} domain {object}: {e}");
+            let advice = match &e {
+                HookError::Damaged { .. } => {
+                    "; `nvram check` tells more; `virsh start --reset-nvram` re-creates it from \
+                     the template"
+                }
+                HookError::Store(p) | HookError::Descriptor { source: p, .. }
+                    if matches!(**p, PrepareError::FormatMismatch { .. }) =>
+                {
+                    "; `nvram convert` rewrites it in another format"
+                }
+                _ => "; `virsh start --reset-nvram` re-creates it from the template",
+            };
+            message!("nvram: refusing {what} domain {object}: {e}{advice}");
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e).with_context(|| format!("cannot check the store of domain {object}")),

@@ -1,6 +1,7 @@
 //! Argument parsing and one module per subcommand.
 
 mod apply;
+mod args;
 mod boot;
 mod check;
 mod clean;
@@ -189,12 +190,66 @@ fn parse_error(path: &Path, error: ParseError) -> anyhow::Error {
     ))
 }
 
+/// A library error with what to do about it, in this command line's words (the library's
+/// messages name no command or flag). Its message is the error's followed by the advice;
+/// its `source` is the error's own, so the binary's chain of causes goes on from there.
+#[derive(Debug)]
+pub(crate) struct Advised<E> {
+    pub error: E,
+    pub advice: &'static str,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Advised<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.error, self.advice)
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for Advised<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// What to do about an existing varstore that prepare, reset or the libvirt hook refused.
+pub(crate) fn prepare_advice(error: &nvram::prepare::PrepareError) -> Option<&'static str> {
+    use nvram::prepare::PrepareError as E;
+    match error {
+        E::SizeMismatch { .. } | E::LayoutMismatch { .. } | E::NotVarstore { .. } => {
+            Some("`nvram reset` re-creates it from the template")
+        }
+        E::FormatMismatch { .. } => Some("`nvram convert` rewrites it in another format"),
+        E::IncomingJson { .. } => Some("prepare it without --incoming"),
+        _ => None,
+    }
+}
+
+/// `error` with [`prepare_advice`], as an error of the binary.
+pub(crate) fn advised_prepare_error(error: nvram::prepare::PrepareError) -> anyhow::Error {
+    match prepare_advice(&error) {
+        Some(advice) => Advised { error, advice }.into(),
+        None => error.into(),
+    }
+}
+
+/// [`nvram::files::write_output`], saying that `--force` replaces an existing file.
+fn write_output(path: &Path, content: &[u8], force: bool) -> Result<()> {
+    nvram::files::write_output(path, content, force).map_err(|error| match error {
+        e @ nvram::files::FileError::Exists { .. } => Advised {
+            error: e,
+            advice: "use --force to replace it",
+        }
+        .into(),
+        e => anyhow::Error::new(e),
+    })
+}
+
 /// Writes command output as it is (JSON, raw bytes) to stdout (see [`out::result`]) or, with
 /// `-o`, safely to a file. Human text goes to [`out::text`] instead.
 fn emit(output: Option<&Path>, force: bool, content: &[u8]) -> Result<()> {
     match output {
         None => out::result(content),
-        Some(path) => nvram::files::write_output(path, content, force)
+        Some(path) => write_output(path, content, force)
             .with_context(|| format!("cannot write {}", path.display())),
     }
 }

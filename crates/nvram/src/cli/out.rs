@@ -70,15 +70,6 @@ pub fn stderr_line(line: impl Display) {
     let _ = writeln!(stderr, "{}", lines(&line));
 }
 
-/// Writes terminal control sequences of our own (the progress bar) to stderr, as they are;
-/// dropped if stderr cannot be written.
-pub fn control(sequence: &str) {
-    let mut stderr = io::stderr().lock();
-    let _ = stderr
-        .write_all(sequence.as_bytes())
-        .and_then(|()| stderr.flush());
-}
-
 /// `text` with each line escaped by [`terminal`], the newlines between them kept.
 fn lines(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| c != '\n' && is_escaped(c)) {

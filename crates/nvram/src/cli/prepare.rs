@@ -70,13 +70,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if e.is_mismatch() => {
+            let error_text = match super::prepare_advice(&e) {
+                Some(advice) => format!("{e}; {advice}"),
+                None => e.to_string(),
+            };
             if args.json {
                 let doc = serde_json::json!({
                     "ok": false,
                     "nvram": args.nvram,
                     "template": chosen.template,
                     "incoming": args.incoming,
-                    "error": e.to_string(),
+                    "error": error_text,
                     "firmware": firmware,
                     "machine": chosen.machine,
                 });
@@ -86,9 +90,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     (nvram::escape::to_json_pretty(&doc)? + "\n").as_bytes(),
                 )?;
             }
-            message!("nvram: {e}");
+            message!("nvram: {error_text}");
             Ok(ExitCode::from(1))
         }
-        Err(e) => Err(e).with_context(|| format!("cannot prepare {}", args.nvram.display())),
+        Err(e) => Err(super::advised_prepare_error(e))
+            .with_context(|| format!("cannot prepare {}", args.nvram.display())),
     }
 }

@@ -33,6 +33,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         !args.no_backup,
         nvram::container::default_format(),
     )
+    .map_err(super::advised_prepare_error)
     .with_context(|| format!("cannot reset {}", args.nvram.display()))?;
     if args.json {
         let mut doc = serde_json::to_value(&reset)?;

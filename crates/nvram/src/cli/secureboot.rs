@@ -1,11 +1,11 @@
+use super::args::{DistroArg, GuidParser, MicrosoftArg, StrategyArg};
 use super::out::message;
-use super::set::StrategyArg;
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use nvram::secureboot::{self as sb, Database, Distro, EnrollPlan, Microsoft, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use varstore::edit::{EditError, Editor, Strategy};
+use varstore::edit::Strategy;
 use varstore::guid::{self, Guid};
 use varstore::secureboot::{SignatureInput, OVMF_ENROLL_DEFAULT_KEYS};
 
@@ -23,51 +23,6 @@ enum Command {
     AddKek(AddArgs),
     AddDb(AddArgs),
     AddDbx(AddArgs),
-}
-
-/// Which Microsoft certificates: 2011, 2023 or all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum MicrosoftArg {
-    /// KEK CA 2011; Windows Production PCA 2011 and UEFI CA 2011.
-    #[value(name = "2011")]
-    Y2011,
-    /// KEK 2K CA 2023; Windows UEFI CA 2023, Microsoft UEFI CA 2023, Option ROM UEFI CA 2023.
-    #[value(name = "2023")]
-    Y2023,
-    /// Both generations.
-    All,
-}
-
-impl From<MicrosoftArg> for Microsoft {
-    fn from(m: MicrosoftArg) -> Self {
-        match m {
-            MicrosoftArg::Y2011 => Microsoft::Y2011,
-            MicrosoftArg::Y2023 => Microsoft::Y2023,
-            MicrosoftArg::All => Microsoft::All,
-        }
-    }
-}
-
-/// Distribution db certificates that nvram carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(super) enum DistroArg {
-    /// Debian Secure Boot CA (2016): Debian's grub, shim helpers and kernels.
-    Debian,
-    /// Red Hat UEFI CA (2024), virt-firmware's rh-uefi.
-    #[value(alias = "rh-uefi")]
-    Redhat,
-    /// Canonical Ltd. Master Certificate Authority (2012): Ubuntu's grub and kernels.
-    Ubuntu,
-}
-
-impl From<DistroArg> for Distro {
-    fn from(d: DistroArg) -> Self {
-        match d {
-            DistroArg::Debian => Distro::Debian,
-            DistroArg::Redhat => Distro::RedHat,
-            DistroArg::Ubuntu => Distro::Ubuntu,
-        }
-    }
 }
 
 /// Enrol PK, KEK, db and dbx, and turn Secure Boot on (SecureBootEnable=1, CustomMode=0).
@@ -110,7 +65,7 @@ struct EnrollArgs {
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given (default: a0baa8a3-…, OVMF's and virt-firmware's).
-    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     owner: Option<Guid>,
     /// How to write the changes.
     #[arg(long, value_enum, default_value = "append")]
@@ -148,7 +103,7 @@ struct AddArgs {
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
     /// Owner GUID of the certificates given (default: a0baa8a3-…).
-    #[arg(long, value_name = "GUID", value_parser = super::set::GuidParser)]
+    #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     owner: Option<Guid>,
     /// How to write the change.
     #[arg(long, value_enum, default_value = "append")]
@@ -173,139 +128,60 @@ fn read(path: &Path) -> Result<SignatureInput> {
     Ok(sb::read_input(path)?)
 }
 
-/// Runs an all-or-nothing secure boot edit inside [`nvram::edit::edit_file`].
-fn edit<T>(
-    path: &Path,
-    f: impl FnOnce(&mut Editor) -> Result<T, sb::SecureBootError>,
-) -> Result<nvram::edit::Edited<T>> {
-    let mut failure = None;
-    let edited = nvram::edit::edit_file(path, |editor| -> Result<Option<T>, EditError> {
-        match f(editor) {
-            Ok(v) => Ok(Some(v)),
-            Err(sb::SecureBootError::Edit(e)) => Err(e),
-            Err(other) => {
-                failure = Some(other);
-                Ok(None)
-            }
-        }
-    })?;
-    match (edited.value, failure) {
-        (Some(value), _) => Ok(nvram::edit::Edited {
-            value,
-            written: edited.written,
-            free_space: edited.free_space,
-            reclaim_at_boot: edited.reclaim_at_boot,
-        }),
-        (None, Some(e)) => {
-            Err(anyhow!(e).context(format!("{}: nothing was changed", path.display())))
-        }
-        (None, None) => bail!("internal error: no result"),
-    }
-}
-
-/// Where `--generate-pk` writes the private key and the certificate.
-fn generated_pk_paths(file: &Path, key_out: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
-    let key = match key_out {
-        Some(k) => k.to_path_buf(),
-        None => {
-            let mut k = file.as_os_str().to_owned();
-            k.push(".pk.key");
-            PathBuf::from(k)
-        }
-    };
-    let cert = key.with_extension("crt");
-    if cert == key || key.file_name().is_none() {
-        bail!(
-            "--pk-key-out {}: give the key file a name not ending in .crt (the certificate \
-             goes next to it as .crt)",
-            key.display()
-        );
-    }
-    Ok((key, cert))
-}
-
-/// Refuses a key or certificate path that is taken (by anything, even a dangling symlink).
-fn refuse_existing(path: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        bail!(
-            "{}: already exists; not overwriting a key or certificate (nothing was changed)",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Writes a generated PK's key and certificate as new owner-only files (never through a
-/// symlink, never over anything); nothing is left behind on error.
-fn write_generated_pk(generated: &sb::GeneratedPk, key: &Path, cert: &Path) -> Result<()> {
-    let create = |path: &Path, content: &[u8]| -> Result<()> {
-        match nvram::files::create_new(path, content) {
-            Ok(()) => Ok(()),
-            Err(nvram::files::FileError::Exists { .. }) => refuse_existing(path)
-                .and_then(|()| bail!("{}: appeared while writing", path.display())),
-            Err(e) => Err(anyhow!(e).context("nothing was changed")),
-        }
-    };
-    create(key, generated.key_pem.as_bytes())?;
-    if let Err(e) = create(cert, generated.cert_pem.as_bytes()) {
-        let _ = std::fs::remove_file(key);
-        return Err(e);
-    }
-    Ok(())
-}
-
 fn enroll(args: EnrollArgs) -> Result<ExitCode> {
-    let mut generated_files = None;
-    let pk = match (&args.pk, &args.generate_pk) {
-        (Some(path), None) => read(path)?,
+    let inputs = EnrollInputs {
+        kek: &args.kek,
+        db: &args.db,
+        dbx: args.dbx.as_deref(),
+        microsoft: args.microsoft.map(Microsoft::from),
+        distro: args.distro.iter().copied().map(Distro::from).collect(),
+        owner: args.owner,
+        strategy: Strategy::from(args.strategy),
+    };
+    let (edited, generated) = match (&args.pk, &args.generate_pk) {
+        (Some(path), None) => {
+            let plan = inputs.plan(read(path)?, |_, p| read(p))?;
+            let edited = nvram::edit::edit_file(&args.file, |editor| sb::enroll(editor, &plan))?;
+            (edited, None)
+        }
         (None, Some(cn)) => {
-            let (key, cert) = generated_pk_paths(&args.file, args.pk_key_out.as_deref())?;
-            refuse_existing(&key)?;
-            refuse_existing(&cert)?;
-            let generated = sb::generate_pk(cn)?;
-            write_generated_pk(&generated, &key, &cert)?;
-            let der = generated.cert_der.clone();
-            generated_files = Some((key, cert, der.clone()));
-            SignatureInput::Certificates(vec![der])
+            let files = sb::PkFiles::for_store(&args.file, args.pk_key_out.as_deref())
+                .context("--pk-key-out")?;
+            // Replaced by the generated certificate.
+            let placeholder = SignatureInput::Certificates(Vec::new());
+            let plan = inputs.plan(placeholder, |_, p| read(p))?;
+            let edited =
+                sb::enroll_generated_pk(&args.file, cn, &files, plan).map_err(|e| match e {
+                    e @ sb::GeneratedPkError::Exists { .. } => {
+                        anyhow!(e).context("--generate-pk: nothing was changed")
+                    }
+                    e => anyhow!(e),
+                })?;
+            (edited, Some(files))
         }
         _ => bail!("give exactly one of --pk and --generate-pk"),
     };
-    let result = enroll_with_pk(&args, pk);
-    match (&result, &generated_files) {
-        // A key that was never enrolled is not left behind. (If the store was replaced and
-        // only the directory sync failed, the PK is in it: keep the key then.)
-        (Err(_), Some((key, cert, der))) if !store_has_pk(&args.file, der) => {
-            let _ = std::fs::remove_file(key);
-            let _ = std::fs::remove_file(cert);
+    if args.json {
+        let mut members = serde_json::json!({
+            "variables": edited.value.iter().map(json_change).collect::<Vec<_>>(),
+        });
+        if let Some(files) = &generated {
+            members["pk_key"] = files.key.to_string_lossy().into();
+            members["pk_certificate"] = files.cert.to_string_lossy().into();
         }
-        (Ok(_), Some(_)) if args.json => {}
-        (Ok(_), Some((key, cert, _))) => {
-            message!("{}: PK private key: {}", args.file.display(), key.display());
-            message!(
-                "{}: PK certificate: {}",
-                args.file.display(),
-                cert.display()
-            );
-        }
-        _ => {}
+        super::set::json_report(&args.file, &edited, members);
+        return Ok(ExitCode::SUCCESS);
     }
-    result
-}
-
-/// Whether the store at `file` holds the certificate `der` in its PK.
-fn store_has_pk(file: &Path, der: &[u8]) -> bool {
-    let Ok(image) = nvram::files::read_store(file).map(|s| s.into_image()) else {
-        return false;
-    };
-    let Ok(store) = varstore::Varstore::parse(&image) else {
-        return false;
-    };
-    store.live_variables().iter().any(|v| {
-        v.guid == Database::Pk.guid()
-            && v.name() == Database::Pk.name()
-            && varstore::secureboot::SignatureDb::parse(v.data)
-                .is_some_and(|db| db.contains_x509(der))
-    })
+    for c in &edited.value {
+        report(&args.file, c);
+    }
+    if let Some(files) = &generated {
+        let file = args.file.display();
+        message!("{file}: PK private key: {}", files.key.display());
+        message!("{file}: PK certificate: {}", files.cert.display());
+    }
+    super::set::note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// An enrolment as a command line gives it, whatever its flags are called: `nvram secureboot
@@ -321,21 +197,19 @@ pub(super) struct EnrollInputs<'a> {
     pub microsoft: Option<Microsoft>,
     /// Distribution certificates.
     pub distro: Vec<Distro>,
-    /// The owner GUID as given; `None` for the default.
-    pub owner: Option<&'a str>,
+    /// The owner GUID; `None` for the default.
+    pub owner: Option<Guid>,
     /// How to write the variables.
     pub strategy: Strategy,
 }
 
 impl EnrollInputs<'_> {
     /// The plan with this PK. `read` reads a certificate input given with the flag for
-    /// "kek", "db" or "dbx"; `parse_owner` parses the owner GUID. The inputs are read in
-    /// order, the owner parsed last, each command adding its own error context.
+    /// "kek", "db" or "dbx", in order, each command adding its own error context.
     pub(super) fn plan(
         self,
         pk: SignatureInput,
         read: impl Fn(&str, &Path) -> Result<SignatureInput>,
-        parse_owner: impl FnOnce(&str) -> Result<Guid>,
     ) -> Result<EnrollPlan> {
         let mut plan = EnrollPlan::with_pk(pk);
         plan.kek = self
@@ -352,62 +226,19 @@ impl EnrollInputs<'_> {
         plan.microsoft = self.microsoft;
         plan.distro = self.distro;
         if let Some(owner) = self.owner {
-            plan.owner = parse_owner(owner)?;
+            plan.owner = owner;
         }
         plan.strategy = self.strategy;
         Ok(plan)
     }
 }
 
-fn enroll_with_pk(args: &EnrollArgs, pk: SignatureInput) -> Result<ExitCode> {
-    let inputs = EnrollInputs {
-        kek: &args.kek,
-        db: &args.db,
-        dbx: args.dbx.as_deref(),
-        microsoft: args.microsoft.map(Microsoft::from),
-        distro: args.distro.iter().copied().map(Distro::from).collect(),
-        // Parsed already (GuidParser): set below.
-        owner: None,
-        strategy: Strategy::from(args.strategy),
-    };
-    let mut plan = inputs.plan(pk, |_, p| read(p), super::set::parse_guid)?;
-    if let Some(owner) = args.owner {
-        plan.owner = owner;
-    }
-    let edited = edit(&args.file, |editor| sb::enroll(editor, &plan))?;
-    if args.json {
-        let mut members = serde_json::json!({
-            "variables": edited.value.iter().map(json_change).collect::<Vec<_>>(),
-        });
-        if args.generate_pk.is_some() {
-            let (key, cert) = generated_pk_paths(&args.file, args.pk_key_out.as_deref())?;
-            members["pk_key"] = key.to_string_lossy().into();
-            members["pk_certificate"] = cert.to_string_lossy().into();
-        }
-        super::set::json_report(&args.file, &edited, members);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for c in &edited.value {
-        report(&args.file, c);
-    }
-    super::set::note_free_space(&edited);
-    Ok(ExitCode::SUCCESS)
-}
-
 /// One variable of a `--json` report: name, guid, change, then the counts and time the text
 /// gives.
 fn json_change(c: &sb::VariableChange) -> serde_json::Value {
-    let guid = match c.name.as_str() {
-        "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
-        "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
-        name => Database::ALL
-            .into_iter()
-            .find(|d| d.name() == name)
-            .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
-    };
     serde_json::json!({
         "name": c.name,
-        "guid": guid.to_string(),
+        "guid": c.guid().to_string(),
         "change": c.change,
         "entries": c.entries,
         "added": c.added,
@@ -450,7 +281,7 @@ fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
         ..sb::Addition::to(database)
     };
     let strategy = Strategy::from(args.strategy);
-    let edited = edit(&args.file, |editor| sb::add(editor, &addition, strategy))?;
+    let edited = nvram::edit::edit_file(&args.file, |editor| sb::add(editor, &addition, strategy))?;
     if args.json {
         let members = serde_json::json!({ "variables": [json_change(&edited.value)] });
         super::set::json_report(&args.file, &edited, members);

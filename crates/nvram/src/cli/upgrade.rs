@@ -2,14 +2,12 @@
 
 use super::firmware::{firmware_json, TemplateSource};
 use super::out::message;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use nvram::escape::terminal;
-use nvram::upgrade::{upgrade_with, TemplateDatabases, UpgradeError, UpgradeOptions};
+use nvram::upgrade::{upgrade_with, TemplateDatabases, UpgradeOptions};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use varstore::edit::EditError;
-use varstore::{ErrorKind, Varstore};
 
 /// Give a VM's store the Secure Boot databases of a newer template, keeping the VM's own
 /// variables.
@@ -65,40 +63,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         replace_pk: args.replace_pk,
         ..UpgradeOptions::default()
     };
-    let mut failure = None;
-    let edited = nvram::edit::edit_file_with(
-        &args.nvram,
-        !args.dry_run,
-        |editor| -> Result<_, EditError> {
-            match upgrade_with(editor, &template, &options) {
-                Ok(report) => Ok(Some(report)),
-                Err(UpgradeError::Edit(e)) => Err(e),
-                Err(other) => {
-                    // The editor is unchanged, so nothing is written.
-                    failure = Some(other);
-                    Ok(None)
-                }
-            }
-        },
-    )
-    .with_context(|| format!("cannot upgrade {}", args.nvram.display()))?;
+    let edited = nvram::edit::edit_file_with(&args.nvram, !args.dry_run, |editor| {
+        upgrade_with(editor, &template, &options)
+    })
+    .with_context(|| {
+        format!(
+            "cannot upgrade {} from {}",
+            args.nvram.display(),
+            chosen.template.display()
+        )
+    })?;
     if edited.written && !args.dry_run {
         // What killed writers left next to the file goes once this edit has succeeded.
         nvram::files::clean_after_write(&args.nvram);
     }
-    let report = match (edited.value, failure) {
-        (Some(report), _) => report,
-        (None, Some(e)) => {
-            return Err(anyhow!(e).context(format!(
-                "{}: cannot upgrade from {}; nothing was changed",
-                args.nvram.display(),
-                chosen.template.display()
-            )))
-        }
-        (None, None) => bail!("internal error: no result"),
-    };
+    let report = &edited.value;
     if args.json {
-        let mut doc = serde_json::to_value(&report)?;
+        let mut doc = serde_json::to_value(report)?;
         doc["file"] = serde_json::json!(args.nvram);
         doc["template"] = serde_json::json!(chosen.template);
         doc["dry_run"] = serde_json::json!(args.dry_run);
@@ -178,7 +159,7 @@ fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
         dry_run: args.dry_run,
     };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let named = super::vms::apply_targets(&targets, &plan, jobs, &|_| {});
+    let named = nvram::libvirt::apply_targets(&targets, &plan, jobs, &|_| {});
     super::out::report(&super::vms::report(&named, args.json)?);
     let results: Vec<_> = named.into_iter().map(|(_, r)| r).collect();
     let summary = Summary::of(&results);
@@ -206,19 +187,7 @@ fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
 
 /// Reads the template and its Secure Boot databases, once.
 pub(super) fn load_template(path: &Path) -> Result<TemplateDatabases> {
-    let template = nvram::prepare::Template::load(path)?;
-    let store = match Varstore::parse(template.image()) {
-        Ok(store) => store,
-        Err(e) if e.kind() == ErrorKind::Unformatted => {
-            bail!(
-                "{}: the template is blank: it holds no Secure Boot databases to upgrade to",
-                path.display()
-            )
-        }
-        Err(e) => return Err(super::parse_error(path, e)),
-    };
-    let databases = TemplateDatabases::of(&store)
-        .with_context(|| format!("{}: cannot use the template", path.display()))?;
+    let databases = TemplateDatabases::load(path)?;
     if databases.is_empty() {
         message!(
             "nvram: note: {}: the template has no Secure Boot databases (PK, KEK, db, dbx)",

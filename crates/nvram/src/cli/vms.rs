@@ -3,11 +3,10 @@
 
 use super::out::message;
 use anyhow::{bail, Result};
-use nvram::apply::{apply_all, FileResult, Plan, Status};
+use nvram::apply::FileResult;
 use nvram::escape::terminal;
-use nvram::libvirt::{Domain, Health, Selection};
+use nvram::libvirt::{Domain, Health, Selection, Target};
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// List libvirt's domains with their firmware, varstore and our verdict on the store.
@@ -181,16 +180,6 @@ pub struct LibvirtArgs {
     pub all: bool,
 }
 
-/// One domain's store to edit, or the reason it is not edited.
-pub struct Target {
-    /// The domain's name.
-    pub domain: String,
-    /// Its store.
-    pub file: PathBuf,
-    /// Decided without touching the file (running, no store yet, no varstore).
-    pub verdict: Option<(Status, String)>,
-}
-
 impl LibvirtArgs {
     /// The stores of the domains asked for.
     pub fn targets(&self) -> Result<Vec<Target>> {
@@ -204,83 +193,18 @@ impl LibvirtArgs {
             .clone()
             .unwrap_or_else(nvram::libvirt::default_uri);
         let domains = nvram::libvirt::list_domains(&uri)?;
-        let picked = nvram::libvirt::select(&domains, &selection)?;
-        let mut targets = Vec::new();
-        let mut without = 0;
-        for d in picked {
-            let Some(n) = &d.nvram else {
-                if selection == Selection::All {
-                    without += 1;
-                } else {
-                    targets.push(Target {
-                        domain: d.name.clone(),
-                        file: PathBuf::new(),
-                        verdict: Some((Status::Failed, "the domain has no UEFI varstore".into())),
-                    });
-                }
-                continue;
-            };
-            let verdict = if d.active {
-                Some((
-                    Status::Skipped,
-                    format!("the domain is {}: not edited", d.state),
-                ))
-            } else if n.implicit && std::fs::symlink_metadata(&n.path).is_err() {
-                Some((
-                    Status::Skipped,
-                    "no store yet: libvirt creates it from the template at the next start".into(),
-                ))
-            } else {
-                None
-            };
-            targets.push(Target {
-                domain: d.name.clone(),
-                file: n.path.clone(),
-                verdict,
-            });
+        let found = nvram::libvirt::targets(&domains, &selection)?;
+        if found.without_store > 0 {
+            message!(
+                "nvram: {} domains without a UEFI varstore left out",
+                found.without_store
+            );
         }
-        if without > 0 {
-            message!("nvram: {without} domains without a UEFI varstore left out");
-        }
-        Ok(targets)
+        Ok(found.targets)
     }
 }
 
-/// Applies `plan` to the targets' stores that may be edited; the others get their verdict.
-/// Each result's detail starts with the domain's name.
-pub fn apply_targets(
-    targets: &[Target],
-    plan: &Plan,
-    jobs: usize,
-    on_done: &(dyn Fn(&FileResult) + Sync),
-) -> Vec<(String, FileResult)> {
-    let files: Vec<PathBuf> = targets
-        .iter()
-        .filter(|t| t.verdict.is_none())
-        .map(|t| t.file.clone())
-        .collect();
-    let mut edited = apply_all(&files, plan, jobs, on_done).into_iter();
-    targets
-        .iter()
-        .map(|t| {
-            let result = match &t.verdict {
-                Some((status, detail)) => {
-                    let r = FileResult {
-                        file: t.file.clone(),
-                        status: *status,
-                        detail: detail.clone(),
-                    };
-                    on_done(&r);
-                    r
-                }
-                None => edited.next().expect("one result per file"),
-            };
-            (t.domain.clone(), result)
-        })
-        .collect()
-}
-
-/// The report of [`apply_targets`]: text lines `RESULT FILE (domain NAME): DETAIL`, or a JSON
+/// The report of [`nvram::libvirt::apply_targets`]: text lines `RESULT FILE (domain NAME): DETAIL`, or a JSON
 /// array of {"domain", "file", "result", "detail"}.
 pub fn report(results: &[(String, FileResult)], json: bool) -> Result<String> {
     if json {

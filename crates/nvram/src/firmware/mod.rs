@@ -42,6 +42,7 @@
 mod descriptor;
 mod machine;
 mod select;
+mod template;
 
 pub use descriptor::{
     parse_descriptor, search_dirs, Catalog, Descriptor, Firmware, FlashFile, FlashMapping, Mapping,
@@ -52,3 +53,4 @@ pub use machine::{
     resolve_machine_alias, MachineError,
 };
 pub use select::{glob_match, raw_template, varstore_template, Criteria, FirmwareError};
+pub use template::{host_arch, ChosenTemplate, FirmwareChoice};

@@ -226,6 +226,18 @@ pub enum FirmwareError {
         /// Its mapping, e.g. `flash/stateless`.
         mapping: String,
     },
+    /// The template is not in the format asked for.
+    #[error("{path}: firmware {name} has a {format} nvram-template, not {wanted}")]
+    TemplateFormat {
+        /// Descriptor name.
+        name: String,
+        /// Descriptor path.
+        path: PathBuf,
+        /// The template's format.
+        format: crate::container::Format,
+        /// The format asked for.
+        wanted: crate::container::Format,
+    },
     /// The template is neither a raw nor a qcow2 image.
     #[error(
         "{path}: firmware {name} has a {format} nvram-template; only raw and qcow2 varstores are supported"
