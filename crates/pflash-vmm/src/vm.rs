@@ -52,6 +52,9 @@ pub enum VmError {
     /// The host's KVM lacks something the VMM needs.
     #[error("KVM lacks {0}")]
     Unsupported(&'static str),
+    /// The watchdog's signal handler cannot be installed.
+    #[error("watchdog: {0}")]
+    Watchdog(String),
     /// Guest memory cannot be set up.
     #[error("guest memory: {0}")]
     Memory(String),
@@ -481,9 +484,8 @@ extern "C" fn interrupt_kvm_run(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut
 impl Watchdog {
     fn start(limit: Duration) -> Result<Watchdog, VmError> {
         let signal = vmm_sys_util::signal::SIGRTMIN();
-        vmm_sys_util::signal::register_signal_handler(signal, interrupt_kvm_run).map_err(|e| {
-            VmError::Memory(format!("installing the watchdog's signal handler: {e}"))
-        })?;
+        vmm_sys_util::signal::register_signal_handler(signal, interrupt_kvm_run)
+            .map_err(|e| VmError::Watchdog(format!("installing the signal handler: {e}")))?;
         // SAFETY: pthread_self has no preconditions.
         let vcpu_thread = unsafe { libc::pthread_self() };
         let fired = Arc::new(AtomicBool::new(false));
