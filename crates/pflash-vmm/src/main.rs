@@ -158,6 +158,25 @@ fn run_command(command: Command) -> Result<u8, String> {
             let image =
                 guest::build_image(&program).map_err(|e| format!("workload {workload}: {e}"))?;
             write_file(&output, &image)?;
+            let checked = program
+                .ops
+                .iter()
+                .filter(|op| {
+                    matches!(
+                        op,
+                        guest::Op::Read {
+                            expect: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
+            eprintln!(
+                "{}: workload {workload}: {} operations ({checked} checked reads), {} bytes",
+                output.display(),
+                program.ops.len(),
+                image.len()
+            );
             Ok(0)
         }
         Command::Vars { after, output } => {
