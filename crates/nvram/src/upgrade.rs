@@ -30,7 +30,7 @@
 //! use nvram::secureboot::{add, Addition, Database};
 //! use nvram::upgrade::{upgrade, UpgradeOptions};
 //! use varstore::edit::{Editor, Strategy};
-//! use varstore::secureboot::SignatureInput;
+//! use nvram::certs::SignatureInput;
 //!
 //! let blank = varstore::Layout::by_name("ovmf-4m").unwrap().create();
 //! // The new template: a blank store with Microsoft's 2023 db certificates.
@@ -51,13 +51,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::certs::SignatureInput;
 use crate::secureboot::{add, Addition, Database, EntryStatus, SecureBootError, AUTHENTICATED};
 use serde::Serialize;
 use std::fmt;
 use varstore::decode::describe_signature;
 use varstore::edit::{EditError, Editor, Strategy};
 use varstore::guid::{self, Guid};
-use varstore::secureboot::{certificate_subject, later, SignatureDb, SignatureInput};
+use varstore::secureboot::{certificate_subject, later, SignatureDb};
 use varstore::{EfiTime, Varstore};
 
 /// The databases merged from the template, in this order.
