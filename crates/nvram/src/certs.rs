@@ -17,6 +17,7 @@
 //! ```
 
 use base64ct::Encoding;
+use varstore::decode::DecodeError;
 use varstore::secureboot::{
     certificate_not_before, check_signature_lists, efi_time, split_auth2, EntryError, SignatureDb,
 };
@@ -106,9 +107,10 @@ pub enum InputError {
         /// What is wrong.
         problem: String,
     },
-    /// An `.auth` file whose header or signature lists are broken.
-    #[error(".auth file: {0}")]
-    BadAuth(&'static str),
+    /// An `.auth` file whose signature lists after the header do not add up; the error's
+    /// offset counts from the start of the file.
+    #[error(".auth file: the data after the header is not signature lists: {0}")]
+    BadAuth(DecodeError),
     /// Signature lists (an `.esl` file, or the lists of an `.auth` file) without a single
     /// entry: nothing to enrol.
     #[error("{}", if *.auth {
@@ -179,9 +181,13 @@ pub fn read_signature_input(bytes: &[u8]) -> Result<SignatureInput, InputError> 
         }
     }
     if let Some((time, payload)) = split_auth2(bytes) {
-        let db = SignatureDb::parse(payload).ok_or(InputError::BadAuth(
-            "the data after the header is not signature lists",
-        ))?;
+        let header_len = bytes.len() - payload.len();
+        let db = SignatureDb::parse(payload).map_err(|e| {
+            InputError::BadAuth(DecodeError {
+                offset: header_len + e.offset,
+                ..e
+            })
+        })?;
         let input = SignatureInput::Lists {
             db,
             time: Some(time),
@@ -193,7 +199,7 @@ pub fn read_signature_input(bytes: &[u8]) -> Result<SignatureInput, InputError> 
         return Ok(SignatureInput::Certificates(vec![bytes.to_vec()]));
     }
     if !bytes.is_empty() {
-        if let Some(db) = SignatureDb::parse(bytes) {
+        if let Ok(db) = SignatureDb::parse(bytes) {
             let input = SignatureInput::Lists { db, time: None };
             input.check()?;
             return Ok(input);
@@ -355,6 +361,13 @@ mod tests {
         // Truncated and garbage inputs are errors, not panics.
         for n in 0..auth.len() {
             let _ = read_signature_input(&auth[..n]);
+        }
+        // A list cut short is named by its field's offset in the file (43 + 16).
+        match read_signature_input(&auth[..auth.len() - 1]) {
+            Err(InputError::BadAuth(e)) => {
+                assert_eq!((e.offset, e.field), (59, "SignatureListSize"), "{e}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -300,8 +300,15 @@ pub enum SecureBootError {
     #[error("the PK must be exactly one X.509 certificate, got {0}")]
     BadPk(String),
     /// A variable in the store is not a valid signature database, so it cannot be merged.
-    #[error("{0} in the store is not a valid signature database; not touching it")]
-    Malformed(&'static str),
+    #[error(
+        "{database} in the store is not a valid signature database ({error}); not touching it"
+    )]
+    Malformed {
+        /// PK, KEK, db or dbx.
+        database: &'static str,
+        /// Which field of its lists does not add up.
+        error: varstore::decode::DecodeError,
+    },
     /// Adding to the PK (replace it with `enroll`).
     #[error("the PK holds one certificate; enrol a new one instead of adding")]
     AddToPk,
@@ -690,7 +697,10 @@ pub fn add(
     let old = live_value(editor, database)?;
     let mut db = match &old {
         Some((data, _)) => {
-            SignatureDb::parse(data).ok_or(SecureBootError::Malformed(database.name()))?
+            SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
+                database: database.name(),
+                error,
+            })?
         }
         None => SignatureDb::default(),
     };
@@ -792,7 +802,7 @@ pub fn status(store: &Varstore<'_>) -> Status {
     let mut parsed: Vec<(Database, SignatureDb)> = Vec::new();
     for database in Database::ALL {
         let record = find(database.name(), database.guid());
-        let db = record.and_then(|r| SignatureDb::parse(r.data));
+        let db = record.and_then(|r| SignatureDb::parse(r.data).ok());
         let entries = db
             .iter()
             .flat_map(|db| db.lists.iter())

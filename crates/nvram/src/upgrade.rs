@@ -164,6 +164,14 @@ pub enum UpgradeError {
     /// A variable of the template is not a valid signature database.
     #[error("the template's {0} is not a valid signature database")]
     TemplateMalformed(&'static str),
+    /// A variable of the template whose signature lists do not add up.
+    #[error("the template's {database} is not a valid signature database ({error})")]
+    TemplateUnreadable {
+        /// PK, KEK, db or dbx.
+        database: &'static str,
+        /// Which field of its lists does not add up.
+        error: varstore::decode::DecodeError,
+    },
     /// The template is for another architecture's firmware.
     #[error(
         "the template is for {template_arch} firmware ({template_layout} layout) and the store \
@@ -227,8 +235,12 @@ impl TemplateDatabases {
             let Some(record) = find(database.name(), database.guid()) else {
                 return Ok(None);
             };
-            let db = SignatureDb::parse(record.data)
-                .ok_or(UpgradeError::TemplateMalformed(database.name()))?;
+            let db = SignatureDb::parse(record.data).map_err(|error| {
+                UpgradeError::TemplateUnreadable {
+                    database: database.name(),
+                    error,
+                }
+            })?;
             Ok(Some(TemplateVariable {
                 data: record.data.to_vec(),
                 time: record.time(),
@@ -350,7 +362,7 @@ pub fn upgrade_with(
             added: Vec::new(),
             entries: ours
                 .as_deref()
-                .and_then(SignatureDb::parse)
+                .and_then(|data| SignatureDb::parse(data).ok())
                 .map_or(0, |db| count(&db)),
             time: None,
         });
@@ -501,7 +513,12 @@ fn merge(
     drop(store);
     let ours_db = match &ours {
         Some(data) => {
-            Some(SignatureDb::parse(data).ok_or(SecureBootError::Malformed(database.name()))?)
+            Some(
+                SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
+                    database: database.name(),
+                    error,
+                })?,
+            )
         }
         None => None,
     };
@@ -596,6 +613,7 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 /// The subject of a PK's certificate, for messages.
 fn pk_subject(data: &[u8]) -> String {
     SignatureDb::parse(data)
+        .ok()
         .and_then(|db| db.certificates().next().and_then(certificate_subject))
         .map_or_else(
             || "an unreadable certificate".to_string(),

@@ -1,14 +1,47 @@
 //! Decoding of well-known variable values for display: load options and device paths
 //! (spec §13), signature databases (spec §12), and small scalars.
 //!
-//! Every decoder is bounded by its input and returns `None` (or a partial result marked as
-//! such) rather than panicking on malformed data.
+//! Every decoder is bounded by its input. The structures ([`LoadOption::parse`],
+//! [`signature_lists`]) return a [`DecodeError`] naming the field and its offset; the display
+//! helpers mark malformed parts in their text rather than failing. None panics on malformed
+//! data.
 
 use crate::bytes::{guid_at, u16_at, u32_at, u64_at, u8_at, ucs2_to_string};
+use crate::format::{LoadOptionHeader, SignatureListHeader};
 use crate::guid;
 use crate::record::VariableRecord;
 use crate::Guid;
 use std::fmt::Write as _;
+use zerocopy::FromBytes;
+
+/// A variable value whose structure does not add up: the field, its offset from the start of
+/// the value, and what is wrong with it.
+///
+/// ```
+/// let err = varstore::decode::signature_lists(&[0u8; 20]).unwrap_err();
+/// assert_eq!((err.offset, err.field), (0, "EFI_SIGNATURE_LIST"));
+/// assert_eq!(err.to_string(), "offset 0 (EFI_SIGNATURE_LIST): a list header needs 28 bytes, 20 are left");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("offset {offset} ({field}): {problem}")]
+pub struct DecodeError {
+    /// Offset of the field from the start of the value.
+    pub offset: usize,
+    /// The field, as the UEFI specification names it.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl DecodeError {
+    fn new(offset: usize, field: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            offset,
+            field,
+            problem: problem.into(),
+        }
+    }
+}
 
 /// A decoded `EFI_LOAD_OPTION` (Boot####, Driver####, SysPrep####).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,33 +60,60 @@ impl LoadOption {
     /// LOAD_OPTION_ACTIVE.
     pub const ACTIVE: u32 = 0x1;
 
-    /// Parses a load option; `None` if it is malformed.
+    /// Parses a load option; a [`DecodeError`] names the field that does not fit.
     ///
     /// ```
+    /// use varstore::decode::LoadOption;
     /// // attributes 1, path list of 4 bytes, "A", End node.
     /// let data = [1, 0, 0, 0, 4, 0, b'A', 0, 0, 0, 0x7f, 0xff, 4, 0];
-    /// let option = varstore::decode::LoadOption::parse(&data).unwrap();
+    /// let option = LoadOption::parse(&data).unwrap();
     /// assert_eq!(option.description, "A");
     /// assert_eq!(option.device_path, "");
+    /// let err = LoadOption::parse(&data[..12]).unwrap_err();
+    /// assert_eq!((err.offset, err.field), (10, "FilePathList"));
     /// ```
-    pub fn parse(data: &[u8]) -> Option<Self> {
-        let attributes = u32_at(data, 0)?;
-        let path_len = usize::from(u16_at(data, 4)?);
-        let mut at = 6;
-        loop {
-            let unit = u16_at(data, at)?;
-            at += 2;
-            if unit == 0 {
-                break;
-            }
+    pub fn parse(data: &[u8]) -> Result<Self, DecodeError> {
+        let (header, rest) = LoadOptionHeader::ref_from_prefix(data).map_err(|_| {
+            DecodeError::new(
+                0,
+                "EFI_LOAD_OPTION",
+                format!(
+                    "Attributes and FilePathListLength need 6 bytes, {} are left",
+                    data.len()
+                ),
+            )
+        })?;
+        let path_len = usize::from(header.file_path_list_length.get());
+        let description_len = rest
+            .chunks_exact(2)
+            .position(|unit| unit == [0, 0])
+            .map(|units| units * 2)
+            .ok_or_else(|| {
+                DecodeError::new(
+                    6,
+                    "Description",
+                    format!("no NUL terminator in the {} bytes left", rest.len()),
+                )
+            })?;
+        let description = ucs2_to_string(&rest[..description_len]);
+        let at = 6 + description_len + 2;
+        let after = &rest[description_len + 2..];
+        if after.len() < path_len {
+            return Err(DecodeError::new(
+                at,
+                "FilePathList",
+                format!(
+                    "FilePathListLength is {path_len} bytes, {} are left",
+                    after.len()
+                ),
+            ));
         }
-        let description = ucs2_to_string(&data[6..at]);
-        let path = data.get(at..at.checked_add(path_len)?)?;
-        Some(Self {
-            attributes,
+        let (path, optional_data) = after.split_at(path_len);
+        Ok(Self {
+            attributes: header.attributes.get(),
             description,
             device_path: device_path_to_text(path),
-            optional_data: data[at + path_len..].to_vec(),
+            optional_data: optional_data.to_vec(),
         })
     }
 }
@@ -195,36 +255,81 @@ pub struct SignatureList<'a> {
     pub entries: Vec<(Guid, &'a [u8])>,
 }
 
-/// Splits a signature database into its lists; `None` if the sizes do not add up exactly.
+/// Splits a signature database into its lists; a [`DecodeError`] names the list field whose
+/// size does not add up (the sizes must cover the value exactly).
 ///
 /// ```
 /// assert_eq!(varstore::decode::signature_lists(&[]).unwrap().len(), 0);
-/// assert!(varstore::decode::signature_lists(&[0u8; 20]).is_none());
+/// assert!(varstore::decode::signature_lists(&[0u8; 20]).is_err());
 /// ```
-pub fn signature_lists(data: &[u8]) -> Option<Vec<SignatureList<'_>>> {
+pub fn signature_lists(data: &[u8]) -> Result<Vec<SignatureList<'_>>, DecodeError> {
     let mut lists = Vec::new();
     let mut at = 0usize;
     while at < data.len() {
-        let signature_type = guid_at(data, at)?;
-        let list_size = u32_at(data, at + 16)? as usize;
-        let header_size = u32_at(data, at + 20)? as usize;
-        let entry_size = u32_at(data, at + 24)? as usize;
-        let end = at.checked_add(list_size)?;
-        let first = at.checked_add(28)?.checked_add(header_size)?;
-        if end > data.len() || first > end || entry_size <= 16 || (end - first) % entry_size != 0 {
-            return None;
+        let rest = &data[at..];
+        let (header, _) = SignatureListHeader::ref_from_prefix(rest).map_err(|_| {
+            DecodeError::new(
+                at,
+                "EFI_SIGNATURE_LIST",
+                format!("a list header needs 28 bytes, {} are left", rest.len()),
+            )
+        })?;
+        let list_size = header.list_size.get() as usize;
+        let header_size = header.header_size.get() as usize;
+        let entry_size = header.entry_size.get() as usize;
+        if list_size > rest.len() {
+            return Err(DecodeError::new(
+                at + 16,
+                "SignatureListSize",
+                format!("{list_size} bytes, {} are left", rest.len()),
+            ));
         }
-        let entries = data[first..end]
+        if list_size < 28 {
+            return Err(DecodeError::new(
+                at + 16,
+                "SignatureListSize",
+                format!("{list_size} bytes, less than the 28-byte list header"),
+            ));
+        }
+        if header_size > list_size - 28 {
+            return Err(DecodeError::new(
+                at + 20,
+                "SignatureHeaderSize",
+                format!(
+                    "{header_size} bytes, {} are left in the list",
+                    list_size - 28
+                ),
+            ));
+        }
+        let body = &rest[28 + header_size..list_size];
+        if entry_size <= 16 {
+            return Err(DecodeError::new(
+                at + 24,
+                "SignatureSize",
+                format!("{entry_size} bytes, not more than the 16-byte SignatureOwner"),
+            ));
+        }
+        if body.len() % entry_size != 0 {
+            return Err(DecodeError::new(
+                at + 24,
+                "SignatureSize",
+                format!(
+                    "{entry_size} bytes does not divide the list's {} bytes of signatures",
+                    body.len()
+                ),
+            ));
+        }
+        let entries = body
             .chunks_exact(entry_size)
             .map(|e| (guid_at(e, 0).unwrap_or_default(), &e[16..]))
             .collect();
         lists.push(SignatureList {
-            signature_type,
+            signature_type: Guid::from_bytes(header.signature_type),
             entries,
         });
-        at = end;
+        at += list_size;
     }
-    Some(lists)
+    Ok(lists)
 }
 
 /// A short description of one signature: certificate subject or hash type.
@@ -277,7 +382,7 @@ pub fn summary(record: &VariableRecord<'_>) -> Option<String> {
             .is_some_and(|n| n.len() == 4 && n.chars().all(|c| c.is_ascii_hexdigit()))
     };
     if global && (is_option("Boot") || is_option("Driver") || is_option("SysPrep")) {
-        let option = LoadOption::parse(data)?;
+        let option = LoadOption::parse(data).ok()?;
         let active = if option.attributes & LoadOption::ACTIVE != 0 {
             ""
         } else {
@@ -331,7 +436,7 @@ pub fn summary(record: &VariableRecord<'_>) -> Option<String> {
         return Some(data[0].to_string());
     }
     if SIGNATURE_DATABASES.contains(&name.as_str()) {
-        let lists = signature_lists(data)?;
+        let lists = signature_lists(data).ok()?;
         // Only the entries shown are described (a dbx has hundreds of hashes).
         let count: usize = lists.iter().map(|l| l.entries.len()).sum();
         let shown: Vec<String> = lists
@@ -355,4 +460,106 @@ pub fn summary(record: &VariableRecord<'_>) -> Option<String> {
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SHA-256 list with these SignatureSize, SignatureHeaderSize and entries; `list_size`
+    /// replaces the SignatureListSize that fits them.
+    fn list(entry_size: u32, header_size: u32, body: &[u8], list_size: Option<u32>) -> Vec<u8> {
+        let size = list_size.unwrap_or(28 + header_size + body.len() as u32);
+        let mut out = guid::CERT_SHA256.to_bytes().to_vec();
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&header_size.to_le_bytes());
+        out.extend_from_slice(&entry_size.to_le_bytes());
+        out.extend_from_slice(&vec![0; header_size as usize]);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn each_signature_list_field_is_named_with_its_offset() {
+        let good = list(48, 0, &[7; 96], None);
+        assert_eq!(signature_lists(&good).unwrap()[0].entries.len(), 2);
+        let after = |bad: Vec<u8>| [good.clone(), bad].concat();
+        let at = good.len();
+        for (bytes, offset, field, problem) in [
+            (
+                after(good[..27].to_vec()),
+                at,
+                "EFI_SIGNATURE_LIST",
+                "needs 28 bytes, 27",
+            ),
+            (
+                after(list(48, 0, &[7; 48], Some(77))),
+                at + 16,
+                "SignatureListSize",
+                "77 bytes, 76 are left",
+            ),
+            (
+                after(list(48, 0, &[], Some(20))),
+                at + 16,
+                "SignatureListSize",
+                "less than the 28-byte",
+            ),
+            (
+                after(list(48, 8, &[], Some(30))),
+                at + 20,
+                "SignatureHeaderSize",
+                "8 bytes, 2 are left",
+            ),
+            (
+                after(list(16, 0, &[7; 32], None)),
+                at + 24,
+                "SignatureSize",
+                "not more than the 16-byte",
+            ),
+            (
+                after(list(48, 0, &[7; 50], None)),
+                at + 24,
+                "SignatureSize",
+                "does not divide the list's 50",
+            ),
+        ] {
+            let err = signature_lists(&bytes).unwrap_err();
+            assert_eq!((err.offset, err.field), (offset, field), "{err}");
+            assert!(err.problem.contains(problem), "{err}");
+            assert_eq!(crate::secureboot::SignatureDb::parse(&bytes), Err(err));
+        }
+    }
+
+    #[test]
+    fn each_load_option_field_is_named_with_its_offset() {
+        // Attributes 1, FilePathListLength 4, "AB", End node, optional data 0xEE.
+        let good = [
+            1, 0, 0, 0, 4, 0, b'A', 0, b'B', 0, 0, 0, 0x7f, 0xff, 4, 0, 0xEE,
+        ];
+        let option = LoadOption::parse(&good).unwrap();
+        assert_eq!(
+            (option.description.as_str(), option.optional_data.as_slice()),
+            ("AB", &[0xEE][..])
+        );
+        for (len, offset, field, problem) in [
+            (5, 0, "EFI_LOAD_OPTION", "need 6 bytes, 5 are left"),
+            (9, 6, "Description", "no NUL terminator in the 3 bytes left"),
+            (
+                10,
+                6,
+                "Description",
+                "no NUL terminator in the 4 bytes left",
+            ),
+            (
+                15,
+                12,
+                "FilePathList",
+                "FilePathListLength is 4 bytes, 3 are left",
+            ),
+        ] {
+            let err = LoadOption::parse(&good[..len]).unwrap_err();
+            assert_eq!((err.offset, err.field), (offset, field), "{err}");
+            assert!(err.problem.contains(problem), "{err}");
+        }
+    }
 }

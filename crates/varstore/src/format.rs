@@ -120,3 +120,23 @@ pub fn ftw_header_crc(header: &FtwWorkingBlockHeader) -> u32 {
     copy.reserved = [0xFF; 3];
     crc32fast::hash(copy.as_bytes())
 }
+
+/// `EFI_SIGNATURE_LIST` header (spec §12.1): 28 bytes, then `header_size` bytes of
+/// SignatureHeader, then entries of `entry_size` bytes (owner GUID + data).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SignatureListHeader {
+    pub signature_type: [u8; 16],
+    pub list_size: U32,
+    pub header_size: U32,
+    pub entry_size: U32,
+}
+
+/// `EFI_LOAD_OPTION` fixed part (spec §13): 6 bytes, then the NUL-terminated UCS-2
+/// description, `file_path_list_length` bytes of device paths and the optional data.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct LoadOptionHeader {
+    pub attributes: U32,
+    pub file_path_list_length: U16,
+}

@@ -20,7 +20,7 @@
 //! assert_eq!(SignatureDb::parse(&bytes).unwrap(), dbx);
 //! ```
 
-use crate::decode::signature_lists;
+use crate::decode::{signature_lists, DecodeError};
 use crate::guid;
 use crate::EfiTime;
 use uguid::{guid, Guid};
@@ -81,10 +81,18 @@ pub struct SignatureDb {
 }
 
 impl SignatureDb {
-    /// Parses a database; `None` if the list sizes do not add up (see
-    /// [`decode::signature_lists`](crate::decode::signature_lists)). Lists with a
+    /// Parses a database; a [`DecodeError`] names the list field whose size does not add up
+    /// (see [`decode::signature_lists`](crate::decode::signature_lists)). Lists with a
     /// SignatureHeader are kept without it (no standard type has one).
-    pub fn parse(data: &[u8]) -> Option<Self> {
+    ///
+    /// ```
+    /// use varstore::secureboot::{dummy_dbx, SignatureDb};
+    /// let mut bytes = dummy_dbx().to_bytes();
+    /// bytes[16] += 1; // SignatureListSize one byte past the end
+    /// let err = SignatureDb::parse(&bytes).unwrap_err();
+    /// assert_eq!((err.offset, err.field), (16, "SignatureListSize"));
+    /// ```
+    pub fn parse(data: &[u8]) -> Result<Self, DecodeError> {
         let lists = signature_lists(data)?
             .into_iter()
             .filter(|l| !l.entries.is_empty())
@@ -93,7 +101,7 @@ impl SignatureDb {
                 entries: l.entries.iter().map(|(g, d)| (*g, d.to_vec())).collect(),
             })
             .collect();
-        Some(Self { lists })
+        Ok(Self { lists })
     }
 
     /// The bytes of the variable.

@@ -305,7 +305,7 @@ fn store_has_pk(file: &Path, der: &[u8]) -> bool {
         v.guid == Database::Pk.guid()
             && v.name() == Database::Pk.name()
             && varstore::secureboot::SignatureDb::parse(v.data)
-                .is_some_and(|db| db.contains_x509(der))
+                .is_ok_and(|db| db.contains_x509(der))
     })
 }
 
