@@ -854,7 +854,7 @@ fn record_at(image: &[u8], format: StoreFormat, at: usize) -> (u32, &[u8], Optio
     let header = &image[at..at + format.header_len()];
     let (attributes, name_size, data_size, timestamp) = match format {
         StoreFormat::Authenticated => {
-            let h = AuthVariableHeader::read_from_bytes(header).expect("header length");
+            let h = AuthVariableHeader::ref_from_bytes(header).expect("header length");
             let time = Some(EfiTime(h.timestamp));
             (
                 h.attributes.get(),
@@ -864,7 +864,7 @@ fn record_at(image: &[u8], format: StoreFormat, at: usize) -> (u32, &[u8], Optio
             )
         }
         StoreFormat::Plain => {
-            let h = PlainVariableHeader::read_from_bytes(header).expect("header length");
+            let h = PlainVariableHeader::ref_from_bytes(header).expect("header length");
             (
                 h.attributes.get(),
                 h.name_size.get(),

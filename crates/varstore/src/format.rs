@@ -140,3 +140,41 @@ pub struct LoadOptionHeader {
     pub attributes: U32,
     pub file_path_list_length: U16,
 }
+
+/// `EFI_DEVICE_PATH_PROTOCOL`, the header of every device path node (spec §13): the node's
+/// `length` includes these 4 bytes.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DevicePathHeader {
+    pub kind: u8,
+    pub sub_type: u8,
+    pub length: U16,
+}
+
+/// `EFI_FAULT_TOLERANT_WRITE_HEADER` (spec §9.2): 40 bytes, followed by `number_of_writes`
+/// records of 40 + `private_data_size` bytes. The flags are negative logic bits
+/// (HeaderAllocated 0x01, WritesAllocated 0x02, Complete 0x04).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FtwWriteHeader {
+    pub flags: u8,
+    pub reserved: [u8; 3],
+    pub caller_id: [u8; 16],
+    pub reserved2: [u8; 4],
+    pub number_of_writes: U64,
+    pub private_data_size: U64,
+}
+
+/// `EFI_FAULT_TOLERANT_WRITE_RECORD` without its private data (spec §9.2): 40 bytes. Flags
+/// are negative logic bits (BootBlockUpdate 0x01, SpareComplete 0x02, DestinationComplete
+/// 0x04).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FtwWriteRecord {
+    pub flags: u8,
+    pub reserved: [u8; 7],
+    pub lba: U64,
+    pub offset: U64,
+    pub length: U64,
+    pub relative_offset: U64,
+}

@@ -1,6 +1,5 @@
 //! Parsing and validating a whole variable flash image (spec §2–§9).
 
-use crate::bytes::{first_byte_not, guid_at, u16_at};
 use crate::error::ParseError;
 use crate::finding::{Finding, FirmwareVerdict, Severity};
 use crate::format::{
@@ -135,7 +134,7 @@ impl<'a> Varstore<'a> {
             }
         }
         let min_len = FV_HEADER_FIXED_LEN + 16 + STORE_HEADER_LEN;
-        let Some((header, _)) = FvHeader::read_from_prefix(image)
+        let Some((header, _)) = FvHeader::ref_from_prefix(image)
             .ok()
             .filter(|_| image.len() >= min_len)
         else {
@@ -151,7 +150,7 @@ impl<'a> Varstore<'a> {
             return Err(ParseError::NotNvDataVolume { found: fs_guid });
         }
         let mut findings = Findings(Vec::new());
-        let fv = parse_fv_header(image, &header, &mut findings)?;
+        let fv = parse_fv_header(image, header, &mut findings)?;
         let store = parse_store_header(image, &fv, &mut findings)?;
         let layout = Layout::matching_file(image.len() as u64, fv.length, store.size);
 
@@ -351,7 +350,7 @@ fn parse_fv_header(
     let mut at = FV_HEADER_FIXED_LEN;
     let mut terminated = false;
     while at + 8 <= hl {
-        let Some((entry, _)) = BlockMapEntry::read_from_prefix(&image[at..]).ok() else {
+        let Some((entry, _)) = BlockMapEntry::ref_from_prefix(&image[at..]).ok() else {
             break;
         };
         let (count, len) = (entry.num_blocks.get(), entry.length.get());
@@ -415,7 +414,7 @@ fn parse_store_header(
     findings: &mut Findings,
 ) -> Result<StoreInfo, ParseError> {
     let at = usize::from(fv.header_length);
-    let header = StoreHeader::read_from_prefix(&image[at..])
+    let header = StoreHeader::ref_from_prefix(&image[at..])
         .map_err(|_| damaged(at, "store header", "does not fit in the image".into()))?
         .0;
     let signature = Guid::from_bytes(header.signature);
@@ -505,7 +504,7 @@ fn walk_records<'a>(
     let mut records = Vec::new();
     let mut p = align_header(store_start + STORE_HEADER_LEN).unwrap_or(end);
     // Each iteration advances `p` by at least one header, so the loop is bounded by `end`.
-    while p < end && u16_at(image, p).filter(|_| p + 2 <= end) == Some(VARIABLE_START_ID) {
+    while p < end && image[p..end].first_chunk() == Some(&VARIABLE_START_ID.to_le_bytes()) {
         if p + header_len > end {
             findings.add(
                 Error,
@@ -591,7 +590,7 @@ fn decode_header(bytes: &[u8], format: StoreFormat) -> DecodedHeader {
     match format {
         StoreFormat::Authenticated => {
             let h =
-                AuthVariableHeader::read_from_bytes(bytes).expect("slice has the header's length");
+                AuthVariableHeader::ref_from_bytes(bytes).expect("slice has the header's length");
             DecodedHeader {
                 state: h.state,
                 attributes: h.attributes.get(),
@@ -605,7 +604,7 @@ fn decode_header(bytes: &[u8], format: StoreFormat) -> DecodedHeader {
         }
         StoreFormat::Plain => {
             let h =
-                PlainVariableHeader::read_from_bytes(bytes).expect("slice has the header's length");
+                PlainVariableHeader::ref_from_bytes(bytes).expect("slice has the header's length");
             DecodedHeader {
                 state: h.state,
                 attributes: h.attributes.get(),
@@ -823,7 +822,10 @@ fn locate_ftw(
         }
     };
     let at = candidates.iter().copied().find(|&c| {
-        guid_at(image, c)
+        image
+            .get(c..)
+            .and_then(|b| b.first_chunk::<16>())
+            .map(|g| Guid::from_bytes(*g))
             .is_some_and(|g| g == guid::FTW_WORKING_BLOCK || g == guid::SYSTEM_NV_DATA_FV)
     });
     let Some(at) = at else {
@@ -840,7 +842,7 @@ fn locate_ftw(
     if at + FTW_HEADER_LEN > fv_end {
         return None;
     }
-    let header = FtwWorkingBlockHeader::read_from_bytes(&image[at..at + FTW_HEADER_LEN])
+    let header = FtwWorkingBlockHeader::ref_from_bytes(&image[at..at + FTW_HEADER_LEN])
         .expect("slice has the header's length");
     let signature = Guid::from_bytes(header.signature);
     let mut valid = true;
@@ -854,7 +856,7 @@ fn locate_ftw(
             "the old signature (gEfiSystemNvDataFvGuid); current firmware re-initialises the working block".into(),
         );
     }
-    let crc = ftw_header_crc(&header);
+    let crc = ftw_header_crc(header);
     if header.crc.get() != crc {
         valid = false;
         findings.add(
@@ -1000,5 +1002,41 @@ impl Layout {
         crate::layout::LAYOUTS
             .iter()
             .find(|l| l.fv_length == fv_length)
+    }
+}
+
+/// Index of the first byte of `data` that is not `fill`. Flash images are mostly erased
+/// space, so this runs over hundreds of KiB per parse: comparing whole chunks lets the
+/// compiler vectorise the common case.
+pub(crate) fn first_byte_not(data: &[u8], fill: u8) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let mut chunks = data.chunks_exact(CHUNK);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        if !chunk.iter().fold(true, |all, &b| all & (b == fill)) {
+            let pos = chunk.iter().position(|&b| b != fill)?;
+            return Some(i * CHUNK + pos);
+        }
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b != fill)
+        .map(|pos| data.len() - rest.len() + pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_byte_not;
+
+    #[test]
+    fn first_byte_not_finds_the_first_difference_anywhere() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            assert_eq!(first_byte_not(&vec![0xFF; len], 0xFF), None);
+            for at in 0..len {
+                let mut data = vec![0xFF; len];
+                data[at] = 0x7F;
+                data[len - 1] = 0;
+                assert_eq!(first_byte_not(&data, 0xFF), Some(at), "len {len} at {at}");
+            }
+        }
     }
 }
