@@ -33,7 +33,7 @@ def auth_header():
     return bytes([0xE8, 7, 1, 2, 3, 4, 5] + [0] * 9) + struct.pack("<IHH", 24, 0x200, 0xEF1) + PKCS7
 
 
-certs = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(ROOT, "crates/varstore/certs/*.der")))]
+certs = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(ROOT, "crates/nvram/certs/*.der")))]
 hashes = esl(SHA256, [bytes([i]) * 32 for i in range(3)])
 lists = b"".join(esl(X509, [c]) for c in certs) + hashes
 put("signature_lists", "certs-and-hashes.esl", lists)

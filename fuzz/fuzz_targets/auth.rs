@@ -1,11 +1,12 @@
 //! `.auth` files (`EFI_VARIABLE_AUTHENTICATION_2` then signature lists):
-//! `varstore::secureboot::split_auth2` and `read_signature_input`. Half the inputs get a
+//! `varstore::secureboot::split_auth2` and `nvram::certs::read_signature_input`. Half the inputs get a
 //! valid authentication header in front, so the lists behind it are reached at once. No
 //! panic; what is accepted passes the enrolment checks and holds a signature.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use varstore::secureboot::{read_signature_input, split_auth2, SignatureInput, CERT_TYPE_PKCS7};
+use nvram::certs::{read_signature_input, SignatureInput};
+use varstore::secureboot::{split_auth2, CERT_TYPE_PKCS7};
 
 fn header(cert_data: &[u8]) -> Vec<u8> {
     let mut auth = vec![0xE8, 0x07, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0];

@@ -5,9 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use varstore::secureboot::{
-    certificate_not_before, certificate_subject, read_signature_input, SignatureInput,
-};
+use nvram::certs::{read_signature_input, SignatureInput};
+use varstore::secureboot::{certificate_not_before, certificate_subject};
 
 fn check(bytes: &[u8]) {
     match read_signature_input(bytes) {

@@ -1,11 +1,12 @@
 //! Import JSON in every dialect the importer reads (QEMU's uefi-vars, virt-fw-vars,
-//! python-uefivars: `nvram::edit::ImportList::from_json`) and the export format
-//! (`varstore::json::VariableList`), then the import itself into a blank store. No panic;
+//! python-uefivars: `varstore::json::VariableList::from_json`, the model export writes
+//! too), then the import itself into a blank store. No panic;
 //! a list that imports is in the store afterwards, healthy, every variable with its data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nvram::edit::{import, ImportList};
+use nvram::edit::import;
+use varstore::json::VariableList;
 use std::sync::OnceLock;
 use varstore::edit::{Editor, Strategy};
 use varstore::{Guid, Varstore};
@@ -17,7 +18,7 @@ fn blank() -> &'static [u8] {
 
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<varstore::json::VariableList>(data);
-    let list = match ImportList::from_json(data) {
+    let list = match VariableList::from_json(data) {
         Ok(list) => list,
         Err(e) => {
             let _ = e.to_string();

@@ -10,7 +10,7 @@ use varstore::decode::{device_path_to_text, LoadOption};
 
 fuzz_target!(|data: &[u8]| {
     let _ = device_path_to_text(data);
-    if let Some(option) = LoadOption::parse(data) {
+    if let Ok(option) = LoadOption::parse(data) {
         // Where the description's NUL ends: the path list follows.
         let mut at = 6;
         while data[at..at + 2] != [0, 0] {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(bytes) = spec.to_bytes() {
             if !option.description.contains('\u{FFFD}') {
-                assert_eq!(LoadOption::parse(&bytes).as_ref(), Some(&option));
+                assert_eq!(LoadOption::parse(&bytes).as_ref(), Ok(&option));
             }
         }
     }

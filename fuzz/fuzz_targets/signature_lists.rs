@@ -8,14 +8,14 @@ use varstore::decode::{describe_signature, signature_lists};
 use varstore::secureboot::{check_signature_lists, SignatureDb};
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(lists) = signature_lists(data) {
+    if let Ok(lists) = signature_lists(data) {
         for list in &lists {
             for (_, entry) in &list.entries {
                 let _ = describe_signature(list.signature_type, entry);
             }
         }
     }
-    let Some(db) = SignatureDb::parse(data) else {
+    let Ok(db) = SignatureDb::parse(data) else {
         return;
     };
     let _ = check_signature_lists(&db);

@@ -125,7 +125,7 @@ fn main() {
     };
     let reset = || reset_to(&blank);
     let pk = work.path().join("pk.der");
-    std::fs::write(&pk, varstore::secureboot::bundled::MICROSOFT_PK_2023).unwrap();
+    std::fs::write(&pk, nvram::certs::bundled::MICROSOFT_PK_2023).unwrap();
 
     let apply = |label: &str, edit: &[&std::ffi::OsStr]| -> Duration {
         let mut command = Command::new(&nvram);

@@ -1,6 +1,6 @@
 //! Import benchmark: `nvram import` of 1,000 and 3,275 variables into a blank `aavmf` (64 MiB
 //! file, 256 KiB variable area) and a blank `ovmf-4m` (528 KiB) store, without the file
-//! handling: [`Editor::new`] on the image, [`ImportList::from_json`], [`import`] with the
+//! handling: [`Editor::new`] on the image, [`VariableList::from_json`], [`import`] with the
 //! append strategy, [`Editor::free_space`] and [`Editor::finish`], as `edit_file` does.
 //!
 //! Each variable is `VarNNNN` in one GUID, attributes nv,bs,rt, one byte of data: an 80-byte
@@ -20,9 +20,10 @@
 //! 1.2 ms, 3,275 3.6 ms.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nvram::edit::{import, ImportList};
+use nvram::edit::import;
 use std::hint::black_box;
 use varstore::edit::{Editor, Strategy};
+use varstore::json::VariableList;
 use varstore::Layout;
 
 const GUID: &str = "3b0b8b7e-64a2-4c2a-a0a4-6c4d3a6e7a10";
@@ -45,7 +46,7 @@ fn list_json(count: usize) -> Vec<u8> {
 
 fn run(image: &[u8], json: &[u8]) -> Vec<u8> {
     let mut editor = Editor::new(image).expect("a blank store");
-    let list = ImportList::from_json(json).expect("a variable list");
+    let list = VariableList::from_json(json).expect("a variable list");
     let report = import(&mut editor, &list, Strategy::Append, false).expect("imports");
     assert_eq!(report.added, list.variables.len());
     black_box(editor.free_space().expect("parses"));

@@ -207,7 +207,7 @@ fn main() {
     // The loop, over the same stores put back as they were.
     let mut peer_args = common::rollout::virt_fw_vars_microsoft_2023_args(work.path());
     let auth = work.path().join("dbxupdate.auth");
-    std::fs::write(&auth, varstore::secureboot::microsoft_dbx::DBX_2023_X86_64).unwrap();
+    std::fs::write(&auth, nvram::certs::microsoft_dbx::DBX_2023_X86_64).unwrap();
     peer_args.extend(["--add-dbx".into(), auth.into_os_string()]);
     for name in &fleet.names[..looped] {
         std::fs::write(store_dir.join(format!("{name}_VARS.fd")), &template).unwrap();

@@ -44,13 +44,14 @@ pub use discover::{
 };
 pub use spec::{parse_delete, parse_set, SpecError};
 
-use crate::edit::{delete_by_name, edit_file_with, import, DeleteError, EditFileError, ImportList};
+use crate::edit::{delete_by_name, edit_file_with, import, DeleteError, EditFileError};
 use serde::Serialize;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use varstore::edit::{EditError, Editor, Strategy};
+use varstore::json::VariableList;
 use varstore::{Attributes, EfiTime, Guid};
 
 /// One edit of a [`Plan`]. A new kind of edit (Secure Boot enrolment, boot entries) is one
@@ -81,7 +82,7 @@ pub enum Step {
     /// Import a variable list, as `nvram import` does.
     Import {
         /// The list.
-        list: ImportList,
+        list: VariableList,
         /// Also delete the live variables the list does not name.
         replace_all: bool,
         /// Where the list came from, for the per-file detail.

@@ -34,10 +34,9 @@ pub use delete::{delete_by_name, find_variable, DeleteError};
 pub use value::{read_data_file, DataKind, ValueError};
 
 use crate::files::{FileError, LockedFile};
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use varstore::edit::{Change, EditError, Editor, Strategy};
-use varstore::json::bounded;
+use varstore::json::{bounded, ListError, VariableList};
 use varstore::{Attributes, EfiTime, Guid};
 
 /// Why editing a file failed. `E` is the error of the caller's edit (an [`EditError`] for a
@@ -215,49 +214,12 @@ pub const IMPORT_JSON_WHAT: &str = "a JSON variable list";
 /// the editor's precise message, and a huge one is refused before it is read.
 pub const MAX_DATA_FILE_LEN: u64 = 1 << 20;
 
-/// A variable list to import: `{"version": 2, "variables": [...]}` as QEMU's uefi-vars
-/// device, virt-fw-vars and python-uefivars write it (docs/varstore-format.md §15, §16).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImportList {
-    /// 2 when given.
-    #[serde(default)]
-    pub version: Option<u32>,
-    /// The variables, applied in order.
-    pub variables: Vec<ImportVariable>,
-}
-
-/// One variable of an [`ImportList`].
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImportVariable {
-    /// Name, without the NUL.
-    pub name: String,
-    /// GUID text (either case).
-    pub guid: String,
-    /// Attribute bits.
-    pub attr: u32,
-    /// Data as hex (either case).
-    pub data: String,
-    /// The 16-byte EFI_TIME as 32 hex digits: `time` (QEMU, virt-fw-vars) or `timestamp`
-    /// (python-uefivars).
-    #[serde(default, alias = "timestamp")]
-    pub time: Option<String>,
-    /// QEMU's certificate digest of a non-Secure-Boot authenticated variable.
-    #[serde(default)]
-    pub digest: Option<String>,
-}
-
 /// A problem with an import file, naming the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// Not JSON of the expected shape.
-    #[error(
-        "not a variable list ({{\"version\": 2, \"variables\": [...]}}): {}",
-        bounded_json_error(.0)
-    )]
-    Json(serde_json::Error),
-    /// A version this reader does not know.
-    #[error("version {0} (only version 2 is known)")]
-    Version(u32),
+    /// Not a variable list, a version this reader does not know, or a variable listed twice.
+    #[error(transparent)]
+    List(#[from] ListError),
     /// A field of one variable is malformed.
     #[error("variable {index} ({}): {problem}", bounded(name))]
     Field {
@@ -268,22 +230,6 @@ pub enum ImportError {
         /// What is wrong.
         problem: String,
     },
-    /// The same variable (name and GUID) is listed twice: which one should win is a guess,
-    /// so neither is taken.
-    #[error(
-        "variables {first} and {second} are both {} with GUID {guid}: a variable may be listed only once",
-        bounded(name)
-    )]
-    Duplicate {
-        /// Position of the first, from 0.
-        first: usize,
-        /// Position of the second, from 0.
-        second: usize,
-        /// The name.
-        name: String,
-        /// The GUID.
-        guid: Guid,
-    },
     /// The editor refused one variable.
     #[error("variable {index}: {error}")]
     Refused {
@@ -292,29 +238,6 @@ pub enum ImportError {
         /// Why (part of the message, so not also a `source`).
         error: EditError,
     },
-}
-
-// Not `#[from]`, which would make the serde error a `source` too: `{:#}` would then print
-// it again, whole.
-impl From<serde_json::Error> for ImportError {
-    fn from(e: serde_json::Error) -> Self {
-        Self::Json(e)
-    }
-}
-
-/// A serde_json message, which quotes the offending value whole (`invalid type: string
-/// "…"`), cut so that a huge value makes a short message; the position is kept.
-fn bounded_json_error(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    if message.chars().count() <= 4 * varstore::json::QUOTE_CHARS {
-        return message;
-    }
-    let head = bounded(&message);
-    if error.line() == 0 {
-        head.into_owned()
-    } else {
-        format!("{head} at line {} column {}", error.line(), error.column())
-    }
 }
 
 /// What an import did.
@@ -334,71 +257,20 @@ pub struct ImportReport {
     pub notes: Vec<String>,
 }
 
-impl ImportList {
-    /// Parses either dialect.
-    ///
-    /// ```
-    /// let list = nvram::edit::ImportList::from_json(br#"{"version": 2, "variables": [
-    ///     {"name": "X", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"}]}"#)?;
-    /// assert_eq!(list.variables[0].attr, 7);
-    /// # Ok::<(), nvram::edit::ImportError>(())
-    /// ```
-    pub fn from_json(json: &[u8]) -> Result<Self, ImportError> {
-        let list: Self = serde_json::from_slice(json)?;
-        match list.version {
-            None | Some(2) => {}
-            Some(v) => return Err(ImportError::Version(v)),
-        }
-        list.check_duplicates()?;
-        Ok(list)
-    }
-
-    /// Refuses a list that names a variable (name and GUID, the GUID in either case) twice,
-    /// naming both positions. Entries whose GUID does not parse are left to [`import`] to
-    /// report.
-    ///
-    /// ```
-    /// let json = br#"{"variables": [
-    ///     {"name": "X", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"},
-    ///     {"name": "Y", "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"},
-    ///     {"name": "X", "guid": "8BE4DF61-93CA-11D2-AA0D-00E098032B8C", "attr": 7, "data": "02"}]}"#;
-    /// let err = nvram::edit::ImportList::from_json(json).unwrap_err();
-    /// assert!(matches!(err, nvram::edit::ImportError::Duplicate { first: 0, second: 2, .. }));
-    /// ```
-    pub fn check_duplicates(&self) -> Result<(), ImportError> {
-        let mut seen: std::collections::HashMap<(&str, Guid), usize> =
-            std::collections::HashMap::with_capacity(self.variables.len());
-        for (second, v) in self.variables.iter().enumerate() {
-            let Ok(guid) = Guid::try_parse(&v.guid) else {
-                continue;
-            };
-            if let Some(&first) = seen.get(&(v.name.as_str(), guid)) {
-                return Err(ImportError::Duplicate {
-                    first,
-                    second,
-                    name: v.name.clone(),
-                    guid,
-                });
-            }
-            seen.insert((v.name.as_str(), guid), second);
-        }
-        Ok(())
-    }
-}
-
 /// Sets every variable of `list` in order (and with `replace_all` deletes the live variables
 /// it does not name). Everything is decoded before the first change, so a malformed entry
 /// changes nothing; run it inside [`edit_file`] for all-or-nothing on the file too. A list
-/// naming a variable twice is refused ([`ImportError::Duplicate`]). The work is linear in the
+/// naming a variable twice is refused ([`ListError::Duplicate`]). The work is linear in the
 /// number of variables (see [`varstore::edit`]).
 ///
 /// ```
-/// use nvram::edit::{import, ImportList};
+/// use nvram::edit::import;
 /// use varstore::edit::{Editor, Strategy};
+/// use varstore::json::VariableList;
 ///
 /// let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
 /// let mut editor = Editor::new(&image)?;
-/// let list = ImportList::from_json(br#"{"variables": [{"name": "X",
+/// let list = VariableList::from_json(br#"{"variables": [{"name": "X",
 ///     "guid": "8be4df61-93ca-11d2-aa0d-00e098032b8c", "attr": 7, "data": "01"}]}"#)?;
 /// let report = import(&mut editor, &list, Strategy::Append, false)?;
 /// assert_eq!(report.added, 1);
@@ -406,7 +278,7 @@ impl ImportList {
 /// ```
 pub fn import(
     editor: &mut Editor,
-    list: &ImportList,
+    list: &VariableList,
     strategy: Strategy,
     replace_all: bool,
 ) -> Result<ImportReport, ImportError> {

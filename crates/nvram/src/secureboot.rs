@@ -14,12 +14,12 @@
 //! ```
 //! use nvram::secureboot::{enroll, status, EnrollPlan, Microsoft};
 //! use varstore::edit::Editor;
-//! use varstore::secureboot::SignatureInput;
+//! use nvram::certs::{bundled, SignatureInput};
 //!
 //! let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
 //! let mut editor = Editor::new(&image)?;
 //! // Microsoft's "Windows OEM Devices PK" as PK, and Microsoft's KEK and db certificates.
-//! let pk = SignatureInput::Certificates(vec![varstore::secureboot::bundled::MICROSOFT_PK_2023.to_vec()]);
+//! let pk = SignatureInput::Certificates(vec![bundled::MICROSOFT_PK_2023.to_vec()]);
 //! let plan = EnrollPlan { microsoft: Some(Microsoft::All), ..EnrollPlan::with_pk(pk) };
 //! enroll(&mut editor, &plan)?;
 //! let state = status(&editor.store()?);
@@ -35,14 +35,14 @@ pub use generated::{
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
 };
 
+use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
 use serde::Serialize;
 use std::path::Path;
 use varstore::decode::describe_signature;
 use varstore::edit::{Change, EditError, Editor, Strategy};
 use varstore::guid::{self, Guid};
 use varstore::secureboot::{
-    bundled, certificate_subject, distro_certs, dummy_dbx, initial_time, later, now,
-    read_signature_input, InputError, SignatureDb, SignatureInput, CUSTOM_MODE_GUID,
+    certificate_subject, dummy_dbx, initial_time, later, SignatureDb, CUSTOM_MODE_GUID,
     OVMF_ENROLL_DEFAULT_KEYS, SECURE_BOOT_ENABLE_GUID,
 };
 use varstore::{Attributes, EfiTime, Varstore};
@@ -191,7 +191,7 @@ impl Microsoft {
     /// `arch`, from virtfw-libefi's bundle: the one signed with the 2011 KEK, the one signed
     /// with the 2023 KEK, or both.
     pub fn dbx_updates(self, arch: DbxArch) -> Vec<&'static [u8]> {
-        use varstore::secureboot::microsoft_dbx as dbx;
+        use crate::certs::microsoft_dbx as dbx;
         let (y2011, y2023) = match arch {
             DbxArch::X64 => (dbx::DBX_2011_X86_64, dbx::DBX_2023_X86_64),
             DbxArch::Aa64 => (dbx::DBX_2011_AARCH64, dbx::DBX_2023_AARCH64),
@@ -307,8 +307,15 @@ pub enum SecureBootError {
     #[error("the PK must be exactly one X.509 certificate, got {0}")]
     BadPk(String),
     /// A variable in the store is not a valid signature database, so it cannot be merged.
-    #[error("{0} in the store is not a valid signature database; not touching it")]
-    Malformed(&'static str),
+    #[error(
+        "{database} in the store is not a valid signature database ({error}); not touching it"
+    )]
+    Malformed {
+        /// PK, KEK, db or dbx.
+        database: &'static str,
+        /// Which field of its lists does not add up.
+        error: varstore::decode::DecodeError,
+    },
     /// Adding to the PK (replace it with `enroll`).
     #[error("the PK holds one certificate; enrol a new one instead of adding")]
     AddToPk,
@@ -726,7 +733,10 @@ pub fn add(
     let old = live_value(editor, database)?;
     let mut db = match &old {
         Some((data, _)) => {
-            SignatureDb::parse(data).ok_or(SecureBootError::Malformed(database.name()))?
+            SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
+                database: database.name(),
+                error,
+            })?
         }
         None => SignatureDb::default(),
     };
@@ -828,7 +838,7 @@ pub fn status(store: &Varstore<'_>) -> Status {
     let mut parsed: Vec<(Database, SignatureDb)> = Vec::new();
     for database in Database::ALL {
         let record = find(database.name(), database.guid());
-        let db = record.and_then(|r| SignatureDb::parse(r.data));
+        let db = record.and_then(|r| SignatureDb::parse(r.data).ok());
         let entries = db
             .iter()
             .flat_map(|db| db.lists.iter())

@@ -30,7 +30,7 @@
 //! use nvram::secureboot::{add, Addition, Database};
 //! use nvram::upgrade::{upgrade, UpgradeOptions};
 //! use varstore::edit::{Editor, Strategy};
-//! use varstore::secureboot::SignatureInput;
+//! use nvram::certs::SignatureInput;
 //!
 //! let blank = varstore::Layout::by_name("ovmf-4m").unwrap().create();
 //! // The new template: a blank store with Microsoft's 2023 db certificates.
@@ -51,13 +51,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::certs::SignatureInput;
 use crate::secureboot::{add, Addition, Database, EntryStatus, SecureBootError, AUTHENTICATED};
 use serde::Serialize;
 use std::fmt;
 use varstore::decode::describe_signature;
 use varstore::edit::{EditError, Editor, Strategy};
 use varstore::guid::{self, Guid};
-use varstore::secureboot::{certificate_subject, later, SignatureDb, SignatureInput};
+use varstore::secureboot::{certificate_subject, later, SignatureDb};
 use varstore::{EfiTime, Varstore};
 
 /// The databases merged from the template, in this order.
@@ -163,6 +164,14 @@ pub enum UpgradeError {
     /// A variable of the template is not a valid signature database.
     #[error("the template's {0} is not a valid signature database")]
     TemplateMalformed(&'static str),
+    /// A variable of the template whose signature lists do not add up.
+    #[error("the template's {database} is not a valid signature database ({error})")]
+    TemplateUnreadable {
+        /// PK, KEK, db or dbx.
+        database: &'static str,
+        /// Which field of its lists does not add up.
+        error: varstore::decode::DecodeError,
+    },
     /// The template is for another architecture's firmware.
     #[error(
         "the template is for {template_arch} firmware ({template_layout} layout) and the store \
@@ -291,8 +300,12 @@ impl TemplateDatabases {
             let Some(record) = find(database.name(), database.guid()) else {
                 return Ok(None);
             };
-            let db = SignatureDb::parse(record.data)
-                .ok_or(UpgradeError::TemplateMalformed(database.name()))?;
+            let db = SignatureDb::parse(record.data).map_err(|error| {
+                UpgradeError::TemplateUnreadable {
+                    database: database.name(),
+                    error,
+                }
+            })?;
             Ok(Some(TemplateVariable {
                 data: record.data.to_vec(),
                 time: record.time(),
@@ -414,7 +427,7 @@ pub fn upgrade_with(
             added: Vec::new(),
             entries: ours
                 .as_deref()
-                .and_then(SignatureDb::parse)
+                .and_then(|data| SignatureDb::parse(data).ok())
                 .map_or(0, |db| count(&db)),
             time: None,
         });
@@ -565,7 +578,12 @@ fn merge(
     drop(store);
     let ours_db = match &ours {
         Some(data) => {
-            Some(SignatureDb::parse(data).ok_or(SecureBootError::Malformed(database.name()))?)
+            Some(
+                SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
+                    database: database.name(),
+                    error,
+                })?,
+            )
         }
         None => None,
     };
@@ -660,6 +678,7 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 /// The subject of a PK's certificate, for messages.
 fn pk_subject(data: &[u8]) -> String {
     SignatureDb::parse(data)
+        .ok()
         .and_then(|db| db.certificates().next().and_then(certificate_subject))
         .map_or_else(
             || "an unreadable certificate".to_string(),

@@ -357,8 +357,8 @@ fn a_read_only_directory_fails_its_files_only() {
 #[test]
 fn enrolment_is_a_plan_step_and_idempotent() {
     use nvram::apply::{apply_all, Plan, Status, Step};
+    use nvram::certs::{bundled, SignatureInput};
     use nvram::secureboot::{EnrollPlan, Microsoft};
-    use varstore::secureboot::{bundled, SignatureInput};
 
     let dir = tempfile::tempdir().unwrap();
     let blank = varstore::Layout::by_name("ovmf-4m").unwrap().create();
@@ -421,7 +421,7 @@ fn enrolment_is_a_plan_step_and_idempotent() {
 fn enroll_options_enrol_every_file_once() {
     let fleet = fleet();
     let pk = fleet.root.join("pk.der");
-    fs::write(&pk, varstore::secureboot::bundled::MICROSOFT_PK_2023).unwrap();
+    fs::write(&pk, nvram::certs::bundled::MICROSOFT_PK_2023).unwrap();
     let files: Vec<&Path> = fleet.good.iter().take(12).map(PathBuf::as_path).collect();
     let edit: Vec<String> = [
         "--enroll-pk",

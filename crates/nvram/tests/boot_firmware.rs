@@ -119,7 +119,7 @@ fn boot_next_entry(stack: Stack) {
                 Some(guid::EFI_GLOBAL_VARIABLE),
             )
         })
-        .find(|r| LoadOption::parse(r.data).is_some_and(|o| o.description == "ByShell"))
+        .find(|r| LoadOption::parse(r.data).is_ok_and(|o| o.description == "ByShell"))
         .unwrap_or_else(|| panic!("bcfg added no entry; serial log:\n{}", outcome.serial));
     let ours = boot::file_path(r"\EFI\BOOT\TEST.EFI").unwrap();
     let expected_tail = [ours, boot::END_ENTIRE.to_vec()].concat();

@@ -7,10 +7,11 @@
 mod common;
 
 use common::{nvram, path_str as p, stderr};
+use nvram::certs::{bundled, SignatureInput};
 use std::fs;
 use std::path::{Path, PathBuf};
 use varstore::guid;
-use varstore::secureboot::{bundled, efi_time, SignatureInput, CERT_TYPE_PKCS7};
+use varstore::secureboot::{efi_time, CERT_TYPE_PKCS7};
 
 /// One signature list of `signature_type` with one entry per item of `entries`.
 fn signature_list(signature_type: guid::Guid, entry_len: usize, entries: &[&[u8]]) -> Vec<u8> {

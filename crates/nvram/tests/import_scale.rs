@@ -4,14 +4,15 @@
 //! which needs compactions on the way). Afterwards every variable is live with its data and
 //! the store is healthy. How fast it goes is measured by `benches/import.rs`, not here.
 
-use nvram::edit::{import, ImportList};
+use nvram::edit::import;
 use varstore::edit::{Editor, Strategy};
+use varstore::json::VariableList;
 use varstore::{Guid, Layout, Varstore};
 
 const GUID: &str = "3b0b8b7e-64a2-4c2a-a0a4-6c4d3a6e7a10";
 const COUNT: usize = 3275;
 
-fn list(count: usize, salt: u8) -> ImportList {
+fn list(count: usize, salt: u8) -> VariableList {
     let variables: Vec<String> = (0..count)
         .map(|i| {
             format!(
@@ -24,7 +25,7 @@ fn list(count: usize, salt: u8) -> ImportList {
         r#"{{"version": 2, "variables": [{}]}}"#,
         variables.join(",")
     );
-    ImportList::from_json(json.as_bytes()).unwrap()
+    VariableList::from_json(json.as_bytes()).unwrap()
 }
 
 fn assert_holds(image: &[u8], count: usize, salt: u8) {
@@ -114,7 +115,7 @@ fn a_compact_import_equals_compacting_after_each_variable() {
         {{"name": "Old1", "guid": "{GUID}", "attr": 7, "data": "ee"}}]}}"#,
         "27".repeat(30)
     );
-    let list = ImportList::from_json(json.as_bytes()).unwrap();
+    let list = VariableList::from_json(json.as_bytes()).unwrap();
     for replace_all in [false, true] {
         let mut batched = Editor::new(&start).unwrap();
         import(&mut batched, &list, Strategy::Compact, replace_all).unwrap();

@@ -5,13 +5,14 @@
 mod common;
 
 use common::{nvram_ok, path_str as p};
+use nvram::certs::distro_certs;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use testkit::{debian_firmware, require_tool, unpacked_debian_file, virt_fw_vars};
-use varstore::secureboot::{distro_certs, efi_time, CERT_TYPE_PKCS7};
+use varstore::secureboot::{efi_time, CERT_TYPE_PKCS7};
 use varstore::Varstore;
 
 /// (name, guid) -> (attributes, data, timestamp)
@@ -184,7 +185,7 @@ fn distro_certificates_equal_debian_packages() {
     let debian = fs::read("/usr/share/shim/debian-uefi-ca.der").expect("shim-unsigned installed");
     assert!(
         debian == distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
-        "crates/varstore/certs/debian-secure-boot-ca-2016.der differs from shim-unsigned's \
+        "crates/nvram/certs/debian-secure-boot-ca-2016.der differs from shim-unsigned's \
          /usr/share/shim/debian-uefi-ca.der"
     );
     let canonical = fs::read(unpacked_debian_file(
@@ -193,7 +194,7 @@ fn distro_certificates_equal_debian_packages() {
     .unwrap();
     assert!(
         canonical == distro_certs::CANONICAL_MASTER_CA_2012,
-        "crates/varstore/certs/canonical-master-ca-2012.der differs from refind's \
+        "crates/nvram/certs/canonical-master-ca-2012.der differs from refind's \
          canonical-uefi-ca.cer"
     );
 }
@@ -604,7 +605,7 @@ fn enroll_generates_pk() {
 /// attributes, timestamp), nothing else touched, a second run unchanged.
 #[test]
 fn add_dbx_microsoft_matches_virt_fw_vars_per_architecture() {
-    use varstore::secureboot::microsoft_dbx;
+    use nvram::certs::microsoft_dbx;
     let dir = tempfile::tempdir().unwrap();
     let dbx_key = (
         "dbx".to_string(),

@@ -20,12 +20,13 @@
 mod common;
 
 use common::{nvram, nvram_ok, path_str as p, sbsign, self_signed, stderr, stdout};
+use nvram::certs::{bundled, distro_certs};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use varstore::guid;
-use varstore::secureboot::{bundled, distro_certs, SignatureDb, OVMF_ENROLL_DEFAULT_KEYS};
+use varstore::secureboot::{SignatureDb, OVMF_ENROLL_DEFAULT_KEYS};
 
 /// shim's variables (MokList, MokSBState, …).
 const SHIM_GUID: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
@@ -786,8 +787,8 @@ fn firmware_enforces_the_upgraded_databases_and_boots_the_vms_entries() {
 
 /// The DER of a PEM certificate file.
 fn pem_der(pem: &Path) -> Vec<u8> {
-    match varstore::secureboot::read_signature_input(&fs::read(pem).unwrap()).unwrap() {
-        varstore::secureboot::SignatureInput::Certificates(mut certs) => certs.remove(0),
+    match nvram::certs::read_signature_input(&fs::read(pem).unwrap()).unwrap() {
+        nvram::certs::SignatureInput::Certificates(mut certs) => certs.remove(0),
         other => panic!("{other:?}"),
     }
 }

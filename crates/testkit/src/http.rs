@@ -1,12 +1,12 @@
 //! A tiny HTTP/1.1 file server for firmware network boots (HTTP boot fetches from it through
-//! QEMU's user network, where the host is `10.0.2.2`).
+//! QEMU's user network, where the host is `10.0.2.2`). The protocol is `tiny_http`'s; this
+//! module only chooses the answers and records the requests.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use tiny_http::{Header, Method, Response, Server};
 
 /// A file that [`HttpFileServer`] serves.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl HttpRequest {
 /// `GET` and `HEAD` of a listed path answer `200` with `Content-Type` and `Content-Length`
 /// (`HEAD` without the body, as HTTP boot asks for the size first); other paths get `404`,
 /// other methods `405`. Connections are kept alive unless the client sends
-/// `Connection: close`; each is served by its own thread.
+/// `Connection: close` (`tiny_http` handles the connections).
 ///
 /// ```no_run
 /// use testkit::{HttpFile, HttpFileServer};
@@ -67,12 +67,19 @@ impl HttpRequest {
 /// assert!(server.requests().iter().any(|r| r.line() == "GET /a.efi"));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct HttpFileServer {
     addr: SocketAddr,
+    server: Arc<Server>,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
-    stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpFileServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpFileServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpFileServer {
@@ -82,37 +89,29 @@ impl HttpFileServer {
     ///
     /// Binding or spawning the thread failed.
     pub fn start(files: Vec<HttpFile>) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let addr = listener.local_addr()?;
+        let server = Server::http((Ipv4Addr::LOCALHOST, 0)).map_err(io::Error::other)?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| io::Error::other("tiny_http listens on no IP address"))?;
+        let server = Arc::new(server);
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let files = Arc::new(files);
         let acceptor = {
+            let server = Arc::clone(&server);
             let requests = Arc::clone(&requests);
-            let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("testkit-http".into())
                 .spawn(move || {
-                    for stream in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = stream else { continue };
-                        let files = Arc::clone(&files);
-                        let requests = Arc::clone(&requests);
-                        // Detached: it ends when the client closes or goes quiet.
-                        let _ = thread::Builder::new()
-                            .name("testkit-http-conn".into())
-                            .spawn(move || {
-                                let _ = serve_connection(stream, &files, &requests);
-                            });
+                    // Ends when `unblock` is called on drop.
+                    for request in server.incoming_requests() {
+                        answer(request, &files, &requests);
                     }
                 })?
         };
         Ok(HttpFileServer {
             addr,
+            server,
             requests,
-            stop,
             acceptor: Some(acceptor),
         })
     }
@@ -133,110 +132,57 @@ impl HttpFileServer {
 
 impl Drop for HttpFileServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so that the thread sees `stop`.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        // Ends `incoming_requests`; dropping the last `Server` then closes the socket.
+        self.server.unblock();
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
     }
 }
 
-/// Answers requests on one connection until the client closes it, asks to, or is idle for
-/// 30 s.
-fn serve_connection(
-    stream: TcpStream,
-    files: &[HttpFile],
-    requests: &Mutex<Vec<HttpRequest>>,
-) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let request_line = request_line.trim_end();
-        if request_line.is_empty() {
-            continue; // RFC 9112 §2.2: ignore empty lines before a request line
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.push((name.trim().to_string(), value.trim().to_string()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        // A request body (none expected) is skipped so that the next request parses.
-        if let Some(len) = header("Content-Length").and_then(|v| v.parse::<u64>().ok()) {
-            io::copy(&mut (&mut reader).take(len), &mut io::sink())?;
-        }
-        let close = header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let path = parts.next().unwrap_or_default().to_string();
-        let file = files.iter().find(|f| f.path == path);
-        let (status, reason, content_type, body): (u16, &str, &str, &[u8]) =
-            match (method.as_str(), file) {
-                ("GET" | "HEAD", Some(f)) => (200, "OK", &f.content_type, &f.data),
-                ("GET" | "HEAD", None) => (404, "Not Found", "text/plain", b"not found\n"),
-                _ => (
-                    405,
-                    "Method Not Allowed",
-                    "text/plain",
-                    b"GET or HEAD only\n",
-                ),
-            };
-        let mut head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if status == 405 {
-            head.push_str("Allow: GET, HEAD\r\n");
-        }
-        if close {
-            head.push_str("Connection: close\r\n");
-        }
-        head.push_str("\r\n");
-        let is_head = method == "HEAD";
-        requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(HttpRequest {
-                method,
-                path,
-                headers: headers.clone(),
-                status,
-            });
-        writer.write_all(head.as_bytes())?;
-        if !is_head {
-            writer.write_all(body)?;
-        }
-        writer.flush()?;
-        if close {
-            return Ok(());
-        }
+/// Answers one request and records it.
+fn answer(request: tiny_http::Request, files: &[HttpFile], requests: &Mutex<Vec<HttpRequest>>) {
+    let method = request.method().clone();
+    let path = request.url().to_string();
+    let file = files.iter().find(|f| f.path == path);
+    let (status, content_type, body): (u16, &str, &[u8]) = match (&method, file) {
+        (Method::Get | Method::Head, Some(f)) => (200, &f.content_type, &f.data),
+        (Method::Get | Method::Head, None) => (404, "text/plain", b"not found\n"),
+        _ => (405, "text/plain", b"GET or HEAD only\n"),
+    };
+    let header = |name: &str, value: &str| {
+        Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("an ASCII header")
+    };
+    // Content-Length always (never chunked): HTTP boot reads the size from HEAD's answer.
+    let mut response = Response::from_data(body)
+        .with_status_code(status)
+        .with_header(header("Content-Type", content_type))
+        .with_chunked_threshold(usize::MAX);
+    if status == 405 {
+        response.add_header(header("Allow", "GET, HEAD"));
     }
+    requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(HttpRequest {
+            method: method.to_string(),
+            path,
+            headers: request
+                .headers()
+                .iter()
+                .map(|h| (h.field.to_string(), h.value.to_string()))
+                .collect(),
+            status,
+        });
+    // A client that went away is no failure of the server.
+    let _ = request.respond(response);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     fn server() -> HttpFileServer {
         HttpFileServer::start(vec![HttpFile::new(
@@ -256,20 +202,63 @@ mod tests {
         answer
     }
 
+    /// One answer: status line, header fields (names in lower case), body.
+    type Answer = (String, Vec<(String, String)>, String);
+
+    /// The answers in `raw`, bodies cut by their Content-Length, no body for `HEAD` (`heads`
+    /// says which answers are to HEAD).
+    fn answers(raw: &str, heads: &[bool]) -> Vec<Answer> {
+        let mut rest = raw;
+        let mut out = Vec::new();
+        for &head in heads {
+            let (head_text, after) = rest.split_once("\r\n\r\n").expect("a complete head");
+            let mut lines = head_text.split("\r\n");
+            let status = lines.next().unwrap().to_string();
+            let fields: Vec<(String, String)> = lines
+                .map(|l| l.split_once(": ").unwrap())
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+                .collect();
+            let len: usize = fields
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            let len = if head { 0 } else { len };
+            out.push((status, fields, after[..len].to_string()));
+            rest = &after[len..];
+        }
+        assert_eq!(rest, "", "nothing after the last answer");
+        out
+    }
+
+    fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     #[test]
     fn serves_get_and_head_and_records_them() {
         let server = server();
         // Keep-alive: two requests on one connection, the second closes it.
-        let answer = exchange(
+        let raw = exchange(
             &server,
             "HEAD /app.efi HTTP/1.1\r\nHost: x\r\n\r\n\
              GET /app.efi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/efi\r\nContent-Length: 10\r\n";
-        assert_eq!(
-            answer,
-            format!("{head}\r\n{head}Connection: close\r\n\r\nMZ-payload")
-        );
+        let answers = answers(&raw, &[true, false]);
+        for (status, fields, _) in &answers {
+            assert_eq!(status, "HTTP/1.1 200 OK", "{raw}");
+            assert_eq!(
+                field(fields, "content-type"),
+                Some("application/efi"),
+                "{raw}"
+            );
+            assert_eq!(field(fields, "content-length"), Some("10"), "{raw}");
+            assert_eq!(field(fields, "transfer-encoding"), None, "{raw}");
+        }
+        assert_eq!(answers[0].2, "");
+        assert_eq!(answers[1].2, "MZ-payload");
         let requests = server.requests();
         let lines: Vec<_> = requests.iter().map(HttpRequest::line).collect();
         assert_eq!(lines, ["HEAD /app.efi", "GET /app.efi"]);
@@ -277,6 +266,24 @@ mod tests {
         assert!(requests[0]
             .headers
             .contains(&("Host".to_string(), "x".to_string())));
+    }
+
+    #[test]
+    fn large_files_keep_their_content_length() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let server =
+            HttpFileServer::start(vec![HttpFile::new("/big.efi", "application/efi", data)])
+                .unwrap();
+        let raw = exchange(
+            &server,
+            "HEAD /big.efi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let answers = answers(&raw, &[true]);
+        assert_eq!(
+            field(&answers[0].1, "content-length"),
+            Some("100000"),
+            "{raw}"
+        );
     }
 
     #[test]
@@ -295,6 +302,7 @@ mod tests {
             answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
             "{answer}"
         );
+        assert!(answer.contains("\r\nAllow: GET, HEAD\r\n"), "{answer}");
         let statuses: Vec<_> = server.requests().iter().map(|r| r.status).collect();
         assert_eq!(statuses, [404, 405]);
     }
@@ -304,6 +312,15 @@ mod tests {
         let server = server();
         let port = server.port();
         drop(server);
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        // tiny_http's accept thread closes the socket once it sees the wake-up connection
+        // its drop makes, just after the drop returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port {port} still accepts connections 10 s after the drop"
+            );
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

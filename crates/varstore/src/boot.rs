@@ -293,8 +293,8 @@ pub fn parse_option_number(text: &str) -> Option<u16> {
 pub struct BootEntry {
     /// The option number.
     pub number: u16,
-    /// The decoded option; `None` if the data is malformed.
-    pub option: Option<LoadOption>,
+    /// The decoded option, or which field of the data is malformed.
+    pub option: Result<LoadOption, crate::decode::DecodeError>,
 }
 
 /// The boot configuration of a store: entries, `BootOrder`, `BootNext`.

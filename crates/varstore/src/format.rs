@@ -120,3 +120,61 @@ pub fn ftw_header_crc(header: &FtwWorkingBlockHeader) -> u32 {
     copy.reserved = [0xFF; 3];
     crc32fast::hash(copy.as_bytes())
 }
+
+/// `EFI_SIGNATURE_LIST` header (spec §12.1): 28 bytes, then `header_size` bytes of
+/// SignatureHeader, then entries of `entry_size` bytes (owner GUID + data).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SignatureListHeader {
+    pub signature_type: [u8; 16],
+    pub list_size: U32,
+    pub header_size: U32,
+    pub entry_size: U32,
+}
+
+/// `EFI_LOAD_OPTION` fixed part (spec §13): 6 bytes, then the NUL-terminated UCS-2
+/// description, `file_path_list_length` bytes of device paths and the optional data.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct LoadOptionHeader {
+    pub attributes: U32,
+    pub file_path_list_length: U16,
+}
+
+/// `EFI_DEVICE_PATH_PROTOCOL`, the header of every device path node (spec §13): the node's
+/// `length` includes these 4 bytes.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DevicePathHeader {
+    pub kind: u8,
+    pub sub_type: u8,
+    pub length: U16,
+}
+
+/// `EFI_FAULT_TOLERANT_WRITE_HEADER` (spec §9.2): 40 bytes, followed by `number_of_writes`
+/// records of 40 + `private_data_size` bytes. The flags are negative logic bits
+/// (HeaderAllocated 0x01, WritesAllocated 0x02, Complete 0x04).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FtwWriteHeader {
+    pub flags: u8,
+    pub reserved: [u8; 3],
+    pub caller_id: [u8; 16],
+    pub reserved2: [u8; 4],
+    pub number_of_writes: U64,
+    pub private_data_size: U64,
+}
+
+/// `EFI_FAULT_TOLERANT_WRITE_RECORD` without its private data (spec §9.2): 40 bytes. Flags
+/// are negative logic bits (BootBlockUpdate 0x01, SpareComplete 0x02, DestinationComplete
+/// 0x04).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FtwWriteRecord {
+    pub flags: u8,
+    pub reserved: [u8; 7],
+    pub lba: U64,
+    pub offset: U64,
+    pub length: U64,
+    pub relative_offset: U64,
+}

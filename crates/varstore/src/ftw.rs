@@ -1,12 +1,13 @@
 //! The fault-tolerant-write working block and its write queue (spec §9).
 
-use crate::bytes::{guid_at, u64_at, u8_at};
+use crate::format::{FtwWriteHeader, FtwWriteRecord};
 use crate::Guid;
+use zerocopy::FromBytes;
 
 /// `EFI_FAULT_TOLERANT_WRITE_HEADER` length (spec §9.2).
-const WRITE_HEADER_LEN: usize = 40;
+const WRITE_HEADER_LEN: usize = size_of::<FtwWriteHeader>();
 /// `EFI_FAULT_TOLERANT_WRITE_RECORD` length without private data.
-const WRITE_RECORD_LEN: usize = 40;
+const WRITE_RECORD_LEN: usize = size_of::<FtwWriteRecord>();
 
 /// The FTW working block as found in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +79,20 @@ pub(crate) fn parse_write_queue(
     let mut at = start;
     // Each header advances `at` by at least WRITE_HEADER_LEN, so the loop ends by `end`.
     while at + WRITE_HEADER_LEN <= end {
-        let Some(flags) = u8_at(image, at) else { break };
+        let Some((header, _)) = image
+            .get(at..end)
+            .and_then(|b| FtwWriteHeader::ref_from_prefix(b).ok())
+        else {
+            break;
+        };
+        let flags = header.flags;
         if flags & 0x01 != 0 {
             // HeaderAllocated not set: the rest of the queue is free.
             break;
         }
-        let caller = guid_at(image, at + 4).unwrap_or_default();
-        let count = u64_at(image, at + 24).unwrap_or(u64::MAX);
-        let private = u64_at(image, at + 32).unwrap_or(u64::MAX);
+        let caller = Guid::from_bytes(header.caller_id);
+        let count = header.number_of_writes.get();
+        let private = header.private_data_size.get();
         let record_len = (WRITE_RECORD_LEN as u64).saturating_add(private);
         let records_len = count.saturating_mul(record_len);
         let records_end = (at as u64 + WRITE_HEADER_LEN as u64).saturating_add(records_len);
@@ -102,17 +109,20 @@ pub(crate) fn parse_write_queue(
         let mut records = Vec::new();
         let mut r = at + WRITE_HEADER_LEN;
         for _ in 0..count {
-            let rflags = image[r];
-            if rflags == 0xFF && flags & 0x02 != 0 {
+            // Inside the queue: records_end <= end was checked above.
+            let Some((record, _)) = FtwWriteRecord::ref_from_prefix(&image[r..end]).ok() else {
+                break;
+            };
+            if record.flags == 0xFF && flags & 0x02 != 0 {
                 break;
             }
             records.push(WriteRecord {
                 offset: r as u64,
-                spare_complete: rflags & 0x02 == 0,
-                destination_complete: rflags & 0x04 == 0,
-                lba: u64_at(image, r + 8).unwrap_or(0),
-                target_offset: u64_at(image, r + 16).unwrap_or(0),
-                length: u64_at(image, r + 24).unwrap_or(0),
+                spare_complete: record.flags & 0x02 == 0,
+                destination_complete: record.flags & 0x04 == 0,
+                lba: record.lba.get(),
+                target_offset: record.offset.get(),
+                length: record.length.get(),
             });
             r += record_len as usize;
         }

@@ -299,7 +299,19 @@ pub(crate) fn pristine_ftw_header(working_size: u32) -> FtwWorkingBlockHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bytes::{u16_at, u32_at};
+    use zerocopy::FromBytes;
+
+    fn u16_at(image: &[u8], at: usize) -> Option<u16> {
+        U16::read_from_prefix(image.get(at..)?)
+            .ok()
+            .map(|(v, _)| v.get())
+    }
+
+    fn u32_at(image: &[u8], at: usize) -> Option<u32> {
+        U32::read_from_prefix(image.get(at..)?)
+            .ok()
+            .map(|(v, _)| v.get())
+    }
 
     #[test]
     fn template_checksums_and_crcs_match_the_shipped_values() {

@@ -23,7 +23,6 @@
 //! Section numbers in comments (`spec §7`) refer to the repository's `docs/varstore-format.md`.
 
 pub mod boot;
-mod bytes;
 pub mod decode;
 pub mod edit;
 mod error;

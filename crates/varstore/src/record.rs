@@ -1,6 +1,5 @@
 //! Variable records as they lie in the store (spec §5, §7).
 
-use crate::bytes::ucs2_to_string;
 use crate::Guid;
 use std::fmt;
 
@@ -195,4 +194,15 @@ impl VariableRecord<'_> {
     pub fn time(&self) -> Option<EfiTime> {
         self.timestamp.filter(EfiTime::is_set)
     }
+}
+
+/// Decodes UCS-2LE code units up to the first NUL (or the end), replacing unpaired surrogates.
+pub(crate) fn ucs2_to_string(bytes: &[u8]) -> String {
+    let units = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0);
+    char::decode_utf16(units)
+        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
 }

@@ -1,11 +1,13 @@
-//! Building signature databases (spec §12): `EFI_SIGNATURE_LIST`s for certificates and hashes,
-//! merging into an existing database without duplicates, reading the certificate and `.auth`
-//! inputs people have (PEM, DER, signature lists, `EFI_VARIABLE_AUTHENTICATION_2` files), and
-//! the timestamps virt-firmware gives the variables.
+//! Signature databases (spec §12): `EFI_SIGNATURE_LIST`s for certificates and hashes,
+//! merging into an existing database without duplicates, checking that entries are what their
+//! type says, the `EFI_VARIABLE_AUTHENTICATION_2` header of `.auth` payloads, and the
+//! timestamps authenticated variables carry.
 //!
-//! Reading untrusted bytes is bounded here and in [`crate::decode`]; certificates are parsed
-//! with the `x509-cert` crate (through virtfw-libefi), which returns errors rather than
-//! panicking.
+//! This module knows the format only: which certificates to enrol (Microsoft's, the
+//! distributions'), reading PEM or DER files and the wall clock belong to the management
+//! crate (`nvram::certs`). Certificates are parsed with the `x509-cert` crate, which returns
+//! errors rather than panicking; reading untrusted bytes is bounded here and in
+//! [`crate::decode`].
 //!
 //! ```
 //! use varstore::secureboot::{SignatureDb, OVMF_ENROLL_DEFAULT_KEYS};
@@ -18,46 +20,15 @@
 //! assert_eq!(SignatureDb::parse(&bytes).unwrap(), dbx);
 //! ```
 
-use crate::decode::signature_lists;
+use crate::decode::{signature_lists, DecodeError};
 use crate::guid;
 use crate::EfiTime;
 use uguid::{guid, Guid};
-
-/// The certificate bundle of virtfw-libefi: Microsoft's KEK/db/PK certificates (2011 and
-/// 2023) and Red Hat's, as DER constants.
-pub use virtfw_libefi::sb::certs as bundled;
-
-/// Microsoft's signed dbx updates (`EFI_VARIABLE_AUTHENTICATION_2` followed by signature
-/// lists) as virtfw-libefi bundles them: for x86_64 and aarch64, signed with the 2011 and
-/// with the 2023 KEK.
-pub mod microsoft_dbx {
-    pub use virtfw_libefi::sb::dbx::{
-        DBX_2011_AARCH64, DBX_2011_X86_64, DBX_2023_AARCH64, DBX_2023_X86_64,
-    };
-}
-
-/// Distribution CA certificates (DER) that virtfw-libefi does not bundle, taken unchanged from
-/// Debian packages (provenance and fingerprints: `crates/varstore/certs/README.md`).
-///
-/// ```
-/// use varstore::secureboot::{certificate_subject, distro_certs};
-///
-/// assert_eq!(
-///     certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
-///     Some("Debian Secure Boot CA")
-/// );
-/// ```
-pub mod distro_certs {
-    /// "Debian Secure Boot CA" (2016–2046): issues the certificates that sign Debian's grub,
-    /// shim helpers, fwupd and kernels. From Debian's `shim-unsigned`
-    /// (`/usr/share/shim/debian-uefi-ca.der`).
-    pub const DEBIAN_SECURE_BOOT_CA_2016: &[u8] =
-        include_bytes!("../certs/debian-secure-boot-ca-2016.der");
-    /// "Canonical Ltd. Master Certificate Authority" (2012–2042): signs Ubuntu's grub and
-    /// kernels. From Debian's `refind` (`/etc/refind.d/keys/canonical-uefi-ca.cer`).
-    pub const CANONICAL_MASTER_CA_2012: &[u8] =
-        include_bytes!("../certs/canonical-master-ca-2012.der");
-}
+use x509_cert::der::asn1::{
+    Ia5StringRef, ObjectIdentifier, PrintableStringRef, TeletexStringRef, Utf8StringRef,
+};
+use x509_cert::der::{Decode, Tag, Tagged};
+use x509_cert::Certificate;
 
 /// Owner GUID that OVMF's EnrollDefaultKeys and virt-firmware use for their own entries
 /// (PK, KEK, distribution db certificates, the dummy dbx entry).
@@ -110,10 +81,18 @@ pub struct SignatureDb {
 }
 
 impl SignatureDb {
-    /// Parses a database; `None` if the list sizes do not add up (see
-    /// [`decode::signature_lists`](crate::decode::signature_lists)). Lists with a
+    /// Parses a database; a [`DecodeError`] names the list field whose size does not add up
+    /// (see [`decode::signature_lists`](crate::decode::signature_lists)). Lists with a
     /// SignatureHeader are kept without it (no standard type has one).
-    pub fn parse(data: &[u8]) -> Option<Self> {
+    ///
+    /// ```
+    /// use varstore::secureboot::{dummy_dbx, SignatureDb};
+    /// let mut bytes = dummy_dbx().to_bytes();
+    /// bytes[16] += 1; // SignatureListSize one byte past the end
+    /// let err = SignatureDb::parse(&bytes).unwrap_err();
+    /// assert_eq!((err.offset, err.field), (16, "SignatureListSize"));
+    /// ```
+    pub fn parse(data: &[u8]) -> Result<Self, DecodeError> {
         let lists = signature_lists(data)?
             .into_iter()
             .filter(|l| !l.entries.is_empty())
@@ -122,7 +101,7 @@ impl SignatureDb {
                 entries: l.entries.iter().map(|(g, d)| (*g, d.to_vec())).collect(),
             })
             .collect();
-        Some(Self { lists })
+        Ok(Self { lists })
     }
 
     /// The bytes of the variable.
@@ -255,33 +234,6 @@ pub fn initial_time() -> EfiTime {
     efi_time(2010, 1, 1, 0, 0, 0)
 }
 
-/// The current UTC time as an `EFI_TIME` (seconds resolution).
-pub fn now() -> EfiTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
-    efi_time(
-        year,
-        month,
-        day,
-        (rem / 3600) as u8,
-        (rem / 60 % 60) as u8,
-        (rem % 60) as u8,
-    )
-}
-
 /// A sort key for timestamps: (year, month, day, hour, minute, second, nanosecond).
 pub fn time_key(t: &EfiTime) -> (u16, u8, u8, u8, u8, u8, u32) {
     let b = &t.0;
@@ -307,9 +259,16 @@ pub fn later(a: EfiTime, b: EfiTime) -> EfiTime {
 
 /// The notBefore of a DER certificate, `None` if it does not parse.
 pub fn certificate_not_before(der: &[u8]) -> Option<EfiTime> {
-    let info = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der)?;
-    let t = &info.not_before;
-    Some(efi_time(t.year, t.month, t.day, t.hour, t.minute, t.second))
+    let cert = Certificate::from_der(der).ok()?;
+    let t = cert.tbs_certificate.validity.not_before.to_date_time();
+    Some(efi_time(
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minutes(),
+        t.seconds(),
+    ))
 }
 
 /// The subject's common name without `CN=` (or the whole subject) of a DER certificate.
@@ -318,130 +277,77 @@ pub fn certificate_subject(der: &[u8]) -> Option<String> {
     Some(desc.strip_prefix("CN=").map(str::to_string).unwrap_or(desc))
 }
 
-/// The certificates nvram enrols itself, with their [`certificate_desc`]: told apart by
-/// their bytes, they need no parsing. Formatting a subject costs x509-cert a scan of
-/// const-oid's whole name database per attribute (a quarter of a whole `nvram list` of
-/// `OVMF_VARS_4M.ms.fd`; `nvram/benches/list_floor.rs`). The test
-/// `known_certificate_descriptions` checks each text against the parser's.
-const KNOWN_CERTIFICATES: &[(&[u8], &str)] = {
-    use virtfw_libefi::sb::certs as ms;
-    &[
-        (ms::MICROSOFT_PK_2023, "CN=Windows OEM Devices PK"),
-        (
-            ms::MICROSOFT_KEK_2011,
-            "CN=Microsoft Corporation KEK CA 2011",
-        ),
-        (
-            ms::MICROSOFT_KEK_2023,
-            "CN=Microsoft Corporation KEK 2K CA 2023",
-        ),
-        (
-            ms::MICROSOFT_DB_UEFI_2011,
-            "CN=Microsoft Corporation UEFI CA 2011",
-        ),
-        (ms::MICROSOFT_DB_UEFI_2023, "CN=Microsoft UEFI CA 2023"),
-        (
-            ms::MICROSOFT_DB_UEFI_ROM_2023,
-            "CN=Microsoft Option ROM UEFI CA 2023",
-        ),
-        (
-            ms::MICROSOFT_DB_WINDOWS_2011,
-            "CN=Microsoft Windows Production PCA 2011",
-        ),
-        (ms::MICROSOFT_DB_WINDOWS_2023, "CN=Windows UEFI CA 2023"),
-        (
-            distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
-            "CN=Debian Secure Boot CA",
-        ),
-        (
-            distro_certs::CANONICAL_MASTER_CA_2012,
-            "CN=Canonical Ltd. Master Certificate Authority",
-        ),
-    ]
-};
-
-/// Other certificates already described by this process (a PK is often also in KEK), at
-/// most [`MEMO_LEN`] of them.
-static MEMO: std::sync::Mutex<Vec<(Vec<u8>, Option<String>)>> = std::sync::Mutex::new(Vec::new());
-const MEMO_LEN: usize = 16;
+/// `id-at-commonName` (2.5.4.3).
+const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 
 /// A DER certificate's subject as virt-firmware describes it: its common name attribute
 /// (`CN=…`), else the whole subject; `None` if the certificate does not parse.
+///
+/// The text is what `x509-cert` displays (RFC 4514 escapes), but the common usual case, a
+/// relative name holding only a string-valued common name, is formatted here: `x509-cert`
+/// looks each attribute's name up by a scan of const-oid's whole name database, which made
+/// describing a subject a quarter of a whole `nvram list` of `OVMF_VARS_4M.ms.fd`
+/// (`nvram/benches/list_floor.rs`). The test `descriptions_match_x509_cert` holds the two
+/// equal.
 pub fn certificate_desc(der: &[u8]) -> Option<String> {
-    if let Some((_, desc)) = KNOWN_CERTIFICATES.iter().find(|(known, _)| *known == der) {
-        return Some((*desc).to_string());
-    }
-    let memo = |memo: &mut Vec<(Vec<u8>, Option<String>)>| {
-        memo.iter()
-            .find(|(known, _)| known.as_slice() == der)
-            .map(|(_, desc)| desc.clone())
+    let cert = Certificate::from_der(der).ok()?;
+    let subject = &cert.tbs_certificate.subject;
+    let Some(rdn) = subject
+        .0
+        .iter()
+        .find(|rdn| rdn.0.iter().any(|a| a.oid == COMMON_NAME))
+    else {
+        return Some(subject.to_string());
     };
-    if let Some(desc) = MEMO.lock().ok().and_then(|mut m| memo(&mut m)) {
-        return desc;
-    }
-    let desc = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der)
-        .map(|info| info.desc().to_string());
-    if let Ok(mut m) = MEMO.lock() {
-        if m.len() < MEMO_LEN {
-            m.push((der.to_vec(), desc.clone()));
+    if let [attribute] = rdn.0.as_slice() {
+        if let Some(text) = directory_string(&attribute.value) {
+            return Some(format!("CN={}", rfc4514_escaped(text)));
         }
     }
-    desc
+    Some(rdn.to_string())
 }
 
-/// What a signature input file held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignatureInput {
-    /// One or more X.509 certificates (DER), from PEM or DER.
-    Certificates(Vec<Vec<u8>>),
-    /// Signature lists; `time` is the timestamp of an `.auth` file's authentication header.
-    Lists {
-        /// The database.
-        db: SignatureDb,
-        /// The `EFI_VARIABLE_AUTHENTICATION_2` timestamp, for `.auth` input.
-        time: Option<EfiTime>,
-    },
+/// The text of an attribute value of the string types `x509-cert` displays as text.
+fn directory_string(value: &x509_cert::der::Any) -> Option<&str> {
+    match value.tag() {
+        Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str()),
+        Tag::Utf8String => Utf8StringRef::try_from(value).ok().map(|s| s.as_str()),
+        Tag::Ia5String => Ia5StringRef::try_from(value).ok().map(|s| s.as_str()),
+        Tag::TeletexString => TeletexStringRef::try_from(value).ok().map(|s| s.as_str()),
+        _ => None,
+    }
 }
 
-/// Why an input could not be read.
+/// An attribute value escaped as RFC 4514 (and `x509-cert`'s `Display`) writes it.
+fn rfc4514_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\x00'..='\x1f' | '\x7f' => out.push_str(&format!("\\{:02x}", c as u8)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// An entry of a signature list that is not what its type says ([`check_signature_lists`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    /// Not PEM, a DER certificate, signature lists or an `.auth` file.
-    #[error("not a certificate (PEM or DER), EFI signature list or .auth file")]
-    Unrecognised,
-    /// A PEM block whose base64 is broken or whose certificate does not parse.
-    #[error("PEM certificate {index}: {problem}")]
-    BadPem {
-        /// 1-based number of the block.
-        index: usize,
-        /// What is wrong.
-        problem: &'static str,
-    },
-    /// An `.auth` file whose header or signature lists are broken.
-    #[error(".auth file: {0}")]
-    BadAuth(&'static str),
-    /// Signature lists (an `.esl` file, or the lists of an `.auth` file) without a single
-    /// entry: nothing to enrol.
-    #[error("{}", if *.auth {
-        ".auth file without a single signature after its header (such a file deletes a variable; there is nothing in it to enrol)"
-    } else {
-        "signature lists without a single signature: nothing to enrol"
-    })]
-    NoSignatures {
-        /// The lists came from an `.auth` file.
-        auth: bool,
-    },
-    /// An entry of a signature list that is not what its type says.
-    #[error("signature list {list}, entry {entry}: {problem}")]
-    BadEntry {
-        /// The list's position among the input's lists that hold entries, from 0 (as
-        /// `efi-readvar` counts).
-        list: usize,
-        /// The entry's position in its list, from 0.
-        entry: usize,
-        /// What is wrong.
-        problem: String,
-    },
+#[error("signature list {list}, entry {entry}: {problem}")]
+pub struct EntryError {
+    /// The list's position among the lists that hold entries, from 0 (as `efi-readvar`
+    /// counts).
+    pub list: usize,
+    /// The entry's position in its list, from 0.
+    pub entry: usize,
+    /// What is wrong.
+    pub problem: String,
 }
 
 /// Checks every entry of some signature lists that the firmware (or the OS reading them)
@@ -449,16 +355,16 @@ pub enum InputError {
 /// an `EFI_CERT_SHA256_GUID` entry must be 32 bytes. Other types are not checked.
 ///
 /// ```
-/// use varstore::secureboot::{check_signature_lists, dummy_dbx, InputError, SignatureDb};
+/// use varstore::secureboot::{check_signature_lists, dummy_dbx, EntryError, SignatureDb};
 /// assert!(check_signature_lists(&dummy_dbx()).is_ok());
 /// let mut db = SignatureDb::default();
 /// db.add_x509(varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS, &[0x30, 0x03, 1, 2, 3]);
 /// assert!(matches!(
 ///     check_signature_lists(&db),
-///     Err(InputError::BadEntry { list: 0, entry: 0, .. })
+///     Err(EntryError { list: 0, entry: 0, .. })
 /// ));
 /// ```
-pub fn check_signature_lists(db: &SignatureDb) -> Result<(), InputError> {
+pub fn check_signature_lists(db: &SignatureDb) -> Result<(), EntryError> {
     for (list, l) in db.lists.iter().enumerate() {
         for (entry, (_, data)) in l.entries.iter().enumerate() {
             let problem = if l.signature_type == guid::CERT_X509 {
@@ -477,7 +383,7 @@ pub fn check_signature_lists(db: &SignatureDb) -> Result<(), InputError> {
                 None
             };
             if let Some(problem) = problem {
-                return Err(InputError::BadEntry {
+                return Err(EntryError {
                     list,
                     entry,
                     problem,
@@ -486,82 +392,6 @@ pub fn check_signature_lists(db: &SignatureDb) -> Result<(), InputError> {
         }
     }
     Ok(())
-}
-
-impl SignatureInput {
-    /// Checks what [`read_signature_input`] checks, for an input built otherwise: every
-    /// certificate parses, lists hold at least one signature and their entries are what
-    /// their types say ([`check_signature_lists`]).
-    pub fn check(&self) -> Result<(), InputError> {
-        match self {
-            Self::Certificates(certs) => {
-                if certs.is_empty() {
-                    return Err(InputError::Unrecognised);
-                }
-                for (i, der) in certs.iter().enumerate() {
-                    if certificate_not_before(der).is_none() {
-                        return Err(InputError::BadPem {
-                            index: i + 1,
-                            problem: "the certificate does not parse",
-                        });
-                    }
-                }
-                Ok(())
-            }
-            Self::Lists { db, time } => {
-                if db.is_empty() {
-                    return Err(InputError::NoSignatures {
-                        auth: time.is_some(),
-                    });
-                }
-                check_signature_lists(db)
-            }
-        }
-    }
-}
-
-/// Reads a certificate (PEM, possibly several blocks, or DER), signature lists (`.esl`) or an
-/// authenticated variable payload (`.auth`: `EFI_VARIABLE_AUTHENTICATION_2` then lists).
-///
-/// Refuses what cannot be enrolled: certificates that do not parse (also as entries of a
-/// list: [`InputError::BadEntry`] names the list and entry), SHA-256 entries of another size,
-/// and lists or `.auth` files without a single signature ([`InputError::NoSignatures`]).
-///
-/// ```
-/// use varstore::secureboot::{read_signature_input, SignatureInput, dummy_dbx};
-/// let esl = dummy_dbx().to_bytes();
-/// assert!(matches!(read_signature_input(&esl), Ok(SignatureInput::Lists { time: None, .. })));
-/// assert!(read_signature_input(b"hello").is_err());
-/// ```
-pub fn read_signature_input(bytes: &[u8]) -> Result<SignatureInput, InputError> {
-    if let Some(text) = pem_text(bytes) {
-        let certs = pem_certificates(text)?;
-        if !certs.is_empty() {
-            return Ok(SignatureInput::Certificates(certs));
-        }
-    }
-    if let Some((time, payload)) = split_auth2(bytes) {
-        let db = SignatureDb::parse(payload).ok_or(InputError::BadAuth(
-            "the data after the header is not signature lists",
-        ))?;
-        let input = SignatureInput::Lists {
-            db,
-            time: Some(time),
-        };
-        input.check()?;
-        return Ok(input);
-    }
-    if bytes.first() == Some(&0x30) && certificate_not_before(bytes).is_some() {
-        return Ok(SignatureInput::Certificates(vec![bytes.to_vec()]));
-    }
-    if !bytes.is_empty() {
-        if let Some(db) = SignatureDb::parse(bytes) {
-            let input = SignatureInput::Lists { db, time: None };
-            input.check()?;
-            return Ok(input);
-        }
-    }
-    Err(InputError::Unrecognised)
 }
 
 /// Splits an `EFI_VARIABLE_AUTHENTICATION_2` payload (spec §12.2) into its timestamp and
@@ -586,166 +416,116 @@ pub fn split_auth2(bytes: &[u8]) -> Option<(EfiTime, &[u8])> {
     Some((time, bytes.get(end..)?))
 }
 
-fn pem_text(bytes: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    text.contains("-----BEGIN ").then_some(text)
-}
-
-fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, InputError> {
-    let mut certs = Vec::new();
-    let mut rest = text;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    while let Some(start) = rest.find(BEGIN) {
-        let body_start = start + BEGIN.len();
-        let index = certs.len() + 1;
-        let stop = rest[body_start..].find(END).ok_or(InputError::BadPem {
-            index,
-            problem: "no END line",
-        })?;
-        let der =
-            base64_decode(&rest[body_start..body_start + stop]).ok_or(InputError::BadPem {
-                index,
-                problem: "broken base64",
-            })?;
-        if certificate_not_before(&der).is_none() {
-            return Err(InputError::BadPem {
-                index,
-                problem: "the certificate does not parse",
-            });
-        }
-        certs.push(der);
-        rest = &rest[body_start + stop + END.len()..];
-    }
-    Ok(certs)
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    let mut padding = false;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding = true;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return None,
-        };
-        if padding {
-            return None;
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::der::Any;
+
+    /// Certificates of several issuers (virtfw-libefi's bundle, a dev-dependency only).
+    const CERTIFICATES: &[&[u8]] = {
+        use virtfw_libefi::sb::certs as c;
+        &[
+            c::MICROSOFT_PK_2023,
+            c::MICROSOFT_KEK_2011,
+            c::MICROSOFT_KEK_2023,
+            c::MICROSOFT_DB_UEFI_2011,
+            c::MICROSOFT_DB_UEFI_2023,
+            c::MICROSOFT_DB_UEFI_ROM_2023,
+            c::MICROSOFT_DB_WINDOWS_2011,
+            c::MICROSOFT_DB_WINDOWS_2023,
+            c::REDHAT_DB_UEFI_2024,
+        ]
+    };
 
     #[test]
-    fn base64_round_trip() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVs\nbG8h").unwrap(), b"hello!");
-        assert!(base64_decode("a*b").is_none());
+    fn descriptions_match_x509_cert() {
+        for der in CERTIFICATES {
+            let info = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der).unwrap();
+            assert_eq!(certificate_desc(der).as_deref(), Some(info.desc()));
+            let not_before = certificate_not_before(der).unwrap();
+            let t = &info.not_before;
+            assert_eq!(
+                not_before,
+                efi_time(t.year, t.month, t.day, t.hour, t.minute, t.second)
+            );
+        }
+        // A changed signature byte still parses; garbage is no certificate.
+        let mut other = CERTIFICATES[1].to_vec();
+        *other.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            certificate_subject(&other).as_deref(),
+            Some("Microsoft Corporation KEK CA 2011")
+        );
+        assert_eq!(certificate_desc(&[0x30, 3, 1, 2, 3]), None);
+        assert_eq!(certificate_not_before(&[0x30, 3, 1, 2, 3]), None);
     }
 
     #[test]
-    fn distro_certificates_parse() {
-        assert_eq!(
-            certificate_subject(distro_certs::CANONICAL_MASTER_CA_2012).as_deref(),
-            Some("Canonical Ltd. Master Certificate Authority")
-        );
-        assert_eq!(
-            certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
-            Some("Debian Secure Boot CA")
-        );
+    fn escaping_matches_x509_cert() {
+        for text in [
+            "#lead",
+            " both ",
+            "a,b+c;d<e>f\"g\\h",
+            "ctl\x01\x7f",
+            "Ünïcode",
+            "",
+        ] {
+            let value = Any::from(Utf8StringRef::new(text).unwrap());
+            let attribute = AttributeTypeAndValue {
+                oid: COMMON_NAME,
+                value,
+            };
+            assert_eq!(
+                format!("CN={}", rfc4514_escaped(text)),
+                attribute.to_string(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
-    fn bundled_certificates_parse() {
-        let der = virtfw_libefi::sb::certs::MICROSOFT_KEK_2023;
-        assert_eq!(
-            certificate_subject(der).as_deref(),
-            Some("Microsoft Corporation KEK 2K CA 2023")
-        );
+    fn certificates_get_a_list_each() {
+        let der = CERTIFICATES[2];
         let mut db = SignatureDb::default();
         assert!(db.add_x509(guid::MICROSOFT_OWNER, der));
         assert!(!db.add_x509(guid::MICROSOFT_OWNER, der));
+        assert!(db.add_x509(guid::MICROSOFT_OWNER, CERTIFICATES[3]));
         let bytes = db.to_bytes();
-        assert_eq!(bytes.len(), 28 + 16 + der.len());
-        let again = read_signature_input(&bytes).unwrap();
-        assert_eq!(again, SignatureInput::Lists { db, time: None });
-        assert!(matches!(
-            read_signature_input(der),
-            Ok(SignatureInput::Certificates(c)) if c.len() == 1
-        ));
+        assert_eq!(
+            bytes.len(),
+            2 * (28 + 16) + der.len() + CERTIFICATES[3].len()
+        );
+        assert_eq!(SignatureDb::parse(&bytes).unwrap(), db);
+        assert!(check_signature_lists(&db).is_ok());
+        assert_eq!(
+            db.newest_certificate_time(),
+            [der, CERTIFICATES[3]]
+                .into_iter()
+                .filter_map(certificate_not_before)
+                .max_by_key(time_key)
+        );
     }
 
     #[test]
-    fn auth_header_is_skipped() {
+    fn auth_header_is_split_off() {
         let mut auth = efi_time(2024, 5, 6, 7, 8, 9).0.to_vec();
+        auth[8] = 1; // nanoseconds, which the header's time does not keep
         let cert_data = [1u8, 2, 3];
         auth.extend_from_slice(&(24u32 + cert_data.len() as u32).to_le_bytes());
         auth.extend_from_slice(&0x0200u16.to_le_bytes());
         auth.extend_from_slice(&0x0EF1u16.to_le_bytes());
         auth.extend_from_slice(&CERT_TYPE_PKCS7.to_bytes());
         auth.extend_from_slice(&cert_data);
-        auth.extend_from_slice(&dummy_dbx().to_bytes());
-        match read_signature_input(&auth).unwrap() {
-            SignatureInput::Lists { db, time } => {
-                assert_eq!(db, dummy_dbx());
-                assert_eq!(time, Some(efi_time(2024, 5, 6, 7, 8, 9)));
-            }
-            other => panic!("{other:?}"),
-        }
-        // Truncated and garbage inputs are errors, not panics.
+        let lists = dummy_dbx().to_bytes();
+        auth.extend_from_slice(&lists);
+        let (time, payload) = split_auth2(&auth).unwrap();
+        assert_eq!(time, efi_time(2024, 5, 6, 7, 8, 9));
+        assert_eq!(payload, lists.as_slice());
+        // Truncated inputs are refused or split, never a panic.
         for n in 0..auth.len() {
-            let _ = read_signature_input(&auth[..n]);
+            let _ = split_auth2(&auth[..n]);
         }
-    }
-
-    #[test]
-    fn known_certificate_descriptions() {
-        for (der, desc) in KNOWN_CERTIFICATES {
-            let info = virtfw_libefi::sb::certs::info::CertInfo::new_from_der(der).unwrap();
-            assert_eq!(info.desc(), *desc);
-            assert_eq!(certificate_desc(der).as_deref(), Some(*desc));
-        }
-        // An unknown certificate (the known one with a changed signature byte) is parsed,
-        // also the second time (from the memo); garbage is not a certificate.
-        let mut other = distro_certs::DEBIAN_SECURE_BOOT_CA_2016.to_vec();
-        *other.last_mut().unwrap() ^= 1;
-        for _ in 0..2 {
-            assert_eq!(
-                certificate_desc(&other).as_deref(),
-                Some("CN=Debian Secure Boot CA")
-            );
-            assert_eq!(certificate_desc(&[0x30, 3, 1, 2, 3]), None);
-        }
-        assert_eq!(
-            certificate_subject(distro_certs::DEBIAN_SECURE_BOOT_CA_2016).as_deref(),
-            Some("Debian Secure Boot CA")
-        );
-    }
-
-    #[test]
-    fn now_is_plausible() {
-        let t = now();
-        assert!(t.year() >= 2024 && (1..=12).contains(&t.0[2]) && (1..=31).contains(&t.0[3]));
+        assert!(split_auth2(&auth[..39]).is_none());
     }
 }

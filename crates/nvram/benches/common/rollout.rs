@@ -12,22 +12,22 @@ pub fn virt_fw_vars_microsoft_2023_args(dir: &Path) -> Vec<OsString> {
         (
             "--add-kek",
             "kek2023.der",
-            varstore::secureboot::bundled::MICROSOFT_KEK_2023,
+            nvram::certs::bundled::MICROSOFT_KEK_2023,
         ),
         (
             "--add-db",
             "win2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_WINDOWS_2023,
+            nvram::certs::bundled::MICROSOFT_DB_WINDOWS_2023,
         ),
         (
             "--add-db",
             "uefi2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_2023,
+            nvram::certs::bundled::MICROSOFT_DB_UEFI_2023,
         ),
         (
             "--add-db",
             "rom2023.der",
-            varstore::secureboot::bundled::MICROSOFT_DB_UEFI_ROM_2023,
+            nvram::certs::bundled::MICROSOFT_DB_UEFI_ROM_2023,
         ),
     ] {
         let path = dir.join(name);

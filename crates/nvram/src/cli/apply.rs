@@ -386,7 +386,7 @@ fn plan_of(args: &Args) -> Result<Plan> {
             nvram::edit::IMPORT_JSON_WHAT,
         )
         .context("--import")?;
-        let list = nvram::edit::ImportList::from_json(&text)
+        let list = varstore::json::VariableList::from_json(&text)
             .with_context(|| format!("{}: cannot import", path.display()))?;
         steps.push(Step::Import {
             list,

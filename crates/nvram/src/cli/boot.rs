@@ -176,7 +176,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
         let entries: Vec<serde_json::Value> = shown
             .iter()
             .map(|e| {
-                let o = e.option.as_ref();
+                let o = e.option.as_ref().ok();
                 serde_json::json!({
                     "number": format!("{:04X}", e.number),
                     "in_order": config.order.contains(&e.number),
@@ -210,7 +210,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
                 ' '
             };
             let line = match &e.option {
-                Some(o) => {
+                Ok(o) => {
                     let inactive = if o.attributes & varstore::decode::LoadOption::ACTIVE == 0 {
                         " [inactive]"
                     } else {
@@ -223,7 +223,11 @@ fn list(args: ListArgs) -> Result<ExitCode> {
                         terminal(&o.device_path)
                     )
                 }
-                None => format!("{mark} Boot{:04X}  <malformed load option>", e.number),
+                Err(error) => format!(
+                    "{mark} Boot{:04X}  <malformed load option: {}>",
+                    e.number,
+                    terminal(&error.to_string())
+                ),
             };
             let _ = writeln!(out, "{line}");
         }

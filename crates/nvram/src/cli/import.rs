@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         nvram::edit::IMPORT_JSON_WHAT,
     )
     .context("--json")?;
-    let list = nvram::edit::ImportList::from_json(&text)
+    let list = varstore::json::VariableList::from_json(&text)
         .with_context(|| format!("{}: cannot import", args.json.display()))?;
     let strategy = Strategy::from(args.strategy);
     let json = args.json_report;

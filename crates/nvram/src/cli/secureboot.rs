@@ -2,12 +2,13 @@ use super::args::{DistroArg, GuidParser, MicrosoftArg, StrategyArg};
 use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
+use nvram::certs::SignatureInput;
 use nvram::secureboot::{self as sb, Database, Distro, EnrollPlan, Microsoft, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use varstore::edit::Strategy;
 use varstore::guid::{self, Guid};
-use varstore::secureboot::{SignatureInput, OVMF_ENROLL_DEFAULT_KEYS};
+use varstore::secureboot::OVMF_ENROLL_DEFAULT_KEYS;
 
 /// Enrol Secure Boot keys, add to the signature databases, show the Secure Boot state.
 #[derive(Debug, clap::Args)]

@@ -4,10 +4,10 @@
 //! never enrolled.
 
 use super::{enroll, Database, EnrollPlan, SecureBootError, VariableChange};
+use crate::certs::SignatureInput;
 use crate::edit::{edit_file, EditFileError, Edited};
 use crate::files::FileError;
 use std::path::{Path, PathBuf};
-use varstore::secureboot::SignatureInput;
 
 /// Where a generated platform key's private key (PKCS#8 PEM) and certificate (PEM) go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub enum GeneratedPkError {
 ///
 /// ```no_run
 /// use nvram::secureboot::{enroll_generated_pk, EnrollPlan, PkFiles};
-/// use varstore::secureboot::SignatureInput;
+/// use crate::certs::SignatureInput;
 /// let store = std::path::Path::new("vm.fd");
 /// let files = PkFiles::for_store(store, None)?;
 /// let plan = EnrollPlan::with_pk(SignatureInput::Certificates(Vec::new()));
@@ -145,7 +145,7 @@ fn store_has_pk(file: &Path, der: &[u8]) -> bool {
         v.guid == Database::Pk.guid()
             && v.name() == Database::Pk.name()
             && varstore::secureboot::SignatureDb::parse(v.data)
-                .is_some_and(|db| db.contains_x509(der))
+                .is_ok_and(|db| db.contains_x509(der))
     })
 }
 
