@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod background;
 mod cfi;
 mod compat;
 mod device;
@@ -31,6 +32,7 @@ mod state;
 pub mod storage;
 pub mod trace;
 
+pub use background::{BackgroundOptions, BackgroundStats, BackgroundStorage};
 pub use compat::{Compat, UnknownCompat};
 pub use device::{NoEvents, Pflash, PflashEvents};
 pub use file_storage::{Durability, FileStorage, StorageStats};

@@ -1562,6 +1562,31 @@ pub fn commit<M: AsRef<[u8]> + AsMut<[u8]>, E: PflashEvents>(
     path: &Path,
     durability: Durability,
 ) -> Result<CommitStats, StorageError> {
+    commit_with(dev, path, durability, Ok)
+}
+
+/// [`commit`] for a destination whose storage wraps the file backend, such as
+/// [`BackgroundStorage`](crate::BackgroundStorage): `wrap` turns the committed
+/// [`FileStorage`] into the storage to attach.
+///
+/// ```no_run
+/// # fn f(dev: &mut pflash::Pflash<Vec<u8>, pflash::migration::Deferred<pflash::BackgroundStorage>>) -> Result<(), pflash::StorageError> {
+/// use pflash::{BackgroundStorage, Durability};
+/// pflash::migration::commit_with(dev, "vars.fd".as_ref(), Durability::FlushPoints, |file| {
+///     BackgroundStorage::spawn(file, Default::default())
+/// })?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As for [`commit`], or what `wrap` returns (the file is committed then).
+pub fn commit_with<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents>(
+    dev: &mut Pflash<M, Deferred<S>, E>,
+    path: &Path,
+    durability: Durability,
+    wrap: impl FnOnce(FileStorage) -> Result<S, StorageError>,
+) -> Result<CommitStats, StorageError> {
     if dev.storage().is_committed() {
         return Err(StorageError {
             context: format!("{}: cannot commit", path.display()),
@@ -1572,7 +1597,7 @@ pub fn commit<M: AsRef<[u8]> + AsMut<[u8]>, E: PflashEvents>(
         });
     }
     let (storage, stats) = commit_file(path, dev.memory(), durability)?;
-    dev.storage_mut().attach(storage);
+    dev.storage_mut().attach(wrap(storage)?);
     Ok(stats)
 }
 

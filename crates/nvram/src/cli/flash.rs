@@ -8,7 +8,8 @@ use pflash::migration::{
 };
 use pflash::trace::{ReplayMismatch, ReplayStats, TraceError};
 use pflash::{
-    Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats,
+    BackgroundOptions, BackgroundStorage, Compat, Durability, FileStorage, Geometry, Pflash,
+    PflashEvents, Storage, StorageError, StorageStats,
 };
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -63,6 +64,10 @@ pub struct ReplayArgs {
     /// When to fdatasync the image.
     #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
     durability: DurabilityArg,
+    /// Who writes the image: a background thread (the MMIO handler only queues the changed
+    /// bytes) or the handler itself.
+    #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+    writer: WriterArg,
     /// Print what reached the image: operations, flushes, write syscalls, fsyncs, bytes.
     #[arg(long)]
     stats: bool,
@@ -125,6 +130,9 @@ pub struct IncomingArgs {
     /// When to fdatasync the image after the commit (the commit itself is always synced).
     #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
     durability: DurabilityArg,
+    /// Who writes the image after the commit: a background thread or the MMIO handler.
+    #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+    writer: WriterArg,
     /// Give up if no source connects, or the stream stalls, for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     timeout: u64,
@@ -281,6 +289,76 @@ impl From<DurabilityArg> for Durability {
     }
 }
 
+/// `--writer`: where the image is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WriterArg {
+    /// A writer thread (`pflash::BackgroundStorage`): no system call in the MMIO handler.
+    Background,
+    /// The MMIO handler itself (`pflash::FileStorage`), as QEMU does.
+    Inline,
+}
+
+/// The image's storage, either writer.
+enum ImageStorage {
+    Inline(FileStorage),
+    Background(BackgroundStorage),
+}
+
+impl ImageStorage {
+    fn new(file: FileStorage, writer: WriterArg) -> Result<Self, StorageError> {
+        Ok(match writer {
+            WriterArg::Inline => ImageStorage::Inline(file),
+            WriterArg::Background => ImageStorage::Background(BackgroundStorage::spawn(
+                file,
+                BackgroundOptions::default(),
+            )?),
+        })
+    }
+
+    /// Writes what is queued or buffered and syncs it as the durability asks.
+    fn persist(&mut self) -> Result<()> {
+        match self {
+            ImageStorage::Inline(file) => {
+                file.flush()?;
+                if file.durability() != Durability::None {
+                    file.sync()?;
+                }
+            }
+            ImageStorage::Background(background) => background.flush()?,
+        }
+        Ok(())
+    }
+
+    /// Persists, stops a writer thread, and returns the counters.
+    fn finish(mut self) -> Result<StorageStats> {
+        self.persist()?;
+        Ok(match self {
+            ImageStorage::Inline(file) => file.stats(),
+            ImageStorage::Background(background) => background.finish()?.stats(),
+        })
+    }
+}
+
+impl Storage for ImageStorage {
+    fn record_change(
+        &mut self,
+        content: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), StorageError> {
+        match self {
+            ImageStorage::Inline(s) => s.record_change(content, range),
+            ImageStorage::Background(s) => s.record_change(content, range),
+        }
+    }
+
+    fn flush_point(&mut self, content: &[u8]) -> Result<(), StorageError> {
+        match self {
+            ImageStorage::Inline(s) => s.flush_point(content),
+            ImageStorage::Background(s) => s.flush_point(content),
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         FlashCommand::Replay(args) => replay(args),
@@ -341,8 +419,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let trace =
         pflash::trace::read_trace_file(&args.trace).map_err(|e| trace_error(&args.trace, e))?;
 
-    let storage = FileStorage::open(&args.image, len, geometry.read_only, args.durability.into())?;
-    let content = storage.read_content()?;
+    let file = FileStorage::open(&args.image, len, geometry.read_only, args.durability.into())?;
+    let content = file.read_content()?;
+    let storage = ImageStorage::new(file, args.writer)?;
     // Dirty tracking costs a few bit operations per program or erase; always on, so that
     // the replay measured is the one that migrates.
     let storage = DirtyTracking::new(storage, &geometry);
@@ -357,7 +436,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let migrated = match (&args.to, args.migrate_at, &result) {
         (Some(to), Some(at), Ok(_)) => {
             // The image must be at line N while the migration runs, whatever happens to it.
-            persist(dev.storage_mut().inner_mut())?;
+            dev.storage_mut().inner_mut().persist()?;
             let connect_timeout = Duration::from_secs(args.connect_timeout);
             match migrate_out(&mut dev, to, args.precopy_rounds, connect_timeout) {
                 Ok((stats, conn)) => Some((at, to.clone(), stats, conn)),
@@ -374,9 +453,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         _ => None,
     };
     let (_, storage, events) = dev.into_parts();
-    let mut storage = storage.into_inner();
-    // Changes after the trace's last flush point (a trace cut in the middle of a sequence).
-    persist(&mut storage)?;
+    // Changes after the trace's last flush point (a trace cut in the middle of a sequence);
+    // releases the image, so that closing the connection then lets the destination commit.
+    let stats = storage.into_inner().finish()?;
     if let Some(error) = &events.first_storage_error {
         bail!(
             "{error} ({} storage errors during the replay)",
@@ -384,9 +463,6 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         );
     }
 
-    let stats = storage.stats();
-    // Release the image, then close the connection: the destination commits on that.
-    drop(storage);
     let migrated = migrated.map(|(at, to, stats, conn)| {
         drop(conn);
         (at, to, stats)
@@ -436,18 +512,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
 }
 
-/// Writes what is buffered and syncs it as the durability asks.
-fn persist(storage: &mut FileStorage) -> Result<()> {
-    storage.flush()?;
-    if storage.durability() != Durability::None {
-        storage.sync()?;
-    }
-    Ok(())
-}
-
 /// The source side: pre-copy rounds and the final round over a fresh connection.
 fn migrate_out(
-    dev: &mut Pflash<Vec<u8>, DirtyTracking<FileStorage>, Events>,
+    dev: &mut Pflash<Vec<u8>, DirtyTracking<ImageStorage>, Events>,
     to: &Address,
     precopy_rounds: u32,
     connect_timeout: Duration,
@@ -487,7 +554,7 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     };
     let transfer = received.stats();
     let source_compat = received.source_compat();
-    let mut dev = received.into_device(Deferred::<FileStorage>::new(), Events::default());
+    let mut dev = received.into_device(Deferred::<ImageStorage>::new(), Events::default());
 
     // The source closes the connection once it has stopped and released its image: only
     // then does this side own the guest's varstore and commit.
@@ -504,7 +571,10 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
         }
     }
     drop(conn);
-    let commit = migration::commit(&mut dev, &args.image, args.durability.into())?;
+    let writer = args.writer;
+    let commit = migration::commit_with(&mut dev, &args.image, args.durability.into(), |file| {
+        ImageStorage::new(file, writer)
+    })?;
 
     let mut replayed = None;
     let mut mismatch = None;
@@ -520,10 +590,7 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     }
     let (_, storage, events) = dev.into_parts();
     let stats = match storage.into_inner() {
-        Some(mut storage) => {
-            persist(&mut storage)?;
-            storage.stats()
-        }
+        Some(storage) => storage.finish()?,
         None => bail!("the commit did not attach the image"),
     };
     if let Some(error) = &events.first_storage_error {
@@ -745,6 +812,10 @@ fn json_report(
         })),
         "storage": {
             "durability": durability_name(args.durability),
+            "writer": match args.writer {
+                WriterArg::Background => "background",
+                WriterArg::Inline => "inline",
+            },
             "operations": stats.operations,
             "flush_points": stats.flush_points,
             "flushes": stats.flushes,
