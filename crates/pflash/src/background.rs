@@ -29,8 +29,9 @@
 //! the background adds is lag: operations still in the backlog when the process dies are
 //! lost, as if they had not happened yet, so the prefix can be shorter than with the
 //! synchronous [`FileStorage`] (typically by the operations of the last poll interval).
-//! Flush points that arrive in one batch are coalesced into one flush (and, as the
-//! [`Durability`](crate::Durability) asks, one `fdatasync`).
+//! Flush points that arrive in one batch are coalesced into one flush at its end (and, as
+//! the [`Durability`](crate::Durability) asks, one `fdatasync`), and contiguous changes merge
+//! into one write even across command sequences.
 //!
 //! # Errors
 //!
@@ -58,9 +59,12 @@ use std::time::{Duration, Instant};
 /// How a [`BackgroundStorage`] queues and when its writer sleeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackgroundOptions {
-    /// Bound of the backlog in bytes (changed bytes plus 16 bytes per entry); a change that
-    /// does not fit blocks the MMIO handler until the writer has taken the backlog. 1 MiB by
-    /// default: 256 q35 sector erases, or a quarter million scattered byte programs.
+    /// Bound of the backlog in bytes (changed bytes plus 16 bytes per run of contiguous
+    /// changes); a change that does not fit blocks the MMIO handler until the writer has
+    /// taken the backlog. 1 MiB by default: 256 q35 sector erases, or 60,000 scattered byte
+    /// programs (contiguous ones cost one byte each). The storage
+    /// reserves four times this much address space (a double buffer of data and entries),
+    /// resident only as far as the backlog ever fills.
     pub backlog_bytes: usize,
     /// How often the writer looks for work while it is not parked. 1 ms by default: the
     /// file lags the guest by about that much during a burst.
@@ -98,16 +102,20 @@ pub struct BackgroundStats {
     pub peak_backlog_bytes: usize,
 }
 
-/// One backlog entry.
+/// One backlog entry: the next `len` bytes of the backlog's data go to `offset`.
+///
+/// Flush points are only counted, not queued: the writer flushes at the end of a batch
+/// that had one, wherever it was in the batch (writing a completed operation earlier than
+/// its sequence's end keeps the prefix property). So contiguous programs merge into one
+/// entry even across command sequences, as OVMF's byte-by-byte variable writes do.
 #[derive(Debug, Clone, Copy)]
-enum Entry {
-    /// `len` bytes of the backlog's data go to `offset`.
-    Change { offset: usize, len: usize },
-    /// The device signalled a flush point.
-    FlushPoint,
+struct Entry {
+    offset: usize,
+    len: usize,
 }
 
-const ENTRY_COST: usize = 16;
+/// What an entry costs against the bound: its own size, so that the bound is the memory.
+const ENTRY_COST: usize = std::mem::size_of::<Entry>();
 
 /// What the handler and the writer share, under the mutex.
 #[derive(Debug)]
@@ -136,7 +144,10 @@ impl Backlog {
     }
 
     fn is_idle(&self) -> bool {
-        self.entries.is_empty() && self.flush_requested == self.flush_done && !self.shutdown
+        self.entries.is_empty()
+            && self.flush_points == 0
+            && self.flush_requested == self.flush_done
+            && !self.shutdown
     }
 }
 
@@ -211,9 +222,10 @@ impl BackgroundStorage {
             poll_interval: options.poll_interval.max(Duration::from_micros(10)),
             ..options
         };
-        // Both halves of the double buffer start at a size that a boot never outgrows, so
-        // the handler does not allocate in the normal case either.
-        let capacity = options.backlog_bytes.min(64 << 10);
+        // Both halves of the double buffer are allocated at their bound now, so that the
+        // handler never allocates (an allocation can be an mmap or brk system call). Pages
+        // that the backlog never reaches are never touched, so never resident.
+        let capacity = options.backlog_bytes;
         let shared = Arc::new(Shared {
             backlog: Mutex::new(Backlog {
                 entries: Vec::with_capacity(capacity / ENTRY_COST),
@@ -414,18 +426,12 @@ impl Storage for BackgroundStorage {
         }
         b.operations += 1;
         if len != 0 {
-            let contiguous = match b.entries.last_mut() {
-                Some(Entry::Change { offset, len: last }) if *offset + *last == range.start => {
-                    *last += len;
-                    true
-                }
-                _ => false,
-            };
-            if !contiguous {
-                b.entries.push(Entry::Change {
+            match b.entries.last_mut() {
+                Some(last) if last.offset + last.len == range.start => last.len += len,
+                _ => b.entries.push(Entry {
                     offset: range.start,
                     len,
-                });
+                }),
             }
             b.data.extend_from_slice(&content[range]);
             let bytes = b.bytes();
@@ -445,9 +451,6 @@ impl Storage for BackgroundStorage {
         let shared = &*self.shared;
         let mut b = shared.lock();
         b.flush_points += 1;
-        if !matches!(b.entries.last(), Some(Entry::FlushPoint) | None) {
-            b.entries.push(Entry::FlushPoint);
-        }
         wake(shared, &mut b);
         drop(b);
         self.pending_error()
@@ -540,8 +543,7 @@ fn write_loop(
     }
 }
 
-/// Applies one batch in order; the flush points in it become one flush point at its end
-/// (or where a later change would otherwise join changes of an earlier sequence).
+/// Applies one batch in order; the flush points in it become one flush point at its end.
 fn apply(
     file: &mut FileStorage,
     entries: &[Entry],
@@ -549,25 +551,19 @@ fn apply(
     flush_points: u64,
 ) -> Result<(), StorageError> {
     let mut at = 0;
-    let mut flush_pending = false;
     let mut result = Ok(());
-    for entry in entries {
-        match *entry {
-            Entry::Change { offset, len } => {
-                let bytes = &data[at..at + len];
-                at += len;
-                if result.is_ok() {
-                    result = file.record_bytes(offset, bytes);
-                } else {
-                    // Keep the order: queue behind the failure, to be retried with it.
-                    let _ = file.record_bytes(offset, bytes);
-                }
-            }
-            Entry::FlushPoint => flush_pending = true,
+    for &Entry { offset, len } in entries {
+        let bytes = &data[at..at + len];
+        at += len;
+        if result.is_ok() {
+            result = file.record_bytes(offset, bytes);
+        } else {
+            // Keep the order: queue behind the failure, to be retried with it.
+            let _ = file.record_bytes(offset, bytes);
         }
     }
     file.count(0, flush_points);
-    if flush_pending && result.is_ok() {
+    if flush_points != 0 && result.is_ok() {
         result = file.write_flush_point();
     }
     result
