@@ -47,11 +47,14 @@ use std::str::FromStr;
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Compat {
     /// QEMU 7.2 as Debian 12 ships it (7.2.x stable).
+    #[cfg_attr(feature = "serde", serde(rename = "qemu-7.2"))]
     Qemu7_2,
     /// QEMU 10.0 (the behaviour QEMU has had since 9.1 and 9.0.1).
     #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "qemu-10.0"))]
     Qemu10_0,
 }
 

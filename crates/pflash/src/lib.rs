@@ -28,6 +28,8 @@ mod device;
 pub mod file_storage;
 mod geometry;
 pub mod migration;
+#[cfg(feature = "serde")]
+pub mod serde_format;
 mod state;
 pub mod storage;
 pub mod trace;

@@ -22,6 +22,8 @@ use std::ops::Range;
 /// assert_eq!(b, [0x80]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct PflashState {
     /// Write cycle of the current command: 0 idle, 1 after a command byte, 2 and 3 inside a
     /// buffered write (data, confirm).
@@ -41,6 +43,8 @@ pub struct PflashState {
 
 /// A buffered write (0xE8) in progress: data staged until the 0xD0 confirm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct WriteBuffer {
     /// Device offset of the staged block (aligned to the write-block size).
     pub offset: u64,
