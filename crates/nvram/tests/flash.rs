@@ -4,8 +4,8 @@
 mod common;
 
 use common::{nvram, path_str as s, stderr, stdout};
-use pflash::trace::{parse_trace, read_trace_file, replay};
 use pflash::{Geometry, NoEvents, Pflash, Storage, StorageError};
+use pflash_trace::{parse_trace, read_trace_file, replay};
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -373,7 +373,7 @@ impl Storage for Recorder {
 }
 
 /// The operations a replay of `trace` from `initial` performs.
-fn operations(initial: &[u8], trace: &[pflash::trace::TraceLine]) -> Vec<(usize, Vec<u8>)> {
+fn operations(initial: &[u8], trace: &[pflash_trace::TraceLine]) -> Vec<(usize, Vec<u8>)> {
     let geometry = Geometry::q35(initial.len() as u64).unwrap();
     let mut dev = Pflash::new(geometry, initial.to_vec(), Recorder::default(), NoEvents).unwrap();
     replay(&mut dev, trace).expect("the trace replays");

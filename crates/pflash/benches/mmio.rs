@@ -8,7 +8,7 @@
 //! handler writing the file itself.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pflash::trace::{read_trace_file, replay, TraceLine, TraceOp};
+use pflash_trace::{read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{
     BackgroundStorage, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, Storage,
 };

@@ -69,24 +69,6 @@ impl Compat {
             Compat::Qemu10_0 => "qemu-10.0",
         }
     }
-
-    /// The code carried in migration streams (byte 41 of the header, see
-    /// [`migration`](crate::migration)); never 0, which old streams have there.
-    pub(crate) fn wire_code(self) -> u8 {
-        match self {
-            Compat::Qemu7_2 => 1,
-            Compat::Qemu10_0 => 2,
-        }
-    }
-
-    /// The inverse of [`wire_code`](Self::wire_code).
-    pub(crate) fn from_wire_code(code: u8) -> Option<Compat> {
-        match code {
-            1 => Some(Compat::Qemu7_2),
-            2 => Some(Compat::Qemu10_0),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Compat {
@@ -116,12 +98,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_codes_round_trip() {
+    fn names_round_trip() {
         for c in Compat::ALL {
             assert_eq!(c.name().parse::<Compat>(), Ok(c));
-            assert_eq!(Compat::from_wire_code(c.wire_code()), Some(c));
         }
-        assert_eq!(Compat::from_wire_code(0), None);
         assert!("qemu-8.0".parse::<Compat>().is_err());
     }
 }

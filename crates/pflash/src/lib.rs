@@ -15,9 +15,9 @@
 //! - `compat`: the QEMU releases whose differences the device models;
 //! - `device`: the command state machine;
 //! - `storage`: the persistence contract and the file backend;
-//! - `trace`: the MMIO trace format used to replay real firmware runs;
-//! - `migration`: offline snapshots and live migration (dirty tracking, wire format, the
-//!   destination's deferred storage and commit point).
+//! - `migration`: what a VMM's migration needs (dirty tracking, the destination's deferred
+//!   storage and commit point); the wire format and transports are in `pflash-migration`,
+//!   the trace format in `pflash-trace`.
 
 #![warn(missing_docs)]
 
@@ -32,13 +32,12 @@ pub mod migration;
 pub mod serde_format;
 mod state;
 pub mod storage;
-pub mod trace;
 
 pub use background::{BackgroundOptions, BackgroundStats, BackgroundStorage};
 pub use compat::{Compat, UnknownCompat};
 pub use device::{NoEvents, Pflash, PflashEvents};
 pub use file_storage::{Durability, FileStorage, StorageStats};
 pub use geometry::{Geometry, GeometryError};
-pub use migration::{Deferred, DirtyTracking, MigrationError};
+pub use migration::{Deferred, DirtyTracking};
 pub use state::{PflashState, WriteBuffer};
 pub use storage::{NoStorage, Storage, StorageError};

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use pflash::trace::{read_trace_file, replay, TraceOp};
+use pflash_trace::{read_trace_file, replay, TraceOp};
 use pflash::{Compat, Geometry, NoEvents, Pflash, PflashEvents, Storage, StorageError};
 
 /// Counts storage calls and checks each change against the content it is given.

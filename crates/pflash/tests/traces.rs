@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pflash::trace::{read_trace_file, replay, TraceLine, TraceOp};
+use pflash_trace::{read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash};
 use testkit::{boot_ovmf, require_tool, setvar_command, OvmfBoot, Stack};
 

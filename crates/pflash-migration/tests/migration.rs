@@ -1,14 +1,16 @@
-//! Snapshot, restore and live migration of the device (`pflash::migration`), in process:
+//! Snapshot, restore and live migration of the device (`pflash-migration` with the core's
+//! dirty tracking and commit point), in process:
 //! a device hops between "hosts" (threads joined by a socket pair or TCP loopback) at many
 //! points of real and synthetic traces and must end exactly where an uninterrupted replay
 //! ends; bad streams, mismatched geometries and dead peers fail cleanly, leaving the
 //! destination's file untouched and the source able to migrate again.
 
-use pflash::migration::{
-    self, commit, incoming, incoming_with, load, load_with, save, Deferred, DirtyTracking,
-    Incoming, IncomingOptions, MigrationError, Outgoing, TransferStats,
+use pflash::migration::{self, commit, Deferred, DirtyTracking};
+use pflash_migration::{
+    incoming, incoming_with, load, load_with, save, Incoming, IncomingOptions, MigrationError,
+    Outgoing, TransferStats,
 };
-use pflash::trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
+use pflash_trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{Compat, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
 use std::fmt::Write as _;
 use std::fs;
