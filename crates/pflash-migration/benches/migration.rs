@@ -8,8 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pflash::migration::{commit_file, DirtyTracking};
-use pflash_migration::{incoming, Outgoing, TransferStats};
 use pflash::{Durability, Geometry, NoEvents, NoStorage, Pflash};
+use pflash_migration::{incoming, Outgoing, TransferStats};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;

@@ -6,12 +6,12 @@
 //! destination's file untouched and the source able to migrate again.
 
 use pflash::migration::{self, commit, Deferred, DirtyTracking};
+use pflash::{Compat, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
 use pflash_migration::{
     incoming, incoming_with, load, load_with, save, Incoming, IncomingOptions, MigrationError,
     Outgoing, TransferStats,
 };
 use pflash_trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
-use pflash::{Compat, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};

@@ -8,10 +8,10 @@
 //! handler writing the file itself.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pflash_trace::{read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{
     BackgroundStorage, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, Storage,
 };
+use pflash_trace::{read_trace_file, replay, TraceLine, TraceOp};
 use std::time::{Duration, Instant};
 
 fn before_image() -> Vec<u8> {

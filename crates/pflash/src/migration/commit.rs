@@ -280,4 +280,3 @@ pub fn commit_file(
     };
     Ok((storage, stats))
 }
-

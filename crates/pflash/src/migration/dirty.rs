@@ -154,4 +154,3 @@ impl<S: Storage> Storage for DirtyTracking<S> {
         self.inner.flush_point(content)
     }
 }
-
