@@ -32,6 +32,8 @@ pub mod migration;
 pub mod serde_format;
 mod state;
 pub mod storage;
+#[cfg(feature = "vm-device")]
+mod vm_device;
 
 pub use background::{BackgroundOptions, BackgroundStats, BackgroundStorage};
 pub use compat::{Compat, UnknownCompat};
