@@ -9,12 +9,11 @@ use crate::geometry::{Geometry, GeometryError};
 use crate::state::{PflashState, WriteBuffer};
 use crate::storage::{NoStorage, Storage, StorageError};
 
-/// Status register: write state machine ready.
-const STATUS_READY: u8 = 0x80;
-/// Status register: erase error.
-const STATUS_ERASE_ERROR: u8 = 0x20;
-/// Status register: program error.
-const STATUS_PROGRAM_ERROR: u8 = 0x10;
+use crate::commands::{
+    BLOCK_ERASE, BLOCK_ERASE_ALT, BUFFERED_PROGRAM, CFI_QUERY, CLEAR_STATUS, CONFIRM, ERASED,
+    LOCK_BLOCK, LOCK_SETUP, PROGRAM, PROGRAM_ALT, READ_ARRAY, READ_ARRAY_AMD_RESET,
+    READ_ARRAY_ZERO, READ_ID, READ_STATUS, STATUS_ERASE_ERROR, STATUS_PROGRAM_ERROR, STATUS_READY,
+};
 
 /// Hooks through which the device reports what a VMM may want to act on or count.
 /// Every method defaults to doing nothing.
@@ -193,7 +192,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
         }
         let cfi = Cfi::new(&geometry);
         let wbs = cfi.writeblock_size;
-        let mut blk_bytes = vec![0xff; wbs as usize];
+        let mut blk_bytes = vec![ERASED; wbs as usize];
         let mut blk_offset = None;
         let mut blk_written = 0..0;
         if let Some(buf) = &state.write_buffer {
@@ -294,7 +293,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
 
     /// System reset: read-array mode, status 0x80, an open buffered write is dropped.
     pub fn reset(&mut self) {
-        self.cmd = 0;
+        self.cmd = READ_ARRAY_ZERO;
         self.wcycle = 0;
         self.status = STATUS_READY;
         self.blk_offset = None;
@@ -339,17 +338,18 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
     fn read_access(&mut self, offset: u64, data: &mut [u8]) {
         let width = data.len() as u32;
         let value = match self.cmd {
-            0x00 => return self.data_read(offset, data),
-            0x10 | 0x20 | 0x28 | 0x40 | 0x50 | 0x60 | 0x70 | 0xe8 => {
+            READ_ARRAY_ZERO => return self.data_read(offset, data),
+            PROGRAM_ALT | BLOCK_ERASE | BLOCK_ERASE_ALT | PROGRAM | CLEAR_STATUS | LOCK_SETUP
+            | READ_STATUS | BUFFERED_PROGRAM => {
                 cfi::read_status(&self.geometry, self.status, width)
             }
-            0x90 => cfi::read_id(&self.geometry, offset, width),
-            0x98 => cfi::read_cfi(&self.geometry, &self.cfi, offset, width),
+            READ_ID => cfi::read_id(&self.geometry, offset, width),
+            CFI_QUERY => cfi::read_cfi(&self.geometry, &self.cfi, offset, width),
             _ => {
                 // Unknown command state (only reachable from a foreign snapshot): QEMU resets
                 // the sequence and reads the array, without touching the ROMD flag.
                 self.wcycle = 0;
-                self.cmd = 0;
+                self.cmd = READ_ARRAY_ZERO;
                 return self.data_read(offset, data);
             }
         };
@@ -397,50 +397,61 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
         let cmd = value as u8;
         // QEMU leaves ROMD mode on every write in cycle 0, and comes right back for the
         // commands that return to read array: only the others are a transition.
-        if self.wcycle == 0 && matches!(cmd, 0x10 | 0x20 | 0x40 | 0x60 | 0x70 | 0x90 | 0x98 | 0xe8)
+        if self.wcycle == 0
+            && matches!(
+                cmd,
+                PROGRAM_ALT
+                    | BLOCK_ERASE
+                    | PROGRAM
+                    | LOCK_SETUP
+                    | READ_STATUS
+                    | READ_ID
+                    | CFI_QUERY
+                    | BUFFERED_PROGRAM
+            )
         {
             self.set_array_mode(false);
         }
         let next = match self.wcycle {
             0 => match cmd {
-                0x00 | 0xf0 | 0xff => Next::ReadArray,
-                0x10 | 0x40 | 0x60 | 0x98 => self.setup(cmd),
-                0x20 => {
+                READ_ARRAY_ZERO | READ_ARRAY_AMD_RESET | READ_ARRAY => Next::ReadArray,
+                PROGRAM_ALT | PROGRAM | LOCK_SETUP | CFI_QUERY => self.setup(cmd),
+                BLOCK_ERASE => {
                     self.erase(offset);
                     self.setup(cmd)
                 }
-                0x50 => {
+                CLEAR_STATUS => {
                     self.status = 0;
                     Next::ReadArray
                 }
-                0x70 | 0x90 => {
+                READ_STATUS | READ_ID => {
                     self.cmd = cmd;
                     Next::Stay
                 }
-                0xe8 => {
+                BUFFERED_PROGRAM => {
                     self.status |= STATUS_READY;
                     self.setup(cmd)
                 }
                 _ => Next::Invalid,
             },
             1 => match self.cmd {
-                0x10 | 0x40 => {
+                PROGRAM_ALT | PROGRAM => {
                     self.program(offset, data);
                     self.status |= STATUS_READY;
                     self.wcycle = 0;
                     Next::Stay
                 }
-                0x20 | 0x28 => match cmd {
+                BLOCK_ERASE | BLOCK_ERASE_ALT => match cmd {
                     // The sector was already erased by the 0x20 cycle.
-                    0xd0 => {
+                    CONFIRM => {
                         self.wcycle = 0;
                         self.status |= STATUS_READY;
                         Next::Stay
                     }
-                    0xff => Next::ReadArray,
+                    READ_ARRAY => Next::ReadArray,
                     _ => Next::Invalid,
                 },
-                0xe8 => {
+                BUFFERED_PROGRAM => {
                     // Word count minus one, masked to one chip (or the bank in legacy mode).
                     let bytes = match self.geometry.device_width {
                         0 => self.geometry.bank_width,
@@ -462,9 +473,9 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
                     }
                     Next::Stay
                 }
-                0x60 => match cmd {
+                LOCK_SETUP => match cmd {
                     // Lock, unlock and lock-down confirms are accepted and do nothing.
-                    0xd0 | 0x01 => {
+                    CONFIRM | LOCK_BLOCK => {
                         self.wcycle = 0;
                         self.status |= STATUS_READY;
                         Next::Stay
@@ -473,15 +484,15 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
                     // unimplemented sequence.
                     _ => Next::ReadArray,
                 },
-                0x98 => match cmd {
-                    0xff => Next::ReadArray,
+                CFI_QUERY => match cmd {
+                    READ_ARRAY => Next::ReadArray,
                     // Anything else leaves the device in query mode.
                     _ => Next::Stay,
                 },
                 _ => Next::Invalid,
             },
             2 => match self.cmd {
-                0xe8 => {
+                BUFFERED_PROGRAM => {
                     // Differences 1 and 2, QEMU 10.0 side: 2563be6317fa ("hw/pflash: fix
                     // block write start", QEMU 9.1, stable 9.0.1; Debian 12's 7.2 does not
                     // have it) moved the staging to the first data cycle, so the block is the
@@ -520,8 +531,8 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
                 _ => Next::Invalid,
             },
             3 => match self.cmd {
-                0xe8 => {
-                    if cmd == 0xd0 && self.status & STATUS_PROGRAM_ERROR == 0 {
+                BUFFERED_PROGRAM => {
+                    if cmd == CONFIRM && self.status & STATUS_PROGRAM_ERROR == 0 {
                         self.blk_write_flush();
                         self.wcycle = 0;
                         self.status |= STATUS_READY;
@@ -558,7 +569,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
 
     fn mode_read_array(&mut self) {
         self.wcycle = 0;
-        self.cmd = 0;
+        self.cmd = READ_ARRAY_ZERO;
         self.set_array_mode(true);
     }
 
@@ -607,7 +618,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
             self.status |= STATUS_ERASE_ERROR;
         } else {
             let range = start as usize..(start + len) as usize;
-            self.content.as_mut()[range.clone()].fill(0xff);
+            self.content.as_mut()[range.clone()].fill(ERASED);
             self.events.erased(start, len);
             let result = self
                 .storage
@@ -634,7 +645,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents> Pflash<M, S, E> 
     fn blk_write_start(&mut self, offset: u64) {
         let blk = offset & !(self.cfi.writeblock_size - 1);
         let (start, len) = self.blk_span(blk);
-        self.blk_bytes.fill(0xff);
+        self.blk_bytes.fill(ERASED);
         self.blk_bytes[..len].copy_from_slice(&self.content.as_ref()[start..start + len]);
         self.blk_offset = Some(blk);
         self.blk_written = 0..0;

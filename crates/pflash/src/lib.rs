@@ -23,6 +23,7 @@
 
 pub mod background;
 mod cfi;
+pub mod commands;
 mod compat;
 mod device;
 pub mod file_storage;

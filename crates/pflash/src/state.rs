@@ -60,8 +60,8 @@ impl Default for PflashState {
     fn default() -> Self {
         PflashState {
             wcycle: 0,
-            cmd: 0,
-            status: 0x80,
+            cmd: crate::commands::READ_ARRAY_ZERO,
+            status: crate::commands::STATUS_READY,
             counter: 0,
             array_mode: true,
             write_buffer: None,
