@@ -53,7 +53,7 @@ impl Incoming {
     }
 
     /// The device, resuming exactly where the source stopped. For a migration destination
-    /// pass a [`Deferred`] storage, so that nothing reaches the file before [`commit`].
+    /// pass a [`Deferred`](pflash::Deferred) storage, so that nothing reaches the file before [`commit`](pflash::migration::commit).
     pub fn into_device<S: Storage, E: PflashEvents>(
         self,
         storage: S,
@@ -318,8 +318,8 @@ fn receive<R: Read>(
 ///
 /// The incoming geometry is compared with `local` (the destination's device) before
 /// anything else; `backing` names the destination's file in errors. Nothing is written to
-/// any file: make the device with [`Incoming::into_device`] and a [`Deferred`] storage, and
-/// [`commit`] once the source has stopped.
+/// any file: make the device with [`Incoming::into_device`] and a [`Deferred`](pflash::Deferred) storage, and
+/// [`commit`](pflash::migration::commit) once the source has stopped.
 ///
 /// On an error the source is told why (best effort) so that it reports it and keeps
 /// running.

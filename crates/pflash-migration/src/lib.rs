@@ -21,8 +21,8 @@
 //! - [`incoming`]: the destination side. It checks the incoming geometry against the local
 //!   device's before anything else, receives the stream into memory, verifies it and returns
 //!   an [`Incoming`] device image. Nothing is written to any file.
-//! - then [`Deferred`](pflash::Deferred) storage until the source has stopped, and
-//!   [`commit`](pflash::migration::commit) (see [`pflash::migration`]).
+//! - then [`Deferred`](pflash::Deferred)(pflash::Deferred) storage until the source has stopped, and
+//!   [`commit`](pflash::migration::commit)(pflash::migration::commit) (see [`pflash::migration`]).
 //! - [`save`] and [`load`]: offline snapshot and restore, in the same format (a stream with
 //!   no pre-copy round and no replies).
 //!
@@ -82,7 +82,7 @@
 //! modelled QEMU 7.2 only, so they are taken as `qemu-7.2`.
 //!
 //! The destination compares the source's compatibility with its own device's
-//! ([`Geometry::compat`]) right after the geometry, and refuses a difference with
+//! ([`Geometry::compat`](pflash::Geometry::compat)) right after the geometry, and refuses a difference with
 //! [`MigrationError::CompatMismatch`] naming both: the guest would see the device change
 //! behaviour in the middle of its run. [`IncomingOptions::accept_compat_mismatch`] lets it
 //! through; the device then resumes the source's registers and content with the

@@ -127,7 +127,7 @@ pub fn save<M: AsRef<[u8]> + AsMut<[u8]>, S: Storage, E: PflashEvents, W: Write>
 // ---------------------------------------------------------------------------------------
 // Source side of a live migration
 
-/// The source side of a live migration in progress. See the [module documentation](self).
+/// The source side of a live migration in progress. See the [crate documentation](crate).
 ///
 /// `R` reads the destination's replies and `W` carries the stream; for a socket pass two
 /// references to it (`&TcpStream` and `&UnixStream` are both `Read` and `Write`).
@@ -183,7 +183,7 @@ impl<R: Read, W: Write> Outgoing<R, W> {
 
     /// Sends the chunks changed since the previous round (every chunk in the first round)
     /// while the guest keeps running. Call it as often as the VMM likes, for example until
-    /// [`DirtyTracking::dirty_chunks`] is small enough for the downtime goal.
+    /// [`DirtyTracking::dirty_chunks`](pflash::DirtyTracking::dirty_chunks) is small enough for the downtime goal.
     ///
     /// # Errors
     ///
