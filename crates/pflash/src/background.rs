@@ -307,7 +307,7 @@ impl BackgroundStorage {
         let ticket = b.flush_requested;
         wake(shared, &mut b);
         while b.flush_done < ticket && self.writer.as_ref().is_some_and(|w| !w.is_finished()) {
-            b = shared.done.wait(b).unwrap_or_else(|e| e.into_inner());
+            b = wait_a_while(&shared.done, b);
         }
         if b.flush_done < ticket {
             return Err(self.error(
@@ -391,6 +391,15 @@ impl BackgroundStorage {
     }
 }
 
+/// Waits on `condvar`, but never long: the loops around it re-check that the writer thread
+/// is still alive, so a writer that died (a panic) cannot hang the vCPU.
+fn wait_a_while<'a>(condvar: &Condvar, b: MutexGuard<'a, Backlog>) -> MutexGuard<'a, Backlog> {
+    match condvar.wait_timeout(b, Duration::from_millis(100)) {
+        Ok((b, _)) => b,
+        Err(e) => e.into_inner().0,
+    }
+}
+
 /// Notifies the writer if it is parked; counts it.
 fn wake(shared: &Shared, b: &mut Backlog) {
     if b.parked {
@@ -422,7 +431,7 @@ impl Storage for BackgroundStorage {
             b.stats.backpressure_waits += 1;
             b.waiting_for_space = true;
             wake(shared, &mut b);
-            b = shared.space.wait(b).unwrap_or_else(|e| e.into_inner());
+            b = wait_a_while(&shared.space, b);
         }
         b.operations += 1;
         if len != 0 {
