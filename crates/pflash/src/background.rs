@@ -421,6 +421,7 @@ impl Storage for BackgroundStorage {
         let mut b = shared.lock();
         let len = range.len();
         // Back-pressure: wait for the writer to take the backlog.
+        let mut waited = false;
         while !b.entries.is_empty() && b.bytes() + len + ENTRY_COST > self.options.backlog_bytes {
             if self.writer.as_ref().is_none_or(|w| w.is_finished()) {
                 return Err(self.error(
@@ -428,7 +429,9 @@ impl Storage for BackgroundStorage {
                     io::Error::other("the pflash writer thread panicked"),
                 ));
             }
-            b.stats.backpressure_waits += 1;
+            if !std::mem::replace(&mut waited, true) {
+                b.stats.backpressure_waits += 1;
+            }
             b.waiting_for_space = true;
             wake(shared, &mut b);
             b = wait_a_while(&shared.space, b);

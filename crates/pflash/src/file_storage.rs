@@ -64,6 +64,11 @@ struct Change {
 /// equals the content after some prefix of the operations up to the last flush point, because
 /// written data lives in the kernel's page cache. The policies differ in what survives a crash
 /// of the *host* (power loss, kernel panic):
+///
+/// Behind a [`BackgroundStorage`](crate::BackgroundStorage) the same policies apply when the
+/// writer thread reaches a flush point, shortly after the device signalled it (the flush
+/// points of one batch are coalesced into one), and a process crash loses what was still in
+/// its backlog: the file is then at an earlier prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Durability {
     /// Never `fdatasync` (except an explicit [`FileStorage::sync`]). Changes are written at
