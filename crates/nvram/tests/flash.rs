@@ -63,8 +63,9 @@ fn replaying_the_boot_ends_byte_identical_to_qemu_with_far_fewer_writes() {
         assert!(text.contains(line), "{line:?} missing in:\n{text}");
     }
 
-    // The JSON form, with the default background writer: the same bytes and image; it may
-    // coalesce the sequences of one batch, so at most as many writes as the handler would.
+    // The JSON form, with the default background writer: the same bytes and image. Its
+    // write count depends on where the batches fell (a run of programs cut by a batch is two
+    // writes, sequences contiguous within one batch are one), so only QEMU's bound holds.
     let image = before_image(dir.path());
     let out = nvram(&[
         "flash",
@@ -93,14 +94,15 @@ fn replaying_the_boot_ends_byte_identical_to_qemu_with_far_fewer_writes() {
     assert_eq!(storage["operations"], 16319);
     assert_eq!(storage["flush_points"], 272);
     assert_eq!(storage["bytes_written"], 16319);
-    let write_syscalls = storage["write_syscalls"].as_u64().unwrap();
-    assert!((1..=271).contains(&write_syscalls), "{storage}");
     assert_eq!(storage["fsyncs"], 0);
     // QEMU: one 512-byte pwrite per programmed byte.
     let (qemu_writes, qemu_bytes) = (16_319u64, 16_319u64 * 512);
     let writes = storage["write_syscalls"].as_u64().unwrap();
     let bytes = storage["bytes_written"].as_u64().unwrap();
-    assert!(writes * 20 <= qemu_writes && bytes * 20 <= qemu_bytes);
+    assert!(
+        writes * 20 <= qemu_writes && bytes * 20 <= qemu_bytes,
+        "{storage}"
+    );
 }
 
 #[test]
