@@ -178,7 +178,9 @@ impl Shared {
 ///
 /// [`flush`](Self::flush) waits until everything recorded so far is written (and synced as
 /// the file backend's [`Durability`](crate::Durability) asks); dropping the storage does the
-/// same and stops the thread; [`finish`](Self::finish) also returns the file backend.
+/// same and stops the thread; [`finish`](Self::finish) also returns the file backend. A VMM
+/// that ends with `std::process::exit` (which runs no destructor) flushes first, or the
+/// file stays at the prefix the writer had reached.
 ///
 /// ```
 /// use pflash::{BackgroundStorage, Durability, FileStorage, Geometry, NoEvents, Pflash};
