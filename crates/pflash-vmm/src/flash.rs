@@ -7,12 +7,17 @@
 
 use std::path::Path;
 
-use pflash::{Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError};
+use std::ops::Range;
+
+use pflash::{
+    BackgroundStorage, Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, Storage,
+    StorageError, StorageStats,
+};
 use vm_memory::mmap::MmapRegionError;
 use vm_memory::MmapRegion;
 
 /// The trace format the boot workload is generated from.
-pub use pflash::trace::{parse_trace, TraceOp};
+pub use pflash_trace::{parse_trace, TraceOp};
 
 /// What the VMM learns from the device's [`PflashEvents`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -120,10 +125,78 @@ impl AsMut<[u8]> for SlotMemory {
     }
 }
 
+/// Who writes the varstore file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// A writer thread ([`BackgroundStorage`]): the MMIO handler makes no system call.
+    #[default]
+    Background,
+    /// The vCPU thread itself ([`FileStorage`]), at each flush point.
+    Inline,
+}
+
+/// The varstore file behind the device, written by the vCPU thread or a writer thread.
+#[derive(Debug)]
+pub enum VarsStorage {
+    /// [`Writer::Background`].
+    Background(BackgroundStorage),
+    /// [`Writer::Inline`].
+    Inline(FileStorage),
+}
+
+impl Storage for VarsStorage {
+    fn record_change(&mut self, content: &[u8], range: Range<usize>) -> Result<(), StorageError> {
+        match self {
+            VarsStorage::Background(s) => s.record_change(content, range),
+            VarsStorage::Inline(s) => s.record_change(content, range),
+        }
+    }
+
+    fn flush_point(&mut self, content: &[u8]) -> Result<(), StorageError> {
+        match self {
+            VarsStorage::Background(s) => s.flush_point(content),
+            VarsStorage::Inline(s) => s.flush_point(content),
+        }
+    }
+}
+
+/// What the storage did, whichever writes the file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WriterStats {
+    /// Program and erase operations recorded.
+    pub operations: u64,
+    /// Flush points the device signalled.
+    pub flush_points: u64,
+    /// `pwrite` calls (on whichever thread writes).
+    pub write_syscalls: u64,
+    /// `fdatasync` calls.
+    pub fsyncs: u64,
+    /// Bytes written to the file.
+    pub bytes_written: u64,
+    /// Times the vCPU thread woke a parked writer thread (a system call each; background
+    /// writer only).
+    pub wakeups: u64,
+    /// Times the vCPU thread waited for a full backlog (background writer only).
+    pub backpressure_waits: u64,
+}
+
+impl WriterStats {
+    fn from_file(file: StorageStats) -> Self {
+        WriterStats {
+            operations: file.operations,
+            flush_points: file.flush_points,
+            write_syscalls: file.write_syscalls,
+            fsyncs: file.fsyncs,
+            bytes_written: file.bytes_written,
+            ..Default::default()
+        }
+    }
+}
+
 /// The vars flash: the device over [`SlotMemory`] and its file.
 #[derive(Debug)]
 pub struct VarsFlash {
-    device: Pflash<SlotMemory, FileStorage, ModeEvents>,
+    device: Pflash<SlotMemory, VarsStorage, ModeEvents>,
 }
 
 impl VarsFlash {
@@ -133,7 +206,12 @@ impl VarsFlash {
     /// # Errors
     ///
     /// The file cannot be opened, locked or read, or its size is no q35 flash size.
-    pub fn open(path: &Path, compat: Compat, durability: Durability) -> Result<Self, FlashError> {
+    pub fn open(
+        path: &Path,
+        compat: Compat,
+        durability: Durability,
+        writer: Writer,
+    ) -> Result<Self, FlashError> {
         let len = std::fs::metadata(path)
             .map_err(|source| StorageError {
                 context: format!("{}: cannot stat the varstore", path.display()),
@@ -146,9 +224,15 @@ impl VarsFlash {
                 source,
             })?
             .with_compat(compat);
-        let storage = FileStorage::open(path, len as usize, false, durability)?;
+        let file = FileStorage::open(path, len as usize, false, durability)?;
         let mut memory = SlotMemory::new(len as usize)?;
-        memory.as_mut().copy_from_slice(&storage.read_content()?);
+        memory.as_mut().copy_from_slice(&file.read_content()?);
+        let storage = match writer {
+            Writer::Background => {
+                VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?)
+            }
+            Writer::Inline => VarsStorage::Inline(file),
+        };
         let device =
             Pflash::new(geometry, memory, storage, ModeEvents::default()).map_err(|source| {
                 FlashError::Geometry {
@@ -203,17 +287,33 @@ impl VarsFlash {
         *self.device.events()
     }
 
-    /// The file backend's counters.
-    pub fn storage_stats(&self) -> pflash::StorageStats {
-        self.device.storage().stats()
+    /// What the storage did so far (for the background writer: as of its last batch; exact
+    /// after [`flush`](Self::flush)).
+    pub fn storage_stats(&self) -> WriterStats {
+        match self.device.storage() {
+            VarsStorage::Background(s) => {
+                let stats = s.stats();
+                WriterStats {
+                    wakeups: stats.wakeups,
+                    backpressure_waits: stats.backpressure_waits,
+                    ..WriterStats::from_file(stats.file)
+                }
+            }
+            VarsStorage::Inline(s) => WriterStats::from_file(s.stats()),
+        }
     }
 
-    /// Writes out changes still buffered (a guest stopped in the middle of a sequence).
+    /// Waits until every change is in the file (changes after the last flush point, from a
+    /// guest stopped in the middle of a sequence, included).
     ///
     /// # Errors
     ///
     /// The file cannot be written.
     pub fn flush(&mut self) -> Result<(), FlashError> {
-        Ok(self.device.storage_mut().flush()?)
+        match self.device.storage_mut() {
+            VarsStorage::Background(s) => s.flush()?,
+            VarsStorage::Inline(s) => s.flush()?,
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use pflash::{Compat, Durability};
 use pflash_vmm::exits::Exits;
-use pflash_vmm::flash::{ModeEvents, VarsFlash};
+use pflash_vmm::flash::{ModeEvents, VarsFlash, Writer, WriterStats};
 use pflash_vmm::guest::{self, workload};
 use pflash_vmm::vm::{Outcome, Vm};
 
@@ -57,6 +57,10 @@ enum Command {
         /// The QEMU release whose flash behaviour to reproduce.
         #[arg(long, default_value = "qemu-10.0")]
         compat: Compat,
+        /// Who writes the varstore file: a writer thread (no system call in the MMIO
+        /// handler) or the vCPU thread at each flush point.
+        #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+        writer: WriterArg,
         /// When the varstore file is synced to disk.
         #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
         durability: DurabilityArg,
@@ -70,6 +74,14 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WriterArg {
+    /// A writer thread.
+    Background,
+    /// The vCPU thread.
+    Inline,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,16 +116,7 @@ struct Report {
     serial: String,
     exits: Exits,
     device: ModeEvents,
-    storage: StorageReport,
-}
-
-#[derive(serde::Serialize)]
-struct StorageReport {
-    operations: u64,
-    flush_points: u64,
-    write_syscalls: u64,
-    fsyncs: u64,
-    bytes_written: u64,
+    storage: WriterStats,
 }
 
 /// Exit status for a run whose guest did not report through `isa-debug-exit` (even, so
@@ -194,14 +197,23 @@ fn run_command(command: Command) -> Result<u8, String> {
             vars,
             compat,
             durability,
+            writer,
             serial,
             json,
             timeout,
         } => {
             let image = std::fs::read(&code)
                 .map_err(|e| format!("{}: cannot read the code image: {e}", code.display()))?;
-            let flash = VarsFlash::open(&vars, compat, durability.into())
-                .map_err(|e| format!("vars flash: {e}"))?;
+            let flash = VarsFlash::open(
+                &vars,
+                compat,
+                durability.into(),
+                match writer {
+                    WriterArg::Background => Writer::Background,
+                    WriterArg::Inline => Writer::Inline,
+                },
+            )
+            .map_err(|e| format!("vars flash: {e}"))?;
             let sink: Box<dyn Write> = match &serial {
                 Some(path) => Box::new(
                     File::create(path)
@@ -223,7 +235,6 @@ fn run_command(command: Command) -> Result<u8, String> {
                 Outcome::Halted | Outcome::Stopped => ("halted", None, STATUS_NO_RESULT),
             };
             if json {
-                let stats = vm.flash().storage_stats();
                 let report = Report {
                     outcome,
                     exit_value,
@@ -231,13 +242,7 @@ fn run_command(command: Command) -> Result<u8, String> {
                     serial: String::from_utf8_lossy(vm.serial()).into_owned(),
                     exits: vm.exits(),
                     device: vm.flash().events(),
-                    storage: StorageReport {
-                        operations: stats.operations,
-                        flush_points: stats.flush_points,
-                        write_syscalls: stats.write_syscalls,
-                        fsyncs: stats.fsyncs,
-                        bytes_written: stats.bytes_written,
-                    },
+                    storage: vm.flash().storage_stats(),
                 };
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
                 println!("{text}");

@@ -77,6 +77,17 @@ fn image(dir: &Path, name: &str, after: bool) -> PathBuf {
 
 /// Runs the VMM; returns its exit status and JSON report.
 fn run_vmm(code: &Path, vars: &Path, compat: &str, durability: &str) -> (i32, Value) {
+    run_vmm_with(code, vars, compat, durability, "background")
+}
+
+/// [`run_vmm`] with the varstore written by `writer` (`background` or `inline`).
+fn run_vmm_with(
+    code: &Path,
+    vars: &Path,
+    compat: &str,
+    durability: &str,
+    writer: &str,
+) -> (i32, Value) {
     let out = vmm(&[
         "run",
         "--code",
@@ -87,6 +98,8 @@ fn run_vmm(code: &Path, vars: &Path, compat: &str, durability: &str) -> (i32, Va
         compat,
         "--durability",
         durability,
+        "--writer",
+        writer,
         "--timeout",
         &RUN_LIMIT.as_secs().to_string(),
         "--json",
@@ -185,10 +198,14 @@ fn boot_workload_under_the_vmm_ends_at_qemus_after_image_without_array_mode_exit
     let dir = tempfile::tempdir().unwrap();
     let code = build_guest(dir.path(), "boot");
     let after = image(dir.path(), "after.fd", true);
-    // Both compatibilities, the default durability once (its fdatasyncs are the slow part).
-    for (compat, durability) in [("qemu-7.2", "flush-points"), ("qemu-10.0", "none")] {
+    // Both compatibilities and both writers, the default durability once (its fdatasyncs
+    // are the slow part).
+    for (compat, durability, writer) in [
+        ("qemu-7.2", "flush-points", "background"),
+        ("qemu-10.0", "none", "inline"),
+    ] {
         let vars = image(dir.path(), &format!("vars-{compat}.fd"), false);
-        let (status, report) = run_vmm(&code, &vars, compat, durability);
+        let (status, report) = run_vmm_with(&code, &vars, compat, durability, writer);
         let serial = report["serial"].as_str().unwrap();
         assert_clean(compat, status, serial);
         assert_same_file(&vars, &after);
@@ -333,7 +350,13 @@ fn boot_with_pauses(
     let program = workload::program(workload::Workload::Boot, None).unwrap();
     let code = guest::build_image(&program).unwrap();
     let vars = image(dir, "paused.fd", false);
-    let flash = VarsFlash::open(&vars, pflash::Compat::Qemu7_2, pflash::Durability::None).unwrap();
+    let flash = VarsFlash::open(
+        &vars,
+        pflash::Compat::Qemu7_2,
+        pflash::Durability::None,
+        pflash_vmm::flash::Writer::Background,
+    )
+    .unwrap();
     let mut vm = Vm::new(&code, flash, Box::new(std::io::sink())).unwrap();
     let mut serial = Vec::new();
     let mut pauses = 0;
