@@ -1,8 +1,9 @@
 //! The vars flash: the one module that touches the `pflash` crate's API, so that the VMM
 //! follows that API in one place.
 //!
-//! The device is a [`pflash::Pflash`] with a [`FileStorage`] (every program and erase goes
-//! to the varstore file in order) and [`ModeEvents`], which records the device's array-mode
+//! The device is a [`pflash::Pflash`] over [`SlotMemory`] (the pages KVM maps), with a
+//! [`VarsStorage`] (every program and erase goes to the varstore file in order, from a
+//! writer thread by default) and [`ModeEvents`], which records the device's array-mode
 //! notifications for the VMM to apply to its memory slot between two exits.
 
 use std::path::Path;

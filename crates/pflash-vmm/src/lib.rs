@@ -30,8 +30,18 @@
 //!    base and the exit's data slice (1, 2, 4 or 8 bytes, guest byte order). While the slot
 //!    is mapped no read can arrive; [`exits::Exits::array_mode_read_exits`] counts any that
 //!    does, and the tests require 0.
-//! 4. **Persistence.** A [`pflash::FileStorage`] writes every program and erase to the
-//!    varstore file in order; the VMM flushes it when the guest stops.
+//! 4. **Persistence.** A [`pflash::BackgroundStorage`] around a [`pflash::FileStorage`]
+//!    writes every program and erase to the varstore file in order from a writer thread, so
+//!    the exit handler makes no system call (`run --writer inline` writes from the vCPU
+//!    thread at each flush point instead); the VMM flushes it when the guest stops.
+//!
+//! A Cloud Hypervisor or crosvm adopter would do the same: hand its own mapping of the
+//! flash region to `Pflash::new`, implement `PflashEvents::array_mode_changed` to add or
+//! remove the read-only memory region through its memory manager, route the MMIO exits of
+//! the region to `read`/`write` (or register the device on a rust-vmm `vm-device` bus with
+//! the `pflash` crate's `vm-device` feature), and persist with `BackgroundStorage`; a
+//! crosvm-style pflash that traps every read and writes the file itself would delete its
+//! command state machine and its file handling.
 //!
 //! ```
 //! use pflash::{Geometry, NoStorage, Pflash, PflashEvents};
