@@ -94,4 +94,5 @@ pub mod exits;
 pub mod flash;
 pub mod guest;
 pub mod layout;
+pub mod migrate;
 pub mod vm;

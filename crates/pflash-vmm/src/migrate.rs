@@ -1,0 +1,786 @@
+//! Live migration of the whole VM between two `pflash-vmm` processes
+//! (`pflash-vmm run … --migrate-at N --to ADDR`, `pflash-vmm incoming --listen ADDR`).
+//!
+//! # The connection
+//!
+//! One `unix:PATH` or `tcp:HOST:PORT` connection ([`pflash_migration::transport`]) carries,
+//! in this order:
+//!
+//! 1. **The flash stream** of [`pflash_migration`], unchanged: its header (geometry, QEMU
+//!    compatibility, chunk length), which the destination checks against its own varstore
+//!    before anything else and answers; then pre-copy rounds of the flash content while the
+//!    guest keeps running (round 1 is the whole content, each later round the chunks the
+//!    guest programmed or erased since the previous one, found by
+//!    [`pflash::DirtyTracking`]); then, with the vCPU paused, the final round (device
+//!    registers and the chunks still dirty) and the end record, which the destination
+//!    verifies and answers with "done".
+//! 2. **The VM section** ([`VmSection`]), sent once "done" arrived (so that the flash
+//!    stream's reader never reads ahead into it): 24 bytes of header, `PFVMMIGR`, the format
+//!    version of the writer (u16, 1), the oldest reader version that understands it (u16,
+//!    1), 4 zero bytes, the body length (u64); the body; and the SHA-256 of header and
+//!    body. The body is a u32 length and a JSON object (the vCPU's general, segment and
+//!    control registers, its x87/SSE state, the exit counters so that flash access numbers
+//!    continue, and the wall-clock time the source paused), then the RAM size (u64), a
+//!    bitmap of its non-zero 4 KiB pages and those pages (a fresh VM's RAM is zero), then
+//!    the code flash image's length (u64) and the image (the destination has no copy of
+//!    it).
+//! 3. **Replies** of the destination, each `PFVR`, a code (u8: 1 verified, 3 refused), a
+//!    u16 length and a message; and the source's last word, the same frame with code 2
+//!    (released).
+//!
+//! # The commit point
+//!
+//! The destination writes nothing to its varstore until the whole state arrived and
+//! verified: the received flash is a device with a [`pflash::Deferred`] storage. Then:
+//!
+//! - the destination builds the VM (KVM, memory slots, registers), so that nothing can fail
+//!   on its side after it answers, and answers "verified": from now on the guest is the
+//!   destination's;
+//! - the source, on "verified", stops: it flushes its varstore writer, drops the device
+//!   (which unlocks its varstore file), sends "released" and exits;
+//! - the destination, on "released" (or on the connection closing, which means the source
+//!   process is gone), commits: its varstore file is replaced atomically with the received
+//!   content ([`VarsFlash::commit`](crate::flash::VarsFlash::commit)), and only then the
+//!   guest resumes. Because the commit waits for the source to release its file, both may
+//!   name the same file (shared storage).
+//!
+//! The downtime is from the source pausing the vCPU to the destination resuming it: the
+//! final flash round, the VM section, the replies and the commit.
+//!
+//! # What is refused, and when
+//!
+//! - A varstore of another size (or geometry, or QEMU compatibility): refused by the
+//!   destination right after the flash stream's header, with a message naming both sizes
+//!   (the source prints it). The source guest keeps running and finishes there.
+//! - A corrupt, truncated or reordered flash stream: refused at its end record.
+//! - A VM section of an unknown version, a bad digest, a RAM size other than this VMM's, or
+//!   registers of the wrong size: refused after the section. The source resumes the guest,
+//!   whose flash pages are dirty again (they are resent if it migrates later).
+//! - The source gone before "verified": the destination exits with an error and nothing
+//!   written. The destination gone before "verified": the source resumes the guest.
+//!
+//! Pre-copy rounds run on the vCPU thread between two exits (the flash is at most a few
+//! MiB); the guest runs between them, for the number of flash accesses given.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+use pflash_migration::transport::Connection;
+use pflash_migration::{MigrationError, Outgoing, RoundStats};
+use sha2::{Digest, Sha256};
+
+use crate::exits::Exits;
+use crate::layout::RAM_SIZE;
+use crate::vm::{Outcome, Vm, VmError, VmSnapshot};
+
+/// First bytes of the VM section.
+pub const VM_MAGIC: [u8; 8] = *b"PFVMMIGR";
+/// The VM section version this build writes and reads.
+pub const VM_VERSION: u16 = 1;
+const VM_HEADER_LEN: usize = 24;
+const PAGE: usize = 4096;
+const ZERO_PAGE: [u8; PAGE] = [0; PAGE];
+/// Largest VM section body accepted: the RAM, the largest q35 code flash and the JSON.
+const MAX_BODY: u64 = RAM_SIZE + (64 << 20) + (1 << 20);
+
+const REPLY_MAGIC: [u8; 4] = *b"PFVR";
+const REPLY_VERIFIED: u8 = 1;
+const REPLY_RELEASED: u8 = 2;
+const REPLY_REFUSED: u8 = 3;
+
+/// Why a migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The flash stream failed or was refused.
+    #[error("flash stream: {0}")]
+    Flash(#[from] MigrationError),
+    /// The connection failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The destination cannot be reached.
+    #[error(transparent)]
+    Transport(#[from] pflash_migration::transport::TransportError),
+    /// The VM section is malformed.
+    #[error("VM section: {0}")]
+    Section(String),
+    /// The peer refused.
+    #[error("the destination refused the VM state: {0}")]
+    Refused(String),
+    /// The VM could not be paused, built or resumed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> MigrateError {
+    move |source| MigrateError::Io { context, source }
+}
+
+/// The x87/SSE state, field by field (kvm-bindings has no serde for `kvm_fpu`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Fpu {
+    fpr: Vec<[u8; 16]>,
+    fcw: u16,
+    fsw: u16,
+    ftwx: u8,
+    last_opcode: u16,
+    last_ip: u64,
+    last_dp: u64,
+    xmm: Vec<[u8; 16]>,
+    mxcsr: u32,
+}
+
+impl From<&kvm_fpu> for Fpu {
+    fn from(f: &kvm_fpu) -> Self {
+        Fpu {
+            fpr: f.fpr.to_vec(),
+            fcw: f.fcw,
+            fsw: f.fsw,
+            ftwx: f.ftwx,
+            last_opcode: f.last_opcode,
+            last_ip: f.last_ip,
+            last_dp: f.last_dp,
+            xmm: f.xmm.to_vec(),
+            mxcsr: f.mxcsr,
+        }
+    }
+}
+
+impl TryFrom<Fpu> for kvm_fpu {
+    type Error = MigrateError;
+    fn try_from(f: Fpu) -> Result<Self, MigrateError> {
+        let bad = |what| MigrateError::Section(format!("the FPU state has a wrong {what}"));
+        Ok(kvm_fpu {
+            fpr: f.fpr.try_into().map_err(|_| bad("x87 register count"))?,
+            fcw: f.fcw,
+            fsw: f.fsw,
+            ftwx: f.ftwx,
+            last_opcode: f.last_opcode,
+            last_ip: f.last_ip,
+            last_dp: f.last_dp,
+            xmm: f.xmm.try_into().map_err(|_| bad("XMM register count"))?,
+            mxcsr: f.mxcsr,
+            ..Default::default()
+        })
+    }
+}
+
+/// The JSON part of the VM section.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VcpuState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    fpu: Fpu,
+    exits: Exits,
+    /// When the source paused the vCPU (nanoseconds since the Unix epoch, source's clock).
+    paused_at_unix_nanos: u64,
+}
+
+/// The VM besides the flash, as the VM section carries it.
+#[derive(Debug)]
+pub struct VmSection {
+    /// Registers, RAM, code image, exit counters.
+    pub snapshot: VmSnapshot,
+    /// When the source paused (its wall clock), for the downtime.
+    pub paused_at: SystemTime,
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Encodes the VM section (header, body, digest).
+///
+/// # Errors
+///
+/// The registers cannot be encoded (they always can).
+pub fn encode_section(section: &VmSection) -> Result<Vec<u8>, MigrateError> {
+    let s = &section.snapshot;
+    let state = VcpuState {
+        regs: s.regs,
+        sregs: s.sregs,
+        fpu: Fpu::from(&s.fpu),
+        exits: s.exits,
+        paused_at_unix_nanos: unix_nanos(section.paused_at),
+    };
+    let json = serde_json::to_vec(&state).map_err(|e| MigrateError::Section(e.to_string()))?;
+    let mut body = Vec::with_capacity(json.len() + s.code.len() + (1 << 20));
+    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    body.extend_from_slice(&json);
+    body.extend_from_slice(&(s.ram.len() as u64).to_le_bytes());
+    let pages: Vec<&[u8]> = s.ram.chunks(PAGE).collect();
+    let mut bitmap = vec![0u8; pages.len().div_ceil(8)];
+    for (i, page) in pages.iter().enumerate() {
+        // A slice comparison is a memcmp, fast even in a debug build.
+        if **page != ZERO_PAGE[..page.len()] {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+    }
+    body.extend_from_slice(&bitmap);
+    for (i, page) in pages.iter().enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            body.extend_from_slice(page);
+        }
+    }
+    body.extend_from_slice(&(s.code.len() as u64).to_le_bytes());
+    body.extend_from_slice(&s.code);
+    let mut out = Vec::with_capacity(VM_HEADER_LEN + body.len() + 32);
+    out.extend_from_slice(&VM_MAGIC);
+    out.extend_from_slice(&VM_VERSION.to_le_bytes());
+    out.extend_from_slice(&VM_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    Ok(out)
+}
+
+/// A cursor over the body that names what is missing.
+struct Body<'a>(&'a [u8]);
+
+impl<'a> Body<'a> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], MigrateError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if self.0.len() < n {
+            return Err(MigrateError::Section(format!(
+                "the body ends in {what} ({n} bytes needed, {} left)",
+                self.0.len()
+            )));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, MigrateError> {
+        let b = self.take(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+}
+
+/// Reads and verifies a VM section; returns it and its size on the wire.
+///
+/// # Errors
+///
+/// [`MigrateError::Section`] for a foreign, newer, corrupt or truncated section or a RAM
+/// size other than this VMM's; [`MigrateError::Io`].
+pub fn read_section(mut r: impl Read) -> Result<(VmSection, u64), MigrateError> {
+    let mut header = [0u8; VM_HEADER_LEN];
+    r.read_exact(&mut header)
+        .map_err(io("reading the VM section header"))?;
+    if header[..8] != VM_MAGIC {
+        return Err(MigrateError::Section(format!(
+            "it starts with {:02x?}, not \"PFVMMIGR\"",
+            &header[..8]
+        )));
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    let needs = u16::from_le_bytes([header[10], header[11]]);
+    if needs > VM_VERSION {
+        return Err(MigrateError::Section(format!(
+            "format version {version} needs a reader of version {needs}; this build reads \
+             version {VM_VERSION}"
+        )));
+    }
+    let len = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+    if len > MAX_BODY {
+        return Err(MigrateError::Section(format!(
+            "body length {len} exceeds the largest VM ({MAX_BODY})"
+        )));
+    }
+    // Grows as data arrives: a corrupt length cannot allocate more than was sent.
+    let mut body = Vec::new();
+    (&mut r)
+        .take(len)
+        .read_to_end(&mut body)
+        .map_err(io("reading the VM section"))?;
+    if body.len() as u64 != len {
+        return Err(MigrateError::Section(format!(
+            "truncated: {} of {len} body bytes arrived",
+            body.len()
+        )));
+    }
+    let mut digest = [0u8; 32];
+    r.read_exact(&mut digest)
+        .map_err(io("reading the VM section digest"))?;
+    let mut hasher = Sha256::new();
+    hasher.update(header);
+    hasher.update(&body);
+    if hasher.finalize().as_slice() != digest {
+        return Err(MigrateError::Section("SHA-256 digest mismatch".into()));
+    }
+
+    let mut b = Body(&body);
+    let json_len = b.take(4, "the JSON length")?;
+    let json_len = u32::from_le_bytes(json_len.try_into().unwrap_or_default());
+    let state: VcpuState = serde_json::from_slice(b.take(json_len.into(), "the vCPU state")?)
+        .map_err(|e| MigrateError::Section(format!("vCPU state: {e}")))?;
+    let ram_len = b.u64("the RAM size")?;
+    if ram_len != RAM_SIZE {
+        return Err(MigrateError::Section(format!(
+            "the source VM has {ram_len} bytes of RAM, this VMM {RAM_SIZE}"
+        )));
+    }
+    let pages = (ram_len as usize).div_ceil(PAGE);
+    let bitmap = b.take(pages.div_ceil(8) as u64, "the RAM page bitmap")?;
+    let mut ram = vec![0u8; ram_len as usize];
+    for (i, page) in ram.chunks_mut(PAGE).enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            page.copy_from_slice(b.take(page.len() as u64, "the RAM pages")?);
+        }
+    }
+    let code_len = b.u64("the code image length")?;
+    let code = b.take(code_len, "the code image")?.to_vec();
+    if !b.0.is_empty() {
+        return Err(MigrateError::Section(format!(
+            "{} bytes follow the code image",
+            b.0.len()
+        )));
+    }
+    let snapshot = VmSnapshot {
+        regs: state.regs,
+        sregs: state.sregs,
+        fpu: state.fpu.try_into()?,
+        ram,
+        code,
+        exits: state.exits,
+    };
+    let paused_at = UNIX_EPOCH + Duration::from_nanos(state.paused_at_unix_nanos);
+    let wire = (VM_HEADER_LEN + body.len() + 32) as u64;
+    Ok((
+        VmSection {
+            snapshot,
+            paused_at,
+        },
+        wire,
+    ))
+}
+
+fn write_reply(mut w: impl Write, code: u8, message: &str) -> std::io::Result<()> {
+    let message = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
+    let mut frame = Vec::with_capacity(7 + message.len());
+    frame.extend_from_slice(&REPLY_MAGIC);
+    frame.push(code);
+    frame.extend_from_slice(&(message.len() as u16).to_le_bytes());
+    frame.extend_from_slice(message);
+    w.write_all(&frame)?;
+    w.flush()
+}
+
+fn read_reply(mut r: impl Read) -> Result<(u8, String), MigrateError> {
+    let mut head = [0u8; 7];
+    r.read_exact(&mut head).map_err(io("waiting for the peer"))?;
+    if head[..4] != REPLY_MAGIC {
+        return Err(MigrateError::Section(format!(
+            "the peer answered {:02x?}, not a reply",
+            &head[..4]
+        )));
+    }
+    let mut message = vec![0u8; u16::from_le_bytes([head[5], head[6]]) as usize];
+    r.read_exact(&mut message)
+        .map_err(io("reading the peer's reply"))?;
+    Ok((head[4], String::from_utf8_lossy(&message).into_owned()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Source
+
+/// When and where the source migrates.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Start at the first flash access whose number is at least this (counting from the
+    /// guest's first access, across earlier migrations).
+    pub at: u64,
+    /// The destination.
+    pub to: pflash_migration::transport::Address,
+    /// Pre-copy rounds before the final one (at least 1: the whole content).
+    pub precopy_rounds: u32,
+    /// Flash accesses the guest makes between two rounds.
+    pub accesses_per_round: u64,
+    /// How long to wait for the destination to accept the connection.
+    pub connect_timeout: Duration,
+}
+
+/// One round as `--json` shows it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RoundReport {
+    /// Round number (the last is the final, stop-and-copy one).
+    pub round: u32,
+    /// Flash chunks sent.
+    pub chunks: u64,
+    /// Flash content bytes sent.
+    pub content_bytes: u64,
+    /// Bytes on the wire.
+    pub wire_bytes: u64,
+    /// Flash access number at which the round was sent.
+    pub at_access: u64,
+}
+
+impl RoundReport {
+    fn new(r: &RoundStats, at_access: u64) -> Self {
+        RoundReport {
+            round: r.round,
+            chunks: r.chunks,
+            content_bytes: r.content_bytes,
+            wire_bytes: r.wire_bytes,
+            at_access,
+        }
+    }
+}
+
+/// What the source did (`run --json`'s `migration`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceReport {
+    /// `migrated`, `refused` (the destination refused; the guest finished here) or
+    /// `abandoned` (the guest finished during pre-copy, or the connection failed).
+    pub result: &'static str,
+    /// Why it did not migrate.
+    pub error: Option<String>,
+    /// The flash access number where the migration started.
+    pub started_at_access: u64,
+    /// The flash access number where the vCPU paused.
+    pub paused_at_access: Option<u64>,
+    /// Whether the flash device was in read-array mode at the pause (false: the guest was
+    /// in the middle of a command sequence).
+    pub array_mode_at_pause: Option<bool>,
+    /// Every round, the final one last.
+    pub rounds: Vec<RoundReport>,
+    /// Bytes of the flash stream.
+    pub flash_wire_bytes: u64,
+    /// Bytes of the VM section.
+    pub vm_section_bytes: u64,
+    /// Both.
+    pub total_bytes: u64,
+    /// From the pause to the destination's "verified" (the destination reports the whole
+    /// downtime, commit included).
+    pub paused_until_verified_ms: f64,
+}
+
+enum Phase {
+    Waiting,
+    Precopy {
+        out: Outgoing<&'static Connection, &'static Connection>,
+        next_at: u64,
+    },
+    Over,
+}
+
+/// How a source run ended.
+pub enum SourceEnd {
+    /// The guest ended here (`migration` says why it did not leave).
+    Finished {
+        /// The VM, to report on.
+        vm: Box<Vm>,
+        /// How the guest ended.
+        outcome: Outcome,
+        /// What the migration did.
+        migration: SourceReport,
+    },
+    /// The destination owns the guest; this VM is gone and its varstore released.
+    Migrated(SourceReport),
+}
+
+/// Runs `vm` and migrates it as `plan` says. Whatever goes wrong before the destination
+/// verified the whole state, the guest keeps running here.
+///
+/// # Errors
+///
+/// The guest itself fails ([`VmError`]), or the source cannot release its varstore after
+/// the destination took over.
+pub fn run_source(
+    mut vm: Vm,
+    timeout: Option<Duration>,
+    plan: &Plan,
+) -> Result<SourceEnd, MigrateError> {
+    let mut report = SourceReport::default();
+    // The connection lives until the process ends: leaking it gives `Outgoing` the
+    // `'static` borrows it needs while the VM runs between rounds.
+    let mut connection: Option<&'static Connection> = None;
+    let mut phase = Phase::Waiting;
+    loop {
+        let next = match &phase {
+            Phase::Waiting => plan.at,
+            Phase::Precopy { next_at, .. } => *next_at,
+            Phase::Over => u64::MAX,
+        };
+        let outcome = vm.run(timeout, &mut |exits| exits.flash_accesses() >= next)?;
+        if outcome != Outcome::Stopped {
+            if matches!(phase, Phase::Precopy { .. }) {
+                report.result = "abandoned";
+                report.error = Some("the guest finished during pre-copy".into());
+            }
+            return Ok(SourceEnd::Finished {
+                vm: Box::new(vm),
+                outcome,
+                migration: report,
+            });
+        }
+        let access = vm.exits().flash_accesses();
+        phase = match std::mem::replace(&mut phase, Phase::Over) {
+            Phase::Waiting => {
+                report.started_at_access = access;
+                let started = plan
+                    .to
+                    .connect(plan.connect_timeout)
+                    .map_err(MigrateError::from)
+                    .and_then(|c| {
+                        let c: &'static Connection = Box::leak(Box::new(c));
+                        connection = Some(c);
+                        let mut out = Outgoing::start(vm.flash_mut().device_mut(), c, c)?;
+                        let round = out.precopy_round(vm.flash_mut().device_mut())?;
+                        report.rounds.push(RoundReport::new(&round, access));
+                        Ok(out)
+                    });
+                match started {
+                    Ok(out) => Phase::Precopy {
+                        out,
+                        next_at: access + plan.accesses_per_round,
+                    },
+                    Err(e) => {
+                        report.result = if matches!(
+                            e,
+                            MigrateError::Flash(MigrationError::Refused(_))
+                        ) {
+                            "refused"
+                        } else {
+                            "abandoned"
+                        };
+                        eprintln!("pflash-vmm: migration to {}: {e}; the guest keeps running here", plan.to);
+                        report.error = Some(e.to_string());
+                        Phase::Over
+                    }
+                }
+            }
+            Phase::Precopy { mut out, .. } => {
+                let dirty = vm.flash().device().storage().dirty_chunks();
+                if (out.rounds().len() as u32) < plan.precopy_rounds.max(1) && dirty > 0 {
+                    match out.precopy_round(vm.flash_mut().device_mut()) {
+                        Ok(round) => {
+                            report.rounds.push(RoundReport::new(&round, access));
+                            Phase::Precopy {
+                                out,
+                                next_at: access + plan.accesses_per_round,
+                            }
+                        }
+                        Err(e) => abandon(&mut report, &plan.to, e.into()),
+                    }
+                } else {
+                    let conn = connection.expect("connected in the waiting phase");
+                    match switch_over(&mut vm, out, conn, &mut report) {
+                        Ok(()) => {
+                            // The destination took over: release the varstore, then say so.
+                            vm.flash_mut()
+                                .flush()
+                                .map_err(|e| MigrateError::Section(format!("vars flash: {e}")))?;
+                            drop(vm);
+                            let _ = write_reply(conn, REPLY_RELEASED, "");
+                            report.result = "migrated";
+                            return Ok(SourceEnd::Migrated(report));
+                        }
+                        Err(e) => abandon(&mut report, &plan.to, e),
+                    }
+                }
+            }
+            Phase::Over => Phase::Over,
+        };
+    }
+}
+
+fn abandon(
+    report: &mut SourceReport,
+    to: &pflash_migration::transport::Address,
+    e: MigrateError,
+) -> Phase {
+    eprintln!("pflash-vmm: migration to {to}: {e}; the guest keeps running here");
+    report.result = if matches!(e, MigrateError::Refused(_)) {
+        "refused"
+    } else {
+        "abandoned"
+    };
+    report.error = Some(e.to_string());
+    Phase::Over
+}
+
+/// Pause, final flash round, VM section, and the destination's verdict.
+fn switch_over(
+    vm: &mut Vm,
+    out: Outgoing<&'static Connection, &'static Connection>,
+    conn: &'static Connection,
+    report: &mut SourceReport,
+) -> Result<(), MigrateError> {
+    let paused = Instant::now();
+    let paused_at = SystemTime::now();
+    let access = vm.exits().flash_accesses();
+    report.paused_at_access = Some(access);
+    report.array_mode_at_pause = Some(vm.flash().is_array_mode());
+    let snapshot = vm.snapshot()?;
+    let stats = out.complete(vm.flash_mut().device_mut())?;
+    report
+        .rounds
+        .push(RoundReport::new(&stats.final_round, access));
+    report.flash_wire_bytes = stats.wire_bytes;
+    let section = encode_section(&VmSection {
+        snapshot,
+        paused_at,
+    })?;
+    let sent = (&*conn)
+        .write_all(&section)
+        .and_then(|()| (&*conn).flush())
+        .map_err(io("sending the VM section"));
+    if let Err(e) = sent {
+        // The destination may have refused and closed: its reason is the better error.
+        return match read_reply(conn) {
+            Ok((REPLY_REFUSED, reason)) => Err(MigrateError::Refused(reason)),
+            _ => Err(e),
+        };
+    }
+    report.vm_section_bytes = section.len() as u64;
+    report.total_bytes = report.flash_wire_bytes + report.vm_section_bytes;
+    let verdict = read_reply(conn);
+    report.paused_until_verified_ms = paused.elapsed().as_secs_f64() * 1e3;
+    match verdict? {
+        (REPLY_VERIFIED, _) => Ok(()),
+        (REPLY_REFUSED, reason) => Err(MigrateError::Refused(reason)),
+        (code, _) => Err(MigrateError::Section(format!(
+            "the destination answered with code {code} instead of \"verified\""
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Destination
+
+/// What the destination received (`incoming --json`'s `incoming`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IncomingReport {
+    /// Flash rounds, the final one included.
+    pub rounds: u32,
+    /// Flash chunks received, counting resends.
+    pub flash_chunks: u64,
+    /// Bytes of the flash stream.
+    pub flash_wire_bytes: u64,
+    /// Bytes of the VM section.
+    pub vm_section_bytes: u64,
+    /// Both.
+    pub total_bytes: u64,
+    /// The flash access number where the guest resumes.
+    pub resumed_at_access: u64,
+    /// Whether the flash device resumed in read-array mode.
+    pub array_mode_at_resume: bool,
+    /// Time of the commit of the varstore file.
+    pub commit_ms: f64,
+    /// From the source's pause to the resume here, by the wall clocks of both (meaningful
+    /// on one host, or with synchronised clocks).
+    pub downtime_ms: f64,
+}
+
+/// The destination after the VM section: verifies it, builds the VM, answers "verified",
+/// waits for the source to release its varstore, commits, and returns the VM ready to
+/// resume.
+///
+/// `build` makes the VM from the received section (and the flash received before it).
+///
+/// # Errors
+///
+/// Any failure before "verified" is also sent to the source (best effort), which then keeps
+/// the guest.
+pub fn receive_vm(
+    conn: &Connection,
+    report: &mut IncomingReport,
+    build: impl FnOnce(&VmSnapshot) -> Result<Vm, MigrateError>,
+    commit: impl FnOnce(&mut Vm) -> Result<f64, MigrateError>,
+) -> Result<Vm, MigrateError> {
+    let built = read_section(conn).and_then(|(section, wire)| {
+        report.vm_section_bytes = wire;
+        build(&section.snapshot).map(|vm| (vm, section.paused_at))
+    });
+    let (mut vm, paused_at) = match built {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = write_reply(conn, REPLY_REFUSED, &e.to_string());
+            return Err(e);
+        }
+    };
+    write_reply(conn, REPLY_VERIFIED, "").map_err(io("answering \"verified\""))?;
+    // "Released", or the connection closing: either way the source no longer holds its
+    // varstore (a process that exits drops its lock).
+    match read_reply(conn) {
+        Ok((REPLY_RELEASED, _)) | Err(MigrateError::Io { .. }) => {}
+        Ok((code, _)) => {
+            return Err(MigrateError::Section(format!(
+                "the source answered with code {code} instead of \"released\""
+            )))
+        }
+        Err(e) => return Err(e),
+    }
+    report.commit_ms = commit(&mut vm)?;
+    report.total_bytes = report.flash_wire_bytes + report.vm_section_bytes;
+    report.resumed_at_access = vm.exits().flash_accesses();
+    report.array_mode_at_resume = vm.flash().is_array_mode();
+    report.downtime_ms = SystemTime::now()
+        .duration_since(paused_at)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    Ok(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section() -> VmSection {
+        let mut ram = vec![0u8; RAM_SIZE as usize];
+        ram[5 * PAGE + 7] = 0x5a;
+        VmSection {
+            snapshot: VmSnapshot {
+                regs: kvm_regs {
+                    rip: 0xfff0,
+                    ..Default::default()
+                },
+                sregs: kvm_sregs::default(),
+                fpu: kvm_fpu {
+                    fcw: 0x37f,
+                    ..Default::default()
+                },
+                ram,
+                code: vec![0x90; 8192],
+                exits: Exits::default(),
+            },
+            paused_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn a_section_round_trips_and_skips_zero_pages() {
+        let bytes = encode_section(&section()).unwrap();
+        assert!(bytes.len() < 3 * PAGE + 8192, "{} bytes", bytes.len());
+        let (back, wire) = read_section(&bytes[..]).unwrap();
+        assert_eq!(wire, bytes.len() as u64);
+        assert_eq!(back.snapshot.regs.rip, 0xfff0);
+        assert_eq!(back.snapshot.fpu.fcw, 0x37f);
+        assert_eq!(back.snapshot.ram[5 * PAGE + 7], 0x5a);
+        assert_eq!(back.snapshot.ram, section().snapshot.ram);
+        assert_eq!(back.snapshot.code, vec![0x90; 8192]);
+    }
+
+    #[test]
+    fn a_flipped_bit_a_newer_version_or_a_cut_are_refused() {
+        let bytes = encode_section(&section()).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[VM_HEADER_LEN + 40] ^= 1;
+        let e = read_section(&flipped[..]).unwrap_err().to_string();
+        assert!(e.contains("digest"), "{e}");
+        let mut newer = bytes.clone();
+        newer[10] = 2;
+        let e = read_section(&newer[..]).unwrap_err().to_string();
+        assert!(e.contains("needs a reader of version 2"), "{e}");
+        let e = read_section(&bytes[..bytes.len() - 100]).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}
