@@ -210,7 +210,9 @@ pub struct VarsFlash {
 
 fn spawn_storage(file: FileStorage, writer: Writer) -> Result<VarsStorage, StorageError> {
     Ok(match writer {
-        Writer::Background => VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?),
+        Writer::Background => {
+            VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?)
+        }
         Writer::Inline => VarsStorage::Inline(file),
     })
 }

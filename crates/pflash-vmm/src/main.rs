@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pflash::{Compat, Durability};
+use pflash_migration::transport::{Address, Listener};
 use pflash_vmm::exits::Exits;
 use pflash_vmm::flash::{ModeEvents, VarsFlash, Writer, WriterStats};
 use pflash_vmm::guest::{self, workload};
-use pflash_migration::transport::{Address, Listener};
 use pflash_vmm::migrate::{self, IncomingReport, Plan, SourceEnd, SourceReport};
 use pflash_vmm::vm::{Outcome, Vm};
 
@@ -242,26 +242,24 @@ fn drive(
             let outcome = vm.run(timeout, &mut |_| false).map_err(|e| e.to_string())?;
             (vm, outcome, None)
         }
-        Some(plan) => {
-            match migrate::run_source(vm, timeout, &plan).map_err(|e| e.to_string())? {
-                SourceEnd::Migrated(migration) => {
-                    if json {
-                        print_json(&MigratedReport {
-                            outcome: "migrated",
-                            exit_status: 0,
-                            migration,
-                            incoming,
-                        })?;
-                    }
-                    return Ok(0);
+        Some(plan) => match migrate::run_source(vm, timeout, &plan).map_err(|e| e.to_string())? {
+            SourceEnd::Migrated(migration) => {
+                if json {
+                    print_json(&MigratedReport {
+                        outcome: "migrated",
+                        exit_status: 0,
+                        migration,
+                        incoming,
+                    })?;
                 }
-                SourceEnd::Finished {
-                    vm,
-                    outcome,
-                    migration,
-                } => (*vm, outcome, Some(migration)),
+                return Ok(0);
             }
-        }
+            SourceEnd::Finished {
+                vm,
+                outcome,
+                migration,
+            } => (*vm, outcome, Some(migration)),
+        },
     };
     vm.flash_mut()
         .flush()

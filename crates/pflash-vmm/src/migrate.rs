@@ -192,7 +192,8 @@ pub struct VmSection {
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Encodes the VM section (header, body, digest).
@@ -376,7 +377,8 @@ fn write_reply(mut w: impl Write, code: u8, message: &str) -> std::io::Result<()
 
 fn read_reply(mut r: impl Read) -> Result<(u8, String), MigrateError> {
     let mut head = [0u8; 7];
-    r.read_exact(&mut head).map_err(io("waiting for the peer"))?;
+    r.read_exact(&mut head)
+        .map_err(io("waiting for the peer"))?;
     if head[..4] != REPLY_MAGIC {
         return Err(MigrateError::Section(format!(
             "the peer answered {:02x?}, not a reply",
@@ -544,15 +546,16 @@ pub fn run_source(
                         next_at: access + plan.accesses_per_round,
                     },
                     Err(e) => {
-                        report.result = if matches!(
-                            e,
-                            MigrateError::Flash(MigrationError::Refused(_))
-                        ) {
-                            "refused"
-                        } else {
-                            "abandoned"
-                        };
-                        eprintln!("pflash-vmm: migration to {}: {e}; the guest keeps running here", plan.to);
+                        report.result =
+                            if matches!(e, MigrateError::Flash(MigrationError::Refused(_))) {
+                                "refused"
+                            } else {
+                                "abandoned"
+                            };
+                        eprintln!(
+                            "pflash-vmm: migration to {}: {e}; the guest keeps running here",
+                            plan.to
+                        );
                         report.error = Some(e.to_string());
                         Phase::Over
                     }
@@ -780,7 +783,9 @@ mod tests {
         newer[10] = 2;
         let e = read_section(&newer[..]).unwrap_err().to_string();
         assert!(e.contains("needs a reader of version 2"), "{e}");
-        let e = read_section(&bytes[..bytes.len() - 100]).unwrap_err().to_string();
+        let e = read_section(&bytes[..bytes.len() - 100])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated"), "{e}");
     }
 }
