@@ -308,6 +308,19 @@ impl VarsFlash {
         Ok(stats)
     }
 
+    /// Flushes the varstore file and closes it (unlocking it), once a migration's
+    /// destination took the guest over: the destination commits to the file only after
+    /// that. The device keeps its content; later changes stay in memory.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written.
+    pub fn release_file(&mut self) -> Result<(), FlashError> {
+        self.flush()?;
+        drop(std::mem::take(self.device.storage_mut().inner_mut()));
+        Ok(())
+    }
+
     /// The device, for a migration's [`pflash_migration::Outgoing`].
     pub fn device_mut(&mut self) -> &mut VarsDevice {
         &mut self.device

@@ -580,10 +580,10 @@ pub fn run_source(
                         Ok(()) => {
                             // The destination took over: release the varstore, then say so.
                             vm.flash_mut()
-                                .flush()
+                                .release_file()
                                 .map_err(|e| MigrateError::Section(format!("vars flash: {e}")))?;
-                            drop(vm);
                             let _ = write_reply(conn, REPLY_RELEASED, "");
+                            drop(vm);
                             report.result = "migrated";
                             return Ok(SourceEnd::Migrated(report));
                         }
