@@ -425,8 +425,11 @@ fn incoming(
     let conn = listener
         .accept(std::time::Duration::from_secs(timeout))
         .map_err(|e| e.to_string())?;
+    // A source that stops sending fails the migration instead of hanging it.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(timeout)))
+        .map_err(|e| format!("{address}: {e}"))?;
     let received = pflash_migration::incoming(&conn, &conn, &geometry, vars)
-        .map_err(|e| format!("migration refused: {e}"))?;
+        .map_err(|e| format!("migration failed: {e}"))?;
     let stats = received.stats();
     let mut report = IncomingReport {
         rounds: stats.rounds,
@@ -441,10 +444,7 @@ fn incoming(
         &mut report,
         |snapshot| Ok(Vm::from_snapshot(snapshot, flash, sink)?),
         |vm| {
-            let stats = vm
-                .flash_mut()
-                .commit(vars, durability, writer)
-                .map_err(|e| migrate::MigrateError::Section(format!("commit: {e}")))?;
+            let stats = vm.flash_mut().commit(vars, durability, writer)?;
             Ok(stats.elapsed.as_secs_f64() * 1e3)
         },
     )

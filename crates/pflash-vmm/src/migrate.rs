@@ -62,7 +62,7 @@
 //! Pre-copy rounds run on the vCPU thread between two exits (the flash is at most a few
 //! MiB); the guest runs between them, for the number of flash accesses given.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
@@ -107,6 +107,12 @@ pub enum MigrateError {
     /// The destination cannot be reached.
     #[error(transparent)]
     Transport(#[from] pflash_migration::transport::TransportError),
+    /// The varstore cannot be released (source) or committed (destination).
+    #[error("vars flash: {0}")]
+    VarsFlash(#[from] crate::flash::FlashError),
+    /// The guest ended before the migration did.
+    #[error("the guest finished during pre-copy")]
+    GuestFinished,
     /// The VM section is malformed.
     #[error("VM section: {0}")]
     Section(String),
@@ -469,6 +475,7 @@ enum Phase {
     Waiting,
     Precopy {
         out: Outgoing<&'static Connection, &'static Connection>,
+        conn: &'static Connection,
         next_at: u64,
     },
     Over,
@@ -514,9 +521,13 @@ pub fn run_source(
         };
         let outcome = vm.run(timeout, &mut |exits| exits.flash_accesses() >= next)?;
         if outcome != Outcome::Stopped {
-            if matches!(phase, Phase::Precopy { .. }) {
-                report.result = "abandoned";
-                report.error = Some("the guest finished during pre-copy".into());
+            if let Phase::Precopy { conn, .. } = phase {
+                abandon(
+                    &mut report,
+                    &plan.to,
+                    MigrateError::GuestFinished,
+                    Some(conn),
+                );
             }
             return Ok(SourceEnd::Finished {
                 vm: Box::new(vm),
@@ -535,33 +546,26 @@ pub fn run_source(
                     .and_then(|c| {
                         let c: &'static Connection = Box::leak(Box::new(c));
                         connection = Some(c);
+                        // A destination that stops answering must not keep the guest
+                        // paused for ever.
+                        c.set_read_timeout(Some(plan.connect_timeout))
+                            .map_err(io("setting the reply timeout"))?;
                         let mut out = Outgoing::start(vm.flash_mut().device_mut(), c, c)?;
                         let round = out.precopy_round(vm.flash_mut().device_mut())?;
                         report.rounds.push(RoundReport::new(&round, access));
                         Ok(out)
                     });
-                match started {
-                    Ok(out) => Phase::Precopy {
+                match (started, connection) {
+                    (Ok(out), Some(conn)) => Phase::Precopy {
                         out,
+                        conn,
                         next_at: access + plan.accesses_per_round,
                     },
-                    Err(e) => {
-                        report.result =
-                            if matches!(e, MigrateError::Flash(MigrationError::Refused(_))) {
-                                "refused"
-                            } else {
-                                "abandoned"
-                            };
-                        eprintln!(
-                            "pflash-vmm: migration to {}: {e}; the guest keeps running here",
-                            plan.to
-                        );
-                        report.error = Some(e.to_string());
-                        Phase::Over
-                    }
+                    (Err(e), _) => abandon(&mut report, &plan.to, e, connection),
+                    (Ok(_), None) => Phase::Over,
                 }
             }
-            Phase::Precopy { mut out, .. } => {
+            Phase::Precopy { mut out, conn, .. } => {
                 let dirty = vm.flash().device().storage().dirty_chunks();
                 if (out.rounds().len() as u32) < plan.precopy_rounds.max(1) && dirty > 0 {
                     match out.precopy_round(vm.flash_mut().device_mut()) {
@@ -569,25 +573,23 @@ pub fn run_source(
                             report.rounds.push(RoundReport::new(&round, access));
                             Phase::Precopy {
                                 out,
+                                conn,
                                 next_at: access + plan.accesses_per_round,
                             }
                         }
-                        Err(e) => abandon(&mut report, &plan.to, e.into()),
+                        Err(e) => abandon(&mut report, &plan.to, e.into(), Some(conn)),
                     }
                 } else {
-                    let conn = connection.expect("connected in the waiting phase");
                     match switch_over(&mut vm, out, conn, &mut report) {
                         Ok(()) => {
                             // The destination took over: release the varstore, then say so.
-                            vm.flash_mut()
-                                .release_file()
-                                .map_err(|e| MigrateError::Section(format!("vars flash: {e}")))?;
+                            vm.flash_mut().release_file()?;
                             let _ = write_reply(conn, REPLY_RELEASED, "");
                             drop(vm);
                             report.result = "migrated";
                             return Ok(SourceEnd::Migrated(report));
                         }
-                        Err(e) => abandon(&mut report, &plan.to, e),
+                        Err(e) => abandon(&mut report, &plan.to, e, Some(conn)),
                     }
                 }
             }
@@ -596,13 +598,29 @@ pub fn run_source(
     }
 }
 
+/// The guest stays here: tells a destination that has the whole state not to resume it
+/// (it would otherwise take the connection closing for the source's end), and closes the
+/// connection so that a destination still reading the stream stops.
 fn abandon(
     report: &mut SourceReport,
     to: &pflash_migration::transport::Address,
     e: MigrateError,
+    connection: Option<&Connection>,
 ) -> Phase {
-    eprintln!("pflash-vmm: migration to {to}: {e}; the guest keeps running here");
-    report.result = if matches!(e, MigrateError::Refused(_)) {
+    eprintln!("pflash-vmm: migration to {to}: {e}; the guest stays here");
+    if let Some(conn) = connection {
+        if report.vm_section_bytes > 0 {
+            let _ = write_reply(conn, REPLY_REFUSED, "the source keeps the guest");
+        }
+        let _ = match conn {
+            Connection::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Connection::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+    report.result = if matches!(
+        e,
+        MigrateError::Refused(_) | MigrateError::Flash(MigrationError::Refused(_))
+    ) {
         "refused"
     } else {
         "abandoned"
@@ -715,7 +733,17 @@ pub fn receive_vm(
     // "Released", or the connection closing: either way the source no longer holds its
     // varstore (a process that exits drops its lock).
     match read_reply(conn) {
-        Ok((REPLY_RELEASED, _)) | Err(MigrateError::Io { .. }) => {}
+        Ok((REPLY_RELEASED, _)) => {}
+        Err(MigrateError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ) => {}
+        Ok((REPLY_REFUSED, reason)) => {
+            return Err(MigrateError::Section(format!(
+                "the source gave up after \"verified\": {reason}"
+            )))
+        }
         Ok((code, _)) => {
             return Err(MigrateError::Section(format!(
                 "the source answered with code {code} instead of \"released\""
