@@ -36,8 +36,9 @@
 //! - the destination builds the VM (KVM, memory slots, registers), so that nothing can fail
 //!   on its side after it answers, and answers "verified": from now on the guest is the
 //!   destination's;
-//! - the source, on "verified", stops: it flushes its varstore writer, drops the device
-//!   (which unlocks its varstore file), sends "released" and exits;
+//! - the source, on "verified", stops: it flushes its varstore writer and closes the file
+//!   (which unlocks it, [`VarsFlash::release_file`](crate::flash::VarsFlash::release_file)),
+//!   sends "released" and exits;
 //! - the destination, on "released" (or on the connection closing, which means the source
 //!   process is gone), commits: its varstore file is replaced atomically with the received
 //!   content ([`VarsFlash::commit`](crate::flash::VarsFlash::commit)), and only then the
@@ -54,10 +55,17 @@
 //!   (the source prints it). The source guest keeps running and finishes there.
 //! - A corrupt, truncated or reordered flash stream: refused at its end record.
 //! - A VM section of an unknown version, a bad digest, a RAM size other than this VMM's, or
-//!   registers of the wrong size: refused after the section. The source resumes the guest,
-//!   whose flash pages are dirty again (they are resent if it migrates later).
+//!   registers of the wrong shape: refused after the section. The source resumes the
+//!   guest (a later migration would start over with the whole flash).
 //! - The source gone before "verified": the destination exits with an error and nothing
-//!   written. The destination gone before "verified": the source resumes the guest.
+//!   written. The destination gone, or silent for the source's reply timeout (30 s),
+//!   before "verified": the source resumes the guest; if it gives up after sending the VM
+//!   section it first sends a refusal ("the source keeps the guest"), so that a late
+//!   destination does not resume the guest too.
+//! - The window no two-party handover closes: a destination that dies after "verified"
+//!   loses the guest. The source has stopped by then, and its varstore file holds the
+//!   content as of the pause (flushed before it released it), so the VM can be restarted
+//!   from it.
 //!
 //! Pre-copy rounds run on the vCPU thread between two exits (the flash is at most a few
 //! MiB); the guest runs between them, for the number of flash accesses given.
