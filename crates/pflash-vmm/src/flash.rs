@@ -10,9 +10,10 @@ use std::path::Path;
 
 use std::ops::Range;
 
+use pflash::migration::CommitStats;
 use pflash::{
-    BackgroundStorage, Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, Storage,
-    StorageError, StorageStats,
+    BackgroundStorage, Compat, Deferred, DirtyTracking, Durability, FileStorage, Geometry, Pflash,
+    PflashEvents, Storage, StorageError, StorageStats,
 };
 use vm_memory::mmap::MmapRegionError;
 use vm_memory::MmapRegion;
@@ -194,10 +195,26 @@ impl WriterStats {
     }
 }
 
+/// The device as the VMM holds it. [`DirtyTracking`] records the chunks a program or erase
+/// changed (what a migration's pre-copy resends; a bit set per change otherwise). The
+/// [`Deferred`] storage has the file attached from the start in a VMM that opened the
+/// varstore, and only at the commit point in a migration destination
+/// ([`VarsFlash::from_incoming`], [`VarsFlash::commit`]).
+pub type VarsDevice = Pflash<SlotMemory, DirtyTracking<Deferred<VarsStorage>>, ModeEvents>;
+
 /// The vars flash: the device over [`SlotMemory`] and its file.
 #[derive(Debug)]
 pub struct VarsFlash {
-    device: Pflash<SlotMemory, VarsStorage, ModeEvents>,
+    device: VarsDevice,
+}
+
+fn spawn_storage(file: FileStorage, writer: Writer) -> Result<VarsStorage, StorageError> {
+    Ok(match writer {
+        Writer::Background => {
+            VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?)
+        }
+        Writer::Inline => VarsStorage::Inline(file),
+    })
 }
 
 impl VarsFlash {
@@ -228,12 +245,9 @@ impl VarsFlash {
         let file = FileStorage::open(path, len as usize, false, durability)?;
         let mut memory = SlotMemory::new(len as usize)?;
         memory.as_mut().copy_from_slice(&file.read_content()?);
-        let storage = match writer {
-            Writer::Background => {
-                VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?)
-            }
-            Writer::Inline => VarsStorage::Inline(file),
-        };
+        let mut deferred = Deferred::new();
+        deferred.attach(spawn_storage(file, writer)?);
+        let storage = DirtyTracking::new(deferred, &geometry);
         let device =
             Pflash::new(geometry, memory, storage, ModeEvents::default()).map_err(|source| {
                 FlashError::Geometry {
@@ -242,6 +256,79 @@ impl VarsFlash {
                 }
             })?;
         Ok(VarsFlash { device })
+    }
+
+    /// A migration destination's vars flash: the content and registers `incoming` carried,
+    /// in a fresh slot mapping, with no file attached. Nothing touches any varstore file
+    /// until [`commit`](Self::commit).
+    ///
+    /// # Errors
+    ///
+    /// The mapping fails, or the received device does not fit it (it always does: the
+    /// geometry was checked against the local one).
+    pub fn from_incoming(incoming: pflash_migration::Incoming) -> Result<Self, FlashError> {
+        let geometry = incoming.geometry().clone();
+        let memory = SlotMemory::new(geometry.size() as usize)?;
+        let storage = DirtyTracking::new(Deferred::new(), &geometry);
+        let device = incoming
+            .into_device_in(memory, storage, ModeEvents::default())
+            .map_err(|source| FlashError::Geometry {
+                path: "the received flash".into(),
+                source,
+            })?;
+        Ok(VarsFlash { device })
+    }
+
+    /// The commit point of a migration destination: replaces `path` with the device's
+    /// content (atomically, see [`pflash::migration::commit_file`]) and attaches it as the
+    /// storage, written by `writer` from now on.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written, is still locked by the source, or this flash already
+    /// has a file.
+    pub fn commit(
+        &mut self,
+        path: &Path,
+        durability: Durability,
+        writer: Writer,
+    ) -> Result<CommitStats, FlashError> {
+        if self.device.storage().inner().is_committed() {
+            return Err(FlashError::Storage(StorageError {
+                context: format!("{}: cannot commit", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the vars flash already has a file",
+                ),
+            }));
+        }
+        let (file, stats) = pflash::migration::commit_file(path, self.device.memory(), durability)?;
+        let storage = spawn_storage(file, writer)?;
+        self.device.storage_mut().inner_mut().attach(storage);
+        Ok(stats)
+    }
+
+    /// Flushes the varstore file and closes it (unlocking it), once a migration's
+    /// destination took the guest over: the destination commits to the file only after
+    /// that. The device keeps its content; later changes stay in memory.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written.
+    pub fn release_file(&mut self) -> Result<(), FlashError> {
+        self.flush()?;
+        drop(std::mem::take(self.device.storage_mut().inner_mut()));
+        Ok(())
+    }
+
+    /// The device, for a migration's [`pflash_migration::Outgoing`].
+    pub fn device_mut(&mut self) -> &mut VarsDevice {
+        &mut self.device
+    }
+
+    /// The device.
+    pub fn device(&self) -> &VarsDevice {
+        &self.device
     }
 
     /// Size in bytes.
@@ -291,8 +378,9 @@ impl VarsFlash {
     /// What the storage did so far (for the background writer: as of its last batch; exact
     /// after [`flush`](Self::flush)).
     pub fn storage_stats(&self) -> WriterStats {
-        match self.device.storage() {
-            VarsStorage::Background(s) => {
+        match self.device.storage().inner().get() {
+            None => WriterStats::default(),
+            Some(VarsStorage::Background(s)) => {
                 let stats = s.stats();
                 WriterStats {
                     wakeups: stats.wakeups,
@@ -300,7 +388,7 @@ impl VarsFlash {
                     ..WriterStats::from_file(stats.file)
                 }
             }
-            VarsStorage::Inline(s) => WriterStats::from_file(s.stats()),
+            Some(VarsStorage::Inline(s)) => WriterStats::from_file(s.stats()),
         }
     }
 
@@ -311,9 +399,10 @@ impl VarsFlash {
     ///
     /// The file cannot be written.
     pub fn flush(&mut self) -> Result<(), FlashError> {
-        match self.device.storage_mut() {
-            VarsStorage::Background(s) => s.flush()?,
-            VarsStorage::Inline(s) => s.flush()?,
+        match self.device.storage_mut().inner_mut().get_mut() {
+            None => {}
+            Some(VarsStorage::Background(s)) => s.flush()?,
+            Some(VarsStorage::Inline(s)) => s.flush()?,
         }
         Ok(())
     }

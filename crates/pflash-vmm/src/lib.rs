@@ -73,6 +73,16 @@
 //! predicate checked after every flash access: the point where a VMM can pause the guest
 //! after its Nth flash access, for example to migrate it.
 //!
+//! # Migration
+//!
+//! [`migrate`] moves the running VM to another `pflash-vmm` process: the flash device with
+//! the `pflash-migration` stream (dirty-chunk pre-copy while the guest runs, then the
+//! device registers and the last dirty chunks), and the rest of the VM (vCPU registers,
+//! RAM, code image) in a versioned, digested section of its own. The destination holds the
+//! received flash with a [`pflash::Deferred`] storage and commits its varstore file only
+//! after the source has released its own; its rustdoc describes the protocol, the commit
+//! point and what is refused when.
+//!
 //! # The guest
 //!
 //! [`guest`] builds the code-flash image (`pflash-vmm guest`): real mode to 32-bit
@@ -94,4 +104,5 @@ pub mod exits;
 pub mod flash;
 pub mod guest;
 pub mod layout;
+pub mod migrate;
 pub mod vm;

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pflash::{Compat, Durability};
+use pflash_migration::transport::{Address, Listener};
 use pflash_vmm::exits::Exits;
 use pflash_vmm::flash::{ModeEvents, VarsFlash, Writer, WriterStats};
 use pflash_vmm::guest::{self, workload};
+use pflash_vmm::migrate::{self, IncomingReport, Plan, SourceEnd, SourceReport};
 use pflash_vmm::vm::{Outcome, Vm};
 
 /// A small KVM VMM that runs the pflash device, and the guest programs it runs.
@@ -73,7 +75,74 @@ enum Command {
         /// Give up (exit status 2) if the guest has not finished after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        #[command(flatten)]
+        migrate: MigrateArgs,
     },
+    /// Receives a migrating VM on `--listen`, commits its varstore to `--vars` once the
+    /// whole state arrived and the source released its own, and runs it to the end (exit
+    /// status as for `run`). Its varstore must have the source's size; its content is
+    /// replaced by the source's.
+    Incoming {
+        /// `unix:PATH` or `tcp:HOST:PORT` (port 0: any free port; the address is printed
+        /// on standard error as `listening on ADDR`).
+        #[arg(long)]
+        listen: Address,
+        /// The varstore file this VM will use, written only at the commit point.
+        #[arg(long)]
+        vars: PathBuf,
+        /// The QEMU release whose flash behaviour to reproduce (the source's must match).
+        #[arg(long, default_value = "qemu-10.0")]
+        compat: Compat,
+        /// Who writes the varstore file after the commit.
+        #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+        writer: WriterArg,
+        /// When the varstore file is synced to disk after the commit.
+        #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
+        durability: DurabilityArg,
+        /// Where the guest's COM1 output goes (default: standard error).
+        #[arg(long)]
+        serial: Option<PathBuf>,
+        /// Print the result, the exits and the transfer as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+        /// Give up if no source connected, or the guest has not finished, after this many
+        /// seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        migrate: MigrateArgs,
+    },
+}
+
+/// Live migration of the running guest to another `pflash-vmm incoming`.
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// Start migrating at the guest's Nth flash access (counted from its first, across
+    /// earlier migrations).
+    #[arg(long, requires = "to")]
+    migrate_at: Option<u64>,
+    /// The destination: `unix:PATH` or `tcp:HOST:PORT`.
+    #[arg(long, requires = "migrate_at")]
+    to: Option<Address>,
+    /// Pre-copy rounds of the flash content before the stop-and-copy round (the first
+    /// sends all of it; the next ones what the guest changed meanwhile).
+    #[arg(long, default_value_t = 3)]
+    precopy_rounds: u32,
+    /// Flash accesses the guest makes between two rounds.
+    #[arg(long, default_value_t = 40)]
+    precopy_accesses: u64,
+}
+
+impl MigrateArgs {
+    fn plan(&self) -> Option<Plan> {
+        Some(Plan {
+            at: self.migrate_at?,
+            to: self.to.clone()?,
+            precopy_rounds: self.precopy_rounds,
+            accesses_per_round: self.precopy_accesses,
+            connect_timeout: std::time::Duration::from_secs(30),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,6 +186,102 @@ struct Report {
     exits: Exits,
     device: ModeEvents,
     storage: WriterStats,
+    /// This VM's outgoing migration, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration: Option<SourceReport>,
+    /// How this VM arrived (`incoming`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incoming: Option<IncomingReport>,
+}
+
+/// What `run --json` prints when the guest left for another VMM.
+#[derive(serde::Serialize)]
+struct MigratedReport {
+    outcome: &'static str,
+    exit_status: u8,
+    migration: SourceReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incoming: Option<IncomingReport>,
+}
+
+fn serial_sink(serial: Option<&Path>) -> Result<Box<dyn Write>, String> {
+    Ok(match serial {
+        Some(path) => Box::new(
+            File::create(path).map_err(|e| format!("{}: cannot create: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    })
+}
+
+fn writer(arg: WriterArg) -> Writer {
+    match arg {
+        WriterArg::Background => Writer::Background,
+        WriterArg::Inline => Writer::Inline,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Runs the guest to its end here or to its migration (`plan`), reports, and returns the
+/// exit status.
+fn drive(
+    vm: Vm,
+    timeout: u64,
+    plan: Option<Plan>,
+    json: bool,
+    incoming: Option<IncomingReport>,
+) -> Result<u8, String> {
+    let timeout = Some(std::time::Duration::from_secs(timeout));
+    let (mut vm, outcome, migration) = match plan {
+        None => {
+            let mut vm = vm;
+            let outcome = vm.run(timeout, &mut |_| false).map_err(|e| e.to_string())?;
+            (vm, outcome, None)
+        }
+        Some(plan) => match migrate::run_source(vm, timeout, &plan).map_err(|e| e.to_string())? {
+            SourceEnd::Migrated(migration) => {
+                if json {
+                    print_json(&MigratedReport {
+                        outcome: "migrated",
+                        exit_status: 0,
+                        migration,
+                        incoming,
+                    })?;
+                }
+                return Ok(0);
+            }
+            SourceEnd::Finished {
+                vm,
+                outcome,
+                migration,
+            } => (*vm, outcome, Some(migration)),
+        },
+    };
+    vm.flash_mut()
+        .flush()
+        .map_err(|e| format!("vars flash: {e}"))?;
+    let (outcome, exit_value, status) = match outcome {
+        Outcome::DebugExit(value) => ("debug-exit", Some(value), ((value << 1) | 1) as u8),
+        Outcome::Halted | Outcome::Stopped => ("halted", None, STATUS_NO_RESULT),
+    };
+    if json {
+        print_json(&Report {
+            outcome,
+            exit_value,
+            exit_status: status,
+            serial: String::from_utf8_lossy(vm.serial()).into_owned(),
+            exits: vm.exits(),
+            device: vm.flash().events(),
+            storage: vm.flash().storage_stats(),
+            migration,
+            incoming,
+        })?;
+    }
+    Ok(status)
 }
 
 /// Exit status for a run whose guest did not report through `isa-debug-exit` (even, so
@@ -197,57 +362,92 @@ fn run_command(command: Command) -> Result<u8, String> {
             vars,
             compat,
             durability,
-            writer,
+            writer: writer_arg,
             serial,
             json,
             timeout,
+            migrate,
         } => {
             let image = std::fs::read(&code)
                 .map_err(|e| format!("{}: cannot read the code image: {e}", code.display()))?;
-            let flash = VarsFlash::open(
+            let flash = VarsFlash::open(&vars, compat, durability.into(), writer(writer_arg))
+                .map_err(|e| format!("vars flash: {e}"))?;
+            let vm = Vm::new(&image, flash, serial_sink(serial.as_deref())?)
+                .map_err(|e| e.to_string())?;
+            drive(vm, timeout, migrate.plan(), json, None)
+        }
+        Command::Incoming {
+            listen,
+            vars,
+            compat,
+            writer: writer_arg,
+            durability,
+            serial,
+            json,
+            timeout,
+            migrate,
+        } => {
+            let vm = incoming(
+                &listen,
                 &vars,
                 compat,
                 durability.into(),
-                match writer {
-                    WriterArg::Background => Writer::Background,
-                    WriterArg::Inline => Writer::Inline,
-                },
-            )
-            .map_err(|e| format!("vars flash: {e}"))?;
-            let sink: Box<dyn Write> = match &serial {
-                Some(path) => Box::new(
-                    File::create(path)
-                        .map_err(|e| format!("{}: cannot create: {e}", path.display()))?,
-                ),
-                None => Box::new(std::io::stderr()),
-            };
-            let mut vm = Vm::new(&image, flash, sink).map_err(|e| e.to_string())?;
-            let outcome = vm
-                .run(Some(std::time::Duration::from_secs(timeout)), &mut |_| {
-                    false
-                })
-                .map_err(|e| e.to_string())?;
-            vm.flash_mut()
-                .flush()
-                .map_err(|e| format!("vars flash: {e}"))?;
-            let (outcome, exit_value, status) = match outcome {
-                Outcome::DebugExit(value) => ("debug-exit", Some(value), ((value << 1) | 1) as u8),
-                Outcome::Halted | Outcome::Stopped => ("halted", None, STATUS_NO_RESULT),
-            };
-            if json {
-                let report = Report {
-                    outcome,
-                    exit_value,
-                    exit_status: status,
-                    serial: String::from_utf8_lossy(vm.serial()).into_owned(),
-                    exits: vm.exits(),
-                    device: vm.flash().events(),
-                    storage: vm.flash().storage_stats(),
-                };
-                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-                println!("{text}");
-            }
-            Ok(status)
+                writer(writer_arg),
+                serial.as_deref(),
+                timeout,
+            )?;
+            drive(vm.0, timeout, migrate.plan(), json, Some(vm.1))
         }
     }
+}
+
+/// The destination's side up to the resume: see [`pflash_vmm::migrate`].
+fn incoming(
+    listen: &Address,
+    vars: &Path,
+    compat: Compat,
+    durability: Durability,
+    writer: Writer,
+    serial: Option<&Path>,
+    timeout: u64,
+) -> Result<(Vm, IncomingReport), String> {
+    // Only the size: the file may be the source's own (shared storage), locked and in use
+    // until the source releases it.
+    let len = std::fs::metadata(vars)
+        .map_err(|e| format!("{}: cannot stat the varstore: {e}", vars.display()))?
+        .len();
+    let geometry = pflash::Geometry::q35(len)
+        .map_err(|e| format!("{}: {e}", vars.display()))?
+        .with_compat(compat);
+    let listener = Listener::bind(listen).map_err(|e| e.to_string())?;
+    let address = listener.local_address().map_err(|e| e.to_string())?;
+    eprintln!("pflash-vmm: listening on {address}");
+    let conn = listener
+        .accept(std::time::Duration::from_secs(timeout))
+        .map_err(|e| e.to_string())?;
+    // A source that stops sending fails the migration instead of hanging it.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(timeout)))
+        .map_err(|e| format!("{address}: {e}"))?;
+    let received = pflash_migration::incoming(&conn, &conn, &geometry, vars)
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let stats = received.stats();
+    let mut report = IncomingReport {
+        rounds: stats.rounds,
+        flash_chunks: stats.chunks,
+        flash_wire_bytes: stats.wire_bytes,
+        ..Default::default()
+    };
+    let flash = VarsFlash::from_incoming(received).map_err(|e| format!("vars flash: {e}"))?;
+    let sink = serial_sink(serial)?;
+    let vm = migrate::receive_vm(
+        &conn,
+        &mut report,
+        |snapshot| Ok(Vm::from_snapshot(snapshot, flash, sink)?),
+        |vm| {
+            let stats = vm.flash_mut().commit(vars, durability, writer)?;
+            Ok(stats.elapsed.as_secs_f64() * 1e3)
+        },
+    )
+    .map_err(|e| format!("migration failed: {e}"))?;
+    Ok((vm, report))
 }
