@@ -73,6 +73,10 @@ enum Command {
         /// Give up (exit status 2) if the guest has not finished after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Print `flash accesses: K` on standard error after every N flash accesses, for a
+        /// test or a script that acts at a point of the guest's run (such as a SIGKILL).
+        #[arg(long, value_name = "N")]
+        progress_every: Option<u64>,
     },
 }
 
@@ -130,6 +134,14 @@ fn main() -> ExitCode {
             eprintln!("pflash-vmm: {message}");
             ExitCode::from(STATUS_NO_RESULT)
         }
+    }
+}
+
+/// The `--progress-every` line, written unbuffered so that a reader sees it at once.
+fn report_progress(every: Option<u64>, exits: &Exits) {
+    let accesses = exits.flash_accesses();
+    if every.is_some_and(|n| n > 0 && accesses % n == 0) {
+        eprintln!("flash accesses: {accesses}");
     }
 }
 
@@ -201,6 +213,7 @@ fn run_command(command: Command) -> Result<u8, String> {
             serial,
             json,
             timeout,
+            progress_every,
         } => {
             let image = std::fs::read(&code)
                 .map_err(|e| format!("{}: cannot read the code image: {e}", code.display()))?;
@@ -223,9 +236,13 @@ fn run_command(command: Command) -> Result<u8, String> {
             };
             let mut vm = Vm::new(&image, flash, sink).map_err(|e| e.to_string())?;
             let outcome = vm
-                .run(Some(std::time::Duration::from_secs(timeout)), &mut |_| {
-                    false
-                })
+                .run(
+                    Some(std::time::Duration::from_secs(timeout)),
+                    &mut |exits| {
+                        report_progress(progress_every, exits);
+                        false
+                    },
+                )
                 .map_err(|e| e.to_string())?;
             vm.flash_mut()
                 .flush()
