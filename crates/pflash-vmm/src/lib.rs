@@ -93,5 +93,6 @@
 pub mod exits;
 pub mod flash;
 pub mod guest;
+pub mod latency;
 pub mod layout;
 pub mod vm;

@@ -10,6 +10,7 @@ use pflash::{Compat, Durability};
 use pflash_vmm::exits::Exits;
 use pflash_vmm::flash::{ModeEvents, VarsFlash, Writer, WriterStats};
 use pflash_vmm::guest::{self, workload};
+use pflash_vmm::latency::LatencySummary;
 use pflash_vmm::vm::{Outcome, Vm};
 
 /// A small KVM VMM that runs the pflash device, and the guest programs it runs.
@@ -121,6 +122,8 @@ struct Report {
     exits: Exits,
     device: ModeEvents,
     storage: WriterStats,
+    /// The vars flash's write call per MMIO write exit.
+    mmio_write_latency: LatencySummary,
 }
 
 /// Exit status for a run whose guest did not report through `isa-debug-exit` (even, so
@@ -260,6 +263,7 @@ fn run_command(command: Command) -> Result<u8, String> {
                     exits: vm.exits(),
                     device: vm.flash().events(),
                     storage: vm.flash().storage_stats(),
+                    mmio_write_latency: vm.mmio_write_latency(),
                 };
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
                 println!("{text}");
