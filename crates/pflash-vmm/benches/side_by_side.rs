@@ -17,6 +17,9 @@
 //! - **Wall time**: the median over interleaved rounds (each round runs every case once, in
 //!   a rotated order), from spawn to exit, on a fresh copy of the varstore. Every run must
 //!   end with the guest reporting no mismatch.
+//! - **CPU time**: the median of the process's user + system time (`getrusage` of the
+//!   reaped child; the guest's time counts as the vCPU thread's), which other load on the
+//!   machine disturbs less than the wall time.
 //! - **Exits, system calls, bytes**: one extra run per case under `strace -f -ff -y` (not
 //!   timed). Exits are the vCPU thread's `KVM_RUN` calls (each return is an exit to user
 //!   space; exits KVM handles in the kernel are not counted: `perf stat -e kvm:kvm_exit`
@@ -97,7 +100,22 @@ impl Case {
 /// One run: spawn to exit, and our JSON report.
 struct Run {
     wall: Duration,
+    /// User + system time of the process (guest time included), seconds: less sensitive
+    /// than the wall time to other work on the machine.
+    cpu: f64,
     report: Option<serde_json::Value>,
+}
+
+/// User + system seconds of every child this process has waited for so far.
+fn children_cpu() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `struct rusage` to the pointer, which points at one.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage");
+    // SAFETY: zero-initialised and filled by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 fn run(case: Case, code: &Path, initial: &Path, dir: &Path, strace: Option<&Path>) -> Run {
@@ -116,6 +134,7 @@ fn run(case: Case, code: &Path, initial: &Path, dir: &Path, strace: Option<&Path
             .arg(inner.get_program())
             .args(inner.get_args());
     }
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let output = command
         .stdin(Stdio::null())
@@ -124,6 +143,7 @@ fn run(case: Case, code: &Path, initial: &Path, dir: &Path, strace: Option<&Path
         .output()
         .expect("spawn");
     let wall = started.elapsed();
+    let cpu = children_cpu() - cpu_before;
     let text = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
         output.status.code() == Some(1) && text.contains("result: mismatches 0x00000000"),
@@ -134,7 +154,7 @@ fn run(case: Case, code: &Path, initial: &Path, dir: &Path, strace: Option<&Path
     );
     let report = matches!(case, Case::Ours(_))
         .then(|| serde_json::from_slice(&output.stdout).expect("pflash-vmm run --json report"));
-    Run { wall, report }
+    Run { wall, cpu, report }
 }
 
 /// What `strace -f -ff -y` saw of one run.
@@ -255,6 +275,7 @@ fn main() {
 
     // Wall times and our reports, interleaved.
     let mut walls: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    let mut cpus: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
     let mut latencies: BTreeMap<(usize, usize), Vec<serde_json::Value>> = BTreeMap::new();
     for round in 0..rounds {
         for (w, code) in codes.iter().enumerate() {
@@ -265,6 +286,7 @@ fn main() {
                     .entry((w, c))
                     .or_default()
                     .push(result.wall.as_secs_f64());
+                cpus.entry((w, c)).or_default().push(result.cpu);
                 if let Some(report) = result.report {
                     latencies
                         .entry((w, c))
@@ -294,15 +316,16 @@ fn main() {
     }
 
     println!();
-    println!("rounds: {rounds}; wall time: median, spawn to exit; exits, system calls and bytes: one run under strace -f -ff -y");
+    println!("rounds: {rounds}; wall time: median, spawn to exit; CPU: median user+sys of the process (guest included); exits, system calls and bytes: one run under strace -f -ff -y");
     for (w, workload) in workloads.iter().enumerate() {
         println!();
         println!("### {workload}");
         println!();
-        println!("| case | wall s | KVM_RUN exits | syscalls | vCPU-thread syscalls (besides KVM_RUN) | varstore bytes written |");
-        println!("|---|---|---|---|---|---|");
+        println!("| case | wall s | CPU s | KVM_RUN exits | syscalls | vCPU-thread syscalls (besides KVM_RUN) | varstore bytes written |");
+        println!("|---|---|---|---|---|---|---|");
         for (c, case) in Case::ALL.iter().enumerate() {
             let wall = median(walls[&(w, c)].clone());
+            let cpu = median(cpus[&(w, c)].clone());
             let (exits, syscalls, vcpu, bytes) = match traced.get(&(w, c)) {
                 Some(t) => {
                     let others: Vec<String> = t
@@ -327,13 +350,13 @@ fn main() {
                 None => exits,
             };
             println!(
-                "| {} | {wall:.3} | {exits} | {syscalls} | {vcpu} | {bytes} |",
+                "| {} | {wall:.3} | {cpu:.3} | {exits} | {syscalls} | {vcpu} | {bytes} |",
                 case.name()
             );
         }
         println!();
-        println!("| ratio ours/QEMU | wall | exits | syscalls | bytes written |");
-        println!("|---|---|---|---|---|");
+        println!("| ratio ours/QEMU | wall | CPU | exits | syscalls | bytes written |");
+        println!("|---|---|---|---|---|---|");
         for (c, ours) in Case::ALL.iter().enumerate().take(2) {
             for (q, qemu) in Case::ALL.iter().enumerate().skip(2) {
                 let ratio = |a: f64, b: f64| {
@@ -347,6 +370,7 @@ fn main() {
                     median(walls[&(w, c)].clone()),
                     median(walls[&(w, q)].clone()),
                 );
+                let cpu = ratio(median(cpus[&(w, c)].clone()), median(cpus[&(w, q)].clone()));
                 let (exits, syscalls, bytes) = match (traced.get(&(w, c)), traced.get(&(w, q))) {
                     (Some(a), Some(b)) => (
                         ratio(a.kvm_runs as f64, b.kvm_runs as f64),
@@ -356,7 +380,7 @@ fn main() {
                     _ => ("n/a".into(), "n/a".into(), "n/a".into()),
                 };
                 println!(
-                    "| {} / {} | {wall} | {exits} | {syscalls} | {bytes} |",
+                    "| {} / {} | {wall} | {cpu} | {exits} | {syscalls} | {bytes} |",
                     ours.name(),
                     qemu.name()
                 );
