@@ -29,10 +29,15 @@
 //! ```
 
 mod generated;
+mod sign;
 
 pub use generated::{
     enroll_generated_pk, generate_pk, GenerateError, GeneratedPk, GeneratedPkError, PkFiles,
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
+};
+pub use sign::{
+    export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes, unsigned_update,
+    SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
 };
 
 use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
