@@ -36,8 +36,8 @@ pub use generated::{
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
 };
 pub use sign::{
-    export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes, unsigned_update,
-    SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
+    dmpstore_record, export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes,
+    unsigned_update, SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
 };
 
 use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};

@@ -37,7 +37,8 @@ impl From<DatabaseArg> for Database {
 }
 
 /// Sign an update of PK, KEK, db or dbx as an .auth file, for a running guest to apply
-/// through the firmware (e.g. `efi-updatevar -f FILE.auth db` or the UEFI shell's setvar).
+/// through the firmware (e.g. `efi-updatevar -f FILE.auth db` on Linux; in the UEFI shell,
+/// `dmpstore -all -l FILE` with --dmpstore).
 ///
 /// The update replaces the database with the given certificates, signature lists and .auth
 /// contents (none: deletes it), or with --append adds them. Sign PK and KEK updates with the
@@ -61,6 +62,11 @@ pub struct SignUpdateArgs {
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
+    /// Write the payload with the variable's name, GUID and attributes, as the UEFI shell's
+    /// `dmpstore -all -l FILE` loads it (which can append, unlike the shell's setvar), instead
+    /// of the bare payload (what efi-updatevar and efivarfs take).
+    #[arg(long)]
+    dmpstore: bool,
     /// Add to the database (EFI_VARIABLE_APPEND_WRITE) instead of replacing it (not for pk).
     #[arg(long)]
     append: bool,
@@ -185,7 +191,10 @@ pub fn sign_update(args: SignUpdateArgs) -> Result<ExitCode> {
     }
     let signer = UpdateSigner::read(&args.key, &args.cert)?;
     let time = args.time.unwrap_or_else(nvram::certs::now);
-    let auth = sb::sign_update(database, &value, mode, time, &signer)?;
+    let mut auth = sb::sign_update(database, &value, mode, time, &signer)?;
+    if args.dmpstore {
+        auth = sb::dmpstore_record(database.name(), database.guid(), mode.attributes(), &auth);
+    }
     super::write_output(&args.output, &auth, args.force)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let entries: usize = value.lists.iter().map(|l| l.entries.len()).sum();

@@ -398,3 +398,33 @@ fn plain_time(time: EfiTime) -> EfiTime {
     plain[8..12].copy_from_slice(&(nanoseconds / 1000 * 1000).to_le_bytes());
     EfiTime(plain)
 }
+
+/// `payload` (an `.auth` payload) as a file the UEFI shell's `dmpstore -all -l FILE` loads: it
+/// calls `SetVariable` with exactly these attributes, so unlike the shell's `setvar` it can
+/// append ([`APPEND_WRITE`]), and it prints the firmware's status when refused. The layout is
+/// what `dmpstore -s` saves: name size and data size (u32 each), the name in UTF-16LE with
+/// its terminator, the GUID, the attributes, the data, and a CRC-32 of all that.
+///
+/// ```
+/// use nvram::secureboot::{dmpstore_record, Database, UpdateMode};
+/// let record = dmpstore_record("db", Database::Db.guid(), UpdateMode::Append.attributes(), b"x");
+/// assert_eq!(&record[..8], &[6, 0, 0, 0, 1, 0, 0, 0]);
+/// assert_eq!(record.len(), 8 + 6 + 16 + 4 + 1 + 4);
+/// ```
+pub fn dmpstore_record(name: &str, guid: Guid, attributes: Attributes, payload: &[u8]) -> Vec<u8> {
+    let name: Vec<u8> = name
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let mut out = Vec::with_capacity(8 + name.len() + 20 + payload.len() + 4);
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&name);
+    out.extend_from_slice(&guid.to_bytes());
+    out.extend_from_slice(&attributes.0.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
