@@ -213,14 +213,16 @@ pub fn sign_update(args: SignUpdateArgs) -> Result<ExitCode> {
             "entries": entries,
             "signer": signer.subject(),
             "size": auth.len(),
+            "dmpstore": args.dmpstore,
         });
         let mut text = serde_json::to_string_pretty(&report).context("JSON")?;
         text.push('\n');
         super::emit(None, false, text.as_bytes())?;
     } else {
         message!(
-            "{}: {} {mode_text} ({entries} entries, attributes {:#x}, time {}), signed by {}",
+            "{}: {}{} {mode_text} ({entries} entries, attributes {:#x}, time {}), signed by {}",
             args.output.display(),
+            if args.dmpstore { "dmpstore file: " } else { "" },
             database.name(),
             mode.attributes().0,
             time_text(&time),
