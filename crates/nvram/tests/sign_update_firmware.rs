@@ -11,8 +11,9 @@
 //!
 //! 1. First boot: the three bad updates are refused with Security Violation, db is unchanged,
 //!    and the B-signed shell is refused.
-//! 2. Second boot: a replacing update (db := A, D) and an appending one (+ B) are taken, and
-//!    the B-signed shell then runs (it prints a marker); the store's db is A, D, B.
+//! 2. Second boot: a replacing db update (db := A, D, signed by A as KEK), a KEK append (+ E,
+//!    signed by A as PK) and a db append (+ B, signed by the new KEK E) are taken, and the
+//!    B-signed shell then runs (it prints a marker); the store's db is A, D, B, its KEK A, E.
 //!
 //! So the firmware verified our PKCS#7 signatures against KEK, over the attributes as well as
 //! the data, and its image checks use the db the guest wrote.
@@ -105,15 +106,15 @@ fn boot(
     }
 }
 
-/// The subjects of the certificates in the store's db, in order.
-fn db_subjects(vars: &Path) -> Vec<String> {
+/// The subjects of the certificates in the store's `database`, in order.
+fn subjects(vars: &Path, database: Database) -> Vec<String> {
     let image = fs::read(vars).unwrap();
     let store = varstore::Varstore::parse(&image).unwrap();
     let db = store
         .live_variables()
         .into_iter()
-        .find(|v| v.name() == "db" && v.guid == Database::Db.guid())
-        .expect("db in the store");
+        .find(|v| v.name() == database.name() && v.guid == database.guid())
+        .expect("the database in the store");
     SignatureDb::parse(db.data)
         .unwrap()
         .certificates()
@@ -128,6 +129,7 @@ fn firmware_applies_signed_db_updates(stack: Stack) {
     let (key_b, cert_b) = self_signed(d, "b", "nvram test key B");
     let (key_c, cert_c) = self_signed(d, "c", "nvram test key C (unknown)");
     let (_, cert_d) = self_signed(d, "d", "nvram test cert D");
+    let (key_e, cert_e) = self_signed(d, "e", "nvram test KEK E");
 
     let vars = d.join("vars.fd");
     fs::write(&vars, fs::read(stack.firmware("OVMF_VARS_4M.fd")).unwrap()).unwrap();
@@ -140,15 +142,19 @@ fn firmware_applies_signed_db_updates(stack: Stack) {
         sbsign(&key_b, &cert_b, &shell, &d.join("shell-b.efi")),
     ];
 
+    let sign_for =
+        |database: &str, inputs: &[&Path], key: &Path, cert: &Path, extra: &[&str], out: &str| {
+            let out = d.join(out);
+            let mut args = vec!["secureboot", "sign-update", database];
+            args.extend(inputs.iter().map(|p| path_str(p)));
+            args.extend_from_slice(&["--key", path_str(key), "--cert", path_str(cert)]);
+            args.extend_from_slice(&["-o", path_str(&out)]);
+            args.extend_from_slice(extra);
+            nvram_ok(&args);
+            fs::read(out).unwrap()
+        };
     let sign = |inputs: &[&Path], key: &Path, cert: &Path, extra: &[&str], out: &str| {
-        let out = d.join(out);
-        let mut args = vec!["secureboot", "sign-update", "db"];
-        args.extend(inputs.iter().map(|p| path_str(p)));
-        args.extend_from_slice(&["--key", path_str(key), "--cert", path_str(cert)]);
-        args.extend_from_slice(&["-o", path_str(&out)]);
-        args.extend_from_slice(extra);
-        nvram_ok(&args);
-        fs::read(out).unwrap()
+        sign_for("db", inputs, key, cert, extra, out)
     };
     // Later than db's timestamp (the newest certificate's notBefore, possibly this very
     // second): a replacing update must be newer. The append carries the current time, which
@@ -163,10 +169,19 @@ fn firmware_applies_signed_db_updates(stack: Stack) {
         &dmpstore,
         "replace.dmp",
     );
-    let append = sign(
-        &[&cert_b],
+    // KEK gains E (signed by the PK, A); B is then added to db with E's signature.
+    let kek_append = sign_for(
+        "kek",
+        &[&cert_e],
         &key_a,
         &cert_a,
+        &["--append", "--dmpstore"],
+        "kek.dmp",
+    );
+    let append = sign(
+        &[&cert_b],
+        &key_e,
+        &cert_e,
         &["--append", "--dmpstore"],
         "append.dmp",
     );
@@ -224,20 +239,26 @@ fn firmware_applies_signed_db_updates(stack: Stack) {
         "the B-signed image was not refused with B missing from db:\n{serial}"
     );
     assert_eq!(
-        db_subjects(&vars),
+        subjects(&vars, Database::Db),
         ["nvram test key A"],
         "db changed by a refused update"
     );
 
-    // Boot 2: the replace and the append are taken, and the B-signed shell runs.
+    // Boot 2: the db replace, the KEK append and the db append signed by the new KEK are
+    // taken, and the B-signed shell runs.
     let mut script = String::from("@echo -off\n");
     load_step(&mut script, "replace", "REPLACE.DMP");
+    load_step(&mut script, "kek", "KEK.DMP");
     load_step(&mut script, "append", "APPEND.DMP");
     script.push_str(START_B);
     script.push_str("reset -s\n");
-    let files = [("REPLACE.DMP", replace), ("APPEND.DMP", append)];
+    let files = [
+        ("REPLACE.DMP", replace),
+        ("KEK.DMP", kek_append),
+        ("APPEND.DMP", append),
+    ];
     let serial = boot(stack, &vars, &script, &shells, &files);
-    for taken in ["replace", "append"] {
+    for taken in ["replace", "kek", "append"] {
         let text = section(&serial, taken);
         assert!(
             !text.contains("Failed"),
@@ -249,8 +270,12 @@ fn firmware_applies_signed_db_updates(stack: Stack) {
         "the B-signed image did not run after the updates:\n{serial}"
     );
     assert_eq!(
-        db_subjects(&vars),
+        subjects(&vars, Database::Db),
         ["nvram test key A", "nvram test cert D", "nvram test key B"]
+    );
+    assert_eq!(
+        subjects(&vars, Database::Kek),
+        ["nvram test key A", "nvram test KEK E"]
     );
 }
 
