@@ -6,8 +6,8 @@
 mod common;
 
 use common::path_str as s;
-use pflash::trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{Geometry, NoEvents, NoStorage, Pflash};
+use pflash_trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

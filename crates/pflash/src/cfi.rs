@@ -12,6 +12,83 @@ use crate::geometry::Geometry;
 /// Length of QEMU's CFI table.
 pub(crate) const CFI_LEN: usize = 0x52;
 
+// Byte offsets of the query table, as a chip in x8 mode answers them. The layout is JEDEC
+// JESD68 (Common Flash Interface): the query identification string (0x10..0x1A), the system
+// interface information (0x1B..0x26) and the device geometry definition (0x27..); the
+// primary vendor-specific extended query table that follows is Intel's, as Intel AP-646
+// ("Common Flash Interface (CFI) and Command Sets") and the 28F-series datasheets lay it out.
+// The values are QEMU's (`hw/block/pflash_cfi01.c`), which this device must answer alike.
+
+/// "QRY": the query-unique ASCII string (JESD68, query identification string).
+const QUERY_STRING: usize = 0x10;
+/// Primary vendor command set and control interface ID, 16 bits (JESD68; code 0x0001 is the
+/// Intel/Sharp extended command set, JEP137).
+const PRIMARY_COMMAND_SET: usize = 0x13;
+/// Address of the primary algorithm extended query table, 16 bits (JESD68).
+const PRIMARY_EXTENDED_TABLE_ADDRESS: usize = 0x15;
+/// Vcc logic supply minimum program/erase voltage, BCD volts and tenths (JESD68 system
+/// interface information).
+const VCC_MIN: usize = 0x1B;
+/// Vcc logic supply maximum program/erase voltage, BCD volts and tenths (JESD68).
+const VCC_MAX: usize = 0x1C;
+/// Typical single byte/word program time, 2^n µs (JESD68).
+const TYPICAL_PROGRAM_TIMEOUT: usize = 0x1F;
+/// Typical buffered (multi-byte) program time, 2^n µs (JESD68).
+const TYPICAL_BUFFER_PROGRAM_TIMEOUT: usize = 0x20;
+/// Typical block erase time, 2^n ms (JESD68).
+const TYPICAL_BLOCK_ERASE_TIMEOUT: usize = 0x21;
+/// Maximum single byte/word program time, 2^n times typical (JESD68).
+const MAX_PROGRAM_TIMEOUT: usize = 0x23;
+/// Maximum buffered program time, 2^n times typical (JESD68).
+const MAX_BUFFER_PROGRAM_TIMEOUT: usize = 0x24;
+/// Maximum block erase time, 2^n times typical (JESD68).
+const MAX_BLOCK_ERASE_TIMEOUT: usize = 0x25;
+/// Device size, 2^n bytes (JESD68 device geometry definition).
+const DEVICE_SIZE: usize = 0x27;
+/// Flash device interface code, 16 bits (JESD68; 0x0002 is x8/x16 asynchronous).
+const INTERFACE_CODE: usize = 0x28;
+/// Maximum bytes in a buffered program, 2^n, 16 bits (JESD68).
+const MAX_BUFFER_WRITE_SIZE: usize = 0x2A;
+/// Number of erase block regions (JESD68).
+const ERASE_REGIONS: usize = 0x2C;
+/// Erase block region 1: number of blocks minus one, 16 bits (JESD68).
+const REGION1_BLOCKS_MINUS_ONE: usize = 0x2D;
+/// Erase block region 1: block size in units of 256 bytes, 16 bits (JESD68).
+const REGION1_BLOCK_SIZE_256: usize = 0x2F;
+/// Where the primary extended table starts (what [`PRIMARY_EXTENDED_TABLE_ADDRESS`] says):
+/// "PRI", then the major and minor version in ASCII (Intel AP-646).
+const PRIMARY_EXTENDED_TABLE: usize = 0x31;
+/// The extended table's version, "10" (major '1', minor '0'; Intel AP-646).
+const PRIMARY_EXTENDED_VERSION: usize = PRIMARY_EXTENDED_TABLE + 3;
+/// Number of protection register fields in the JEDEC ID space (Intel's extended table at
+/// P + 0x0E).
+const PROTECTION_FIELDS: usize = PRIMARY_EXTENDED_TABLE + 0x0E;
+
+/// Read-identifier (0x90) indices: the manufacturer code, then the device code (Intel's
+/// identifier table; QEMU answers `id0` and `id1` there, and in legacy mode the four ids in
+/// two 16-bit halves).
+const ID_MANUFACTURER: u64 = 0;
+const ID_DEVICE: u64 = 1;
+/// Query and identifier indices use the low address byte only (QEMU masks the offset).
+const QUERY_INDEX_MASK: u64 = 0xff;
+
+/// The Intel/Sharp extended command set (JEP137), the "01" of CFI 01.
+const COMMAND_SET_INTEL_SHARP: u8 = 0x01;
+/// Vcc 4.5 V and 5.5 V, in JESD68's BCD volts and tenths, as QEMU answers.
+const VCC_4_5_V: u8 = 0x45;
+const VCC_5_5_V: u8 = 0x55;
+/// 2^7 = 128 µs typical (byte and buffered) program times, QEMU's figures.
+const TYPICAL_PROGRAM_LOG2_US: u8 = 0x07;
+/// 2^10 = 1024 ms typical block erase, QEMU's figure.
+const TYPICAL_ERASE_LOG2_MS: u8 = 0x0a;
+/// Maxima 2^4 = 16 times the typical times, QEMU's figures.
+const MAX_TIMEOUT_LOG2_FACTOR: u8 = 0x04;
+/// JESD68 interface code 0x0002: x8/x16 asynchronous.
+const INTERFACE_X8_X16: u8 = 0x02;
+/// Buffered program size per chip: 2^8 bytes for a byte-wide bank, 2^11 otherwise (QEMU).
+const BUFFER_LOG2_BYTE_BANK: u8 = 0x08;
+const BUFFER_LOG2_WIDE_BANK: u8 = 0x0b;
+
 /// The precomputed, per-geometry read-only data of the device.
 #[derive(Debug, Clone)]
 pub(crate) struct Cfi {
@@ -48,32 +125,36 @@ impl Cfi {
         let device_len = sector_len_per_device.wrapping_mul(blocks_per_device);
 
         let mut t = [0u8; CFI_LEN];
-        t[0x10..0x13].copy_from_slice(b"QRY");
-        t[0x13] = 0x01; // Intel/Sharp command set
-        t[0x15] = 0x31; // primary extended table at 0x31
-        t[0x1B] = 0x45;
-        t[0x1C] = 0x55;
-        t[0x1F] = 0x07;
-        t[0x20] = 0x07;
-        t[0x21] = 0x0a;
-        t[0x23] = 0x04;
-        t[0x24] = 0x04;
-        t[0x25] = 0x04;
+        t[QUERY_STRING..QUERY_STRING + 3].copy_from_slice(b"QRY");
+        t[PRIMARY_COMMAND_SET] = COMMAND_SET_INTEL_SHARP;
+        t[PRIMARY_EXTENDED_TABLE_ADDRESS] = PRIMARY_EXTENDED_TABLE as u8;
+        t[VCC_MIN] = VCC_4_5_V;
+        t[VCC_MAX] = VCC_5_5_V;
+        t[TYPICAL_PROGRAM_TIMEOUT] = TYPICAL_PROGRAM_LOG2_US;
+        t[TYPICAL_BUFFER_PROGRAM_TIMEOUT] = TYPICAL_PROGRAM_LOG2_US;
+        t[TYPICAL_BLOCK_ERASE_TIMEOUT] = TYPICAL_ERASE_LOG2_MS;
+        t[MAX_PROGRAM_TIMEOUT] = MAX_TIMEOUT_LOG2_FACTOR;
+        t[MAX_BUFFER_PROGRAM_TIMEOUT] = MAX_TIMEOUT_LOG2_FACTOR;
+        t[MAX_BLOCK_ERASE_TIMEOUT] = MAX_TIMEOUT_LOG2_FACTOR;
         // QEMU passes the 64-bit chip size to ctz32(): only its low 32 bits count.
-        t[0x27] = ctz32(device_len as u32) as u8;
-        t[0x28] = 0x02;
-        t[0x2A] = if g.bank_width == 1 { 0x08 } else { 0x0b };
-        t[0x2C] = 0x01; // one uniform erase region
+        t[DEVICE_SIZE] = ctz32(device_len as u32) as u8;
+        t[INTERFACE_CODE] = INTERFACE_X8_X16;
+        t[MAX_BUFFER_WRITE_SIZE] = if g.bank_width == 1 {
+            BUFFER_LOG2_BYTE_BANK
+        } else {
+            BUFFER_LOG2_WIDE_BANK
+        };
+        t[ERASE_REGIONS] = 1; // one uniform region
         let blocks_m1 = blocks_per_device.wrapping_sub(1);
-        t[0x2D] = blocks_m1 as u8;
-        t[0x2E] = (blocks_m1 >> 8) as u8;
-        t[0x2F] = (sector_len_per_device >> 8) as u8;
-        t[0x30] = (sector_len_per_device >> 16) as u8;
-        t[0x31..0x34].copy_from_slice(b"PRI");
-        t[0x34..0x36].copy_from_slice(b"10");
-        t[0x3f] = 0x01; // number of protection fields
+        t[REGION1_BLOCKS_MINUS_ONE] = blocks_m1 as u8;
+        t[REGION1_BLOCKS_MINUS_ONE + 1] = (blocks_m1 >> 8) as u8;
+        t[REGION1_BLOCK_SIZE_256] = (sector_len_per_device >> 8) as u8;
+        t[REGION1_BLOCK_SIZE_256 + 1] = (sector_len_per_device >> 16) as u8;
+        t[PRIMARY_EXTENDED_TABLE..PRIMARY_EXTENDED_TABLE + 3].copy_from_slice(b"PRI");
+        t[PRIMARY_EXTENDED_VERSION..PRIMARY_EXTENDED_VERSION + 2].copy_from_slice(b"10");
+        t[PROTECTION_FIELDS] = 1;
 
-        let mut writeblock_size = 1u64 << t[0x2A];
+        let mut writeblock_size = 1u64 << t[MAX_BUFFER_WRITE_SIZE];
         if num_devices > 1 {
             writeblock_size *= num_devices;
         }
@@ -117,7 +198,7 @@ fn replicate(g: &Geometry, mut resp: u32) -> u32 {
 /// Legacy-mode (device width 0) query index: low address byte, scaled by bank width 2 or 4
 /// (QEMU does not scale for width 8).
 fn legacy_index(g: &Geometry, offset: u64) -> u64 {
-    let boff = offset & 0xff;
+    let boff = offset & QUERY_INDEX_MASK;
     match g.bank_width {
         2 => boff >> 1,
         4 => boff >> 2,
@@ -148,9 +229,9 @@ fn cfi_query(g: &Geometry, cfi: &Cfi, offset: u64) -> u32 {
 /// One chip-bank answer to an identifier read at `offset` (non-legacy mode).
 fn devid_query(g: &Geometry, offset: u64) -> u32 {
     let boff = offset >> query_shift(g);
-    let resp = match boff & 0xff {
-        0 => u32::from(g.id[0]),
-        1 => u32::from(g.id[1]),
+    let resp = match boff & QUERY_INDEX_MASK {
+        ID_MANUFACTURER => u32::from(g.id[0]),
+        ID_DEVICE => u32::from(g.id[1]),
         _ => return 0,
     };
     replicate(g, resp)
@@ -175,8 +256,8 @@ fn combine(g: &Geometry, offset: u64, width: u32, query: impl Fn(u64) -> u32) ->
 pub(crate) fn read_id(g: &Geometry, offset: u64, width: u32) -> u32 {
     if g.device_width == 0 {
         match legacy_index(g, offset) {
-            0 => u32::from(g.id[0]) << 8 | u32::from(g.id[1]),
-            1 => u32::from(g.id[2]) << 8 | u32::from(g.id[3]),
+            ID_MANUFACTURER => u32::from(g.id[0]) << 8 | u32::from(g.id[1]),
+            ID_DEVICE => u32::from(g.id[2]) << 8 | u32::from(g.id[3]),
             _ => 0,
         }
     } else {

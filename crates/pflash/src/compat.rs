@@ -47,11 +47,14 @@ use std::str::FromStr;
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Compat {
     /// QEMU 7.2 as Debian 12 ships it (7.2.x stable).
+    #[cfg_attr(feature = "serde", serde(rename = "qemu-7.2"))]
     Qemu7_2,
     /// QEMU 10.0 (the behaviour QEMU has had since 9.1 and 9.0.1).
     #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "qemu-10.0"))]
     Qemu10_0,
 }
 
@@ -64,24 +67,6 @@ impl Compat {
         match self {
             Compat::Qemu7_2 => "qemu-7.2",
             Compat::Qemu10_0 => "qemu-10.0",
-        }
-    }
-
-    /// The code carried in migration streams (byte 41 of the header, see
-    /// [`migration`](crate::migration)); never 0, which old streams have there.
-    pub(crate) fn wire_code(self) -> u8 {
-        match self {
-            Compat::Qemu7_2 => 1,
-            Compat::Qemu10_0 => 2,
-        }
-    }
-
-    /// The inverse of [`wire_code`](Self::wire_code).
-    pub(crate) fn from_wire_code(code: u8) -> Option<Compat> {
-        match code {
-            1 => Some(Compat::Qemu7_2),
-            2 => Some(Compat::Qemu10_0),
-            _ => None,
         }
     }
 }
@@ -113,12 +98,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_codes_round_trip() {
+    fn names_round_trip() {
         for c in Compat::ALL {
             assert_eq!(c.name().parse::<Compat>(), Ok(c));
-            assert_eq!(Compat::from_wire_code(c.wire_code()), Some(c));
         }
-        assert_eq!(Compat::from_wire_code(0), None);
         assert!("qemu-8.0".parse::<Compat>().is_err());
     }
 }

@@ -64,6 +64,11 @@ struct Change {
 /// equals the content after some prefix of the operations up to the last flush point, because
 /// written data lives in the kernel's page cache. The policies differ in what survives a crash
 /// of the *host* (power loss, kernel panic):
+///
+/// Behind a [`BackgroundStorage`](crate::BackgroundStorage) the same policies apply when the
+/// writer thread reaches a flush point, shortly after the device signalled it (the flush
+/// points of one batch are coalesced into one), and a process crash loses what was still in
+/// its backlog: the file is then at an earlier prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Durability {
     /// Never `fdatasync` (except an explicit [`FileStorage::sync`]). Changes are written at
@@ -362,10 +367,40 @@ impl FileStorage {
         Ok(())
     }
 
+    /// Records `bytes`, the new content at `offset`, as one change (what
+    /// [`BackgroundStorage`](crate::BackgroundStorage)'s writer hands over: it has the changed
+    /// bytes, not the whole content). Counts no operation: the caller counts them.
+    pub(crate) fn record_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), StorageError> {
+        let range = offset..offset + bytes.len();
+        if self.read_only || range.end > self.len {
+            // The same refusal as record_change's, with a content of the right length.
+            return self.check_writable(&[], range);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.buffer_bytes(offset, bytes)?;
+        if self.durability == Durability::EveryOperation {
+            self.flush()?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Adds operations and flush points counted elsewhere to the counters.
+    pub(crate) fn count(&mut self, operations: u64, flush_points: u64) {
+        self.stats.operations += operations;
+        self.stats.flush_points += flush_points;
+    }
+
     /// Buffers a change: extends the last buffered change if it starts exactly where that one
     /// ends, else adds a new one. The buffer is flushed first when it is full (the change is
     /// buffered even if that flush fails).
     fn buffer(&mut self, content: &[u8], range: Range<usize>) -> Result<(), StorageError> {
+        self.buffer_bytes(range.start, &content[range])
+    }
+
+    fn buffer_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), StorageError> {
         let flushed =
             if self.pending.len() >= MAX_PENDING_CHANGES || self.data.len() >= MAX_PENDING_BYTES {
                 self.flush()
@@ -373,13 +408,13 @@ impl FileStorage {
                 Ok(())
             };
         let start = self.data.len();
-        self.data.extend_from_slice(&content[range.clone()]);
+        self.data.extend_from_slice(bytes);
         match self.pending.last_mut() {
-            Some(last) if last.offset + last.data.len() == range.start => {
+            Some(last) if last.offset + last.data.len() == offset => {
                 last.data.end = self.data.len();
             }
             _ => self.pending.push(Change {
-                offset: range.start,
+                offset,
                 data: start..self.data.len(),
             }),
         }
@@ -415,6 +450,13 @@ impl Storage for FileStorage {
 
     fn flush_point(&mut self, _content: &[u8]) -> Result<(), StorageError> {
         self.stats.flush_points += 1;
+        self.write_flush_point()
+    }
+}
+
+impl FileStorage {
+    /// What a flush point does, without counting one.
+    pub(crate) fn write_flush_point(&mut self) -> Result<(), StorageError> {
         if self.read_only {
             return Ok(());
         }

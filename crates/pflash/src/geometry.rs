@@ -27,6 +27,8 @@ const VIRT_SECTOR_LEN: u64 = 256 * 1024;
 /// assert_eq!(Geometry::loongarch_virt().size(), 16 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Geometry {
     /// Erase block size in bytes (`sector-length`): a power of two.
     pub sector_len: u64,

@@ -22,6 +22,8 @@ use std::ops::Range;
 /// assert_eq!(b, [0x80]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct PflashState {
     /// Write cycle of the current command: 0 idle, 1 after a command byte, 2 and 3 inside a
     /// buffered write (data, confirm).
@@ -41,6 +43,8 @@ pub struct PflashState {
 
 /// A buffered write (0xE8) in progress: data staged until the 0xD0 confirm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct WriteBuffer {
     /// Device offset of the staged block (aligned to the write-block size).
     pub offset: u64,
@@ -56,8 +60,8 @@ impl Default for PflashState {
     fn default() -> Self {
         PflashState {
             wcycle: 0,
-            cmd: 0,
-            status: 0x80,
+            cmd: crate::commands::READ_ARRAY_ZERO,
+            status: crate::commands::STATUS_READY,
             counter: 0,
             array_mode: true,
             write_buffer: None,

@@ -80,7 +80,7 @@ enum Op {
 }
 
 impl fmt::Display for Op {
-    /// The trace format of `pflash::trace` (a read without its value).
+    /// The trace format of `pflash-trace` (a read without its value).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Op::Read { offset, size } => write!(f, "R {offset:#x} {size}"),

@@ -4,8 +4,8 @@
 
 use std::ops::Range;
 
-use pflash::trace::{read_trace_file, replay, TraceOp};
 use pflash::{Compat, Geometry, NoEvents, Pflash, PflashEvents, Storage, StorageError};
+use pflash_trace::{read_trace_file, replay, TraceOp};
 
 /// Counts storage calls and checks each change against the content it is given.
 #[derive(Debug, Default)]

@@ -15,8 +15,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pflash::trace::{read_trace_file, replay, TraceLine, TraceOp};
 use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash};
+use pflash_trace::{read_trace_file, replay, TraceLine, TraceOp};
 use testkit::{boot_ovmf, require_tool, setvar_command, OvmfBoot, Stack};
 
 const TEST_GUID: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";

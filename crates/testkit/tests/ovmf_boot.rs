@@ -99,7 +99,7 @@ fn timeout_kills_qemu_and_keeps_the_log() {
     std::fs::copy(debian_firmware("OVMF_VARS_4M.fd"), &vars).unwrap();
     let code = debian_firmware("OVMF_CODE_4M.fd");
     let mut boot = OvmfBoot::new(&code, &vars, "echo no reset here\n");
-    boot.timeout = Duration::from_secs(8);
+    boot.timeout = Duration::from_secs(20);
     match boot_ovmf(&boot) {
         Err(err @ BootError::Timeout { .. }) => {
             assert!(err.serial().is_some_and(|s| s.contains("BdsDxe")), "{err}");

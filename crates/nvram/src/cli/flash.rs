@@ -3,18 +3,16 @@
 
 use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
-use pflash::migration::{
-    self, Deferred, DirtyTracking, IncomingOptions, MigrationError, Outgoing, TransferStats,
-};
-use pflash::trace::{ReplayMismatch, ReplayStats, TraceError};
+use pflash::migration::{self, Deferred, DirtyTracking};
 use pflash::{
-    Compat, Durability, FileStorage, Geometry, Pflash, PflashEvents, StorageError, StorageStats,
+    BackgroundOptions, BackgroundStorage, Compat, Durability, FileStorage, Geometry, Pflash,
+    PflashEvents, Storage, StorageError, StorageStats,
 };
+use pflash_migration::transport::{Address, Connection, Listener};
+use pflash_migration::{IncomingOptions, MigrationError, Outgoing, TransferStats};
+use pflash_trace::{ReplayMismatch, ReplayStats, TraceError};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -63,6 +61,10 @@ pub struct ReplayArgs {
     /// When to fdatasync the image.
     #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
     durability: DurabilityArg,
+    /// Who writes the image: a background thread (the MMIO handler only queues the changed
+    /// bytes) or the handler itself.
+    #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+    writer: WriterArg,
     /// Print what reached the image: operations, flushes, write syscalls, fsyncs, bytes.
     #[arg(long)]
     stats: bool,
@@ -125,110 +127,15 @@ pub struct IncomingArgs {
     /// When to fdatasync the image after the commit (the commit itself is always synced).
     #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
     durability: DurabilityArg,
+    /// Who writes the image after the commit: a background thread or the MMIO handler.
+    #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+    writer: WriterArg,
     /// Give up if no source connects, or the stream stalls, for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     timeout: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// A migration endpoint.
-#[derive(Debug, Clone)]
-enum Address {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for Address {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(addr) = s.strip_prefix("tcp:") {
-            Ok(Address::Tcp(addr.to_owned()))
-        } else if let Some(path) = s.strip_prefix("unix:") {
-            Ok(Address::Unix(PathBuf::from(path)))
-        } else {
-            Err(format!("{s:?} is neither tcp:HOST:PORT nor unix:PATH"))
-        }
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Tcp(a) => write!(f, "tcp:{a}"),
-            Address::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-/// One connection, either kind.
-enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Conn {
-    /// Connects, retrying for a while: the destination may still be starting.
-    fn connect(address: &Address, timeout: Duration) -> Result<Conn> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let result = match address {
-                Address::Tcp(a) => TcpStream::connect(a).map(|s| {
-                    // The last small records and the replies must not wait for Nagle.
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                Address::Unix(p) => UnixStream::connect(p).map(Conn::Unix),
-            };
-            match result {
-                Ok(conn) => return Ok(conn),
-                Err(e)
-                    if Instant::now() < deadline
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-                        ) =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot connect to {address}")),
-            }
-        }
-    }
-
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(timeout),
-            Conn::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-}
-
-impl Read for &Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => (&*s).read(buf),
-            Conn::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => (&*s).write(buf),
-            Conn::Unix(s) => (&*s).write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Tcp(s) => (&*s).flush(),
-            Conn::Unix(s) => (&*s).flush(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -277,6 +184,76 @@ impl From<DurabilityArg> for Durability {
             DurabilityArg::None => Durability::None,
             DurabilityArg::FlushPoints => Durability::FlushPoints,
             DurabilityArg::EveryOp => Durability::EveryOperation,
+        }
+    }
+}
+
+/// `--writer`: where the image is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WriterArg {
+    /// A writer thread (`pflash::BackgroundStorage`): no system call in the MMIO handler.
+    Background,
+    /// The MMIO handler itself (`pflash::FileStorage`), as QEMU does.
+    Inline,
+}
+
+/// The image's storage, either writer.
+enum ImageStorage {
+    Inline(FileStorage),
+    Background(BackgroundStorage),
+}
+
+impl ImageStorage {
+    fn new(file: FileStorage, writer: WriterArg) -> Result<Self, StorageError> {
+        Ok(match writer {
+            WriterArg::Inline => ImageStorage::Inline(file),
+            WriterArg::Background => ImageStorage::Background(BackgroundStorage::spawn(
+                file,
+                BackgroundOptions::default(),
+            )?),
+        })
+    }
+
+    /// Writes what is queued or buffered and syncs it as the durability asks.
+    fn persist(&mut self) -> Result<()> {
+        match self {
+            ImageStorage::Inline(file) => {
+                file.flush()?;
+                if file.durability() != Durability::None {
+                    file.sync()?;
+                }
+            }
+            ImageStorage::Background(background) => background.flush()?,
+        }
+        Ok(())
+    }
+
+    /// Persists, stops a writer thread, and returns the counters.
+    fn finish(mut self) -> Result<StorageStats> {
+        self.persist()?;
+        Ok(match self {
+            ImageStorage::Inline(file) => file.stats(),
+            ImageStorage::Background(background) => background.finish()?.stats(),
+        })
+    }
+}
+
+impl Storage for ImageStorage {
+    fn record_change(
+        &mut self,
+        content: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), StorageError> {
+        match self {
+            ImageStorage::Inline(s) => s.record_change(content, range),
+            ImageStorage::Background(s) => s.record_change(content, range),
+        }
+    }
+
+    fn flush_point(&mut self, content: &[u8]) -> Result<(), StorageError> {
+        match self {
+            ImageStorage::Inline(s) => s.flush_point(content),
+            ImageStorage::Background(s) => s.flush_point(content),
         }
     }
 }
@@ -339,10 +316,11 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let geometry = local_geometry(args.preset, &args.image, args.compat)?;
     let len = usize::try_from(geometry.size()).context("the flash does not fit in memory")?;
     let trace =
-        pflash::trace::read_trace_file(&args.trace).map_err(|e| trace_error(&args.trace, e))?;
+        pflash_trace::read_trace_file(&args.trace).map_err(|e| trace_error(&args.trace, e))?;
 
-    let storage = FileStorage::open(&args.image, len, geometry.read_only, args.durability.into())?;
-    let content = storage.read_content()?;
+    let file = FileStorage::open(&args.image, len, geometry.read_only, args.durability.into())?;
+    let content = file.read_content()?;
+    let storage = ImageStorage::new(file, args.writer)?;
     // Dirty tracking costs a few bit operations per program or erase; always on, so that
     // the replay measured is the one that migrates.
     let storage = DirtyTracking::new(storage, &geometry);
@@ -352,12 +330,12 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     // Lines 1..=N are `trace[..N]`: the parser keeps one entry per line.
     let upto = args.migrate_at.map_or(trace.len(), |n| n.min(trace.len()));
     let started = Instant::now();
-    let result = pflash::trace::replay(&mut dev, &trace[..upto]);
+    let result = pflash_trace::replay(&mut dev, &trace[..upto]);
     let elapsed = started.elapsed();
     let migrated = match (&args.to, args.migrate_at, &result) {
         (Some(to), Some(at), Ok(_)) => {
             // The image must be at line N while the migration runs, whatever happens to it.
-            persist(dev.storage_mut().inner_mut())?;
+            dev.storage_mut().inner_mut().persist()?;
             let connect_timeout = Duration::from_secs(args.connect_timeout);
             match migrate_out(&mut dev, to, args.precopy_rounds, connect_timeout) {
                 Ok((stats, conn)) => Some((at, to.clone(), stats, conn)),
@@ -374,9 +352,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         _ => None,
     };
     let (_, storage, events) = dev.into_parts();
-    let mut storage = storage.into_inner();
-    // Changes after the trace's last flush point (a trace cut in the middle of a sequence).
-    persist(&mut storage)?;
+    // Changes after the trace's last flush point (a trace cut in the middle of a sequence);
+    // releases the image, so that closing the connection then lets the destination commit.
+    let stats = storage.into_inner().finish()?;
     if let Some(error) = &events.first_storage_error {
         bail!(
             "{error} ({} storage errors during the replay)",
@@ -384,9 +362,6 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         );
     }
 
-    let stats = storage.stats();
-    // Release the image, then close the connection: the destination commits on that.
-    drop(storage);
     let migrated = migrated.map(|(at, to, stats, conn)| {
         drop(conn);
         (at, to, stats)
@@ -436,23 +411,14 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
 }
 
-/// Writes what is buffered and syncs it as the durability asks.
-fn persist(storage: &mut FileStorage) -> Result<()> {
-    storage.flush()?;
-    if storage.durability() != Durability::None {
-        storage.sync()?;
-    }
-    Ok(())
-}
-
 /// The source side: pre-copy rounds and the final round over a fresh connection.
 fn migrate_out(
-    dev: &mut Pflash<Vec<u8>, DirtyTracking<FileStorage>, Events>,
+    dev: &mut Pflash<Vec<u8>, DirtyTracking<ImageStorage>, Events>,
     to: &Address,
     precopy_rounds: u32,
     connect_timeout: Duration,
-) -> Result<(TransferStats, Conn)> {
-    let conn = Conn::connect(to, connect_timeout)?;
+) -> Result<(TransferStats, Connection)> {
+    let conn = to.connect(connect_timeout)?;
     let mut out = Outgoing::start(dev, &conn, &conn)?;
     for _ in 0..precopy_rounds {
         out.precopy_round(dev)?;
@@ -466,7 +432,7 @@ fn migrate_out(
 fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     let geometry = local_geometry(args.preset, &args.image, args.compat)?;
     let trace = match &args.then_replay {
-        Some(path) => Some(pflash::trace::read_trace_file(path).map_err(|e| trace_error(path, e))?),
+        Some(path) => Some(pflash_trace::read_trace_file(path).map_err(|e| trace_error(path, e))?),
         None => None,
     };
     let timeout = Duration::from_secs(args.timeout);
@@ -475,19 +441,22 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     let options = IncomingOptions {
         accept_compat_mismatch: args.accept_compat_mismatch,
     };
-    let received = match migration::incoming_with(&conn, &conn, &geometry, &args.image, &options) {
-        Ok(received) => received,
-        Err(e @ MigrationError::CompatMismatch { .. }) => {
-            return Err(anyhow!(e).context(format!(
-                "incoming migration on {} (--accept-compat-mismatch takes it anyway)",
-                args.listen
-            )))
-        }
-        Err(e) => return Err(anyhow!(e).context(format!("incoming migration on {}", args.listen))),
-    };
+    let received =
+        match pflash_migration::incoming_with(&conn, &conn, &geometry, &args.image, &options) {
+            Ok(received) => received,
+            Err(e @ MigrationError::CompatMismatch { .. }) => {
+                return Err(anyhow!(e).context(format!(
+                    "incoming migration on {} (--accept-compat-mismatch takes it anyway)",
+                    args.listen
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow!(e).context(format!("incoming migration on {}", args.listen)))
+            }
+        };
     let transfer = received.stats();
     let source_compat = received.source_compat();
-    let mut dev = received.into_device(Deferred::<FileStorage>::new(), Events::default());
+    let mut dev = received.into_device(Deferred::<ImageStorage>::new(), Events::default());
 
     // The source closes the connection once it has stopped and released its image: only
     // then does this side own the guest's varstore and commit.
@@ -504,7 +473,10 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
         }
     }
     drop(conn);
-    let commit = migration::commit(&mut dev, &args.image, args.durability.into())?;
+    let writer = args.writer;
+    let commit = migration::commit_with(&mut dev, &args.image, args.durability.into(), |file| {
+        ImageStorage::new(file, writer)
+    })?;
 
     let mut replayed = None;
     let mut mismatch = None;
@@ -512,7 +484,7 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     if let (Some(trace), Some(from)) = (&trace, args.from_line) {
         let from = from.min(trace.len());
         let started = Instant::now();
-        match pflash::trace::replay(&mut dev, &trace[from..]) {
+        match pflash_trace::replay(&mut dev, &trace[from..]) {
             Ok(r) => replayed = Some(r),
             Err(m) => mismatch = Some(m),
         }
@@ -520,10 +492,7 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
     }
     let (_, storage, events) = dev.into_parts();
     let stats = match storage.into_inner() {
-        Some(mut storage) => {
-            persist(&mut storage)?;
-            storage.stats()
-        }
+        Some(storage) => storage.finish()?,
         None => bail!("the commit did not attach the image"),
     };
     if let Some(error) = &events.first_storage_error {
@@ -608,61 +577,10 @@ fn incoming(args: IncomingArgs) -> Result<ExitCode> {
 }
 
 /// Listens on `address`, says so on stdout, and accepts one connection within `timeout`.
-fn accept(address: &Address, timeout: Duration) -> Result<Conn> {
-    let deadline = Instant::now() + timeout;
-    let announce =
-        |what: String| -> Result<()> { super::out::text(&format!("listening on {what}\n")) };
-    let wait = |e: std::io::Error| -> Result<()> {
-        if e.kind() != std::io::ErrorKind::WouldBlock {
-            return Err(e).context("cannot accept a connection");
-        }
-        if Instant::now() >= deadline {
-            bail!("no migration source connected to {address} within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        Ok(())
-    };
-    match address {
-        Address::Tcp(a) => {
-            let listener =
-                TcpListener::bind(a).with_context(|| format!("cannot listen on {address}"))?;
-            announce(format!("tcp:{}", listener.local_addr()?))?;
-            listener.set_nonblocking(true)?;
-            loop {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false)?;
-                        let _ = s.set_nodelay(true);
-                        return Ok(Conn::Tcp(s));
-                    }
-                    Err(e) => wait(e)?,
-                }
-            }
-        }
-        Address::Unix(path) => {
-            // A socket left by an earlier run would make bind fail; nothing else is removed.
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(path);
-            }
-            let listener =
-                UnixListener::bind(path).with_context(|| format!("cannot listen on {address}"))?;
-            announce(address.to_string())?;
-            listener.set_nonblocking(true)?;
-            let result = loop {
-                match listener.accept() {
-                    Ok((s, _)) => break s.set_nonblocking(false).map(|()| Conn::Unix(s)),
-                    Err(e) => {
-                        if let Err(e) = wait(e) {
-                            let _ = std::fs::remove_file(path);
-                            return Err(e);
-                        }
-                    }
-                }
-            };
-            let _ = std::fs::remove_file(path);
-            Ok(result?)
-        }
-    }
+fn accept(address: &Address, timeout: Duration) -> Result<Connection> {
+    let listener = Listener::bind(address)?;
+    super::out::text(&format!("listening on {}\n", listener.local_address()?))?;
+    Ok(listener.accept(timeout)?)
 }
 
 fn transfer_json(t: &TransferStats) -> serde_json::Value {
@@ -745,6 +663,10 @@ fn json_report(
         })),
         "storage": {
             "durability": durability_name(args.durability),
+            "writer": match args.writer {
+                WriterArg::Background => "background",
+                WriterArg::Inline => "inline",
+            },
             "operations": stats.operations,
             "flush_points": stats.flush_points,
             "flushes": stats.flushes,

@@ -1,4 +1,10 @@
-//! The MMIO trace format (documented in `docs/pflash-cfi01.md`) and a replayer.
+//! The MMIO trace format of the [`pflash`] device (documented in `docs/pflash-cfi01.md`) and
+//! a replayer: how the repository records real firmware runs against QEMU's device and plays
+//! them back against this one.
+//!
+//! A crate of its own so that a VMM linking `pflash` does not link a trace parser and an
+//! `.xz` decoder (lzma-rs) it never uses; tests, benchmarks, `nvram flash replay` and guest
+//! generators do.
 //!
 //! One operation a line, offsets relative to the device, numbers in hex with `0x` (plain
 //! decimal is accepted too), sizes 1, 2, 4 or 8:
@@ -14,8 +20,8 @@
 //! the device is big-endian.
 //!
 //! ```
-//! use pflash::trace::{parse_trace, replay};
 //! use pflash::{Geometry, Pflash};
+//! use pflash_trace::{parse_trace, replay};
 //!
 //! let lines = parse_trace("# probe\nX\nW 0x10 1 0x50\nW 0x10 1 0x70\nR 0x10 1 0x0\n").unwrap();
 //! let mut dev: Pflash = Pflash::new(Geometry::q35(4096).unwrap(), vec![0; 4096], Default::default(), Default::default()).unwrap();
@@ -23,10 +29,11 @@
 //! assert_eq!((stats.resets, stats.writes, stats.reads), (1, 2, 1));
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
-use crate::device::{Pflash, PflashEvents};
-use crate::storage::Storage;
+use pflash::{Pflash, PflashEvents, Storage};
 
 /// One operation of a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,7 +480,7 @@ mod tests {
 
     #[test]
     fn replay_reports_mismatch() {
-        use crate::{Geometry, Pflash};
+        use pflash::{Geometry, Pflash};
         let lines = parse_trace("W 0 1 0x70\nR 0 4 0x00800080\nR 0 1 0x81\n").unwrap();
         let mut dev: Pflash = Pflash::new(
             Geometry::q35(4096).unwrap(),

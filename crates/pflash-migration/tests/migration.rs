@@ -1,72 +1,27 @@
-//! Snapshot, restore and live migration of the device (`pflash::migration`), in process:
+//! Snapshot, restore and live migration of the device (`pflash-migration` with the core's
+//! dirty tracking), in process (the commit point is in `commit.rs`):
 //! a device hops between "hosts" (threads joined by a socket pair or TCP loopback) at many
 //! points of real and synthetic traces and must end exactly where an uninterrupted replay
 //! ends; bad streams, mismatched geometries and dead peers fail cleanly, leaving the
 //! destination's file untouched and the source able to migrate again.
 
-use pflash::migration::{
-    self, commit, incoming, incoming_with, load, load_with, save, Deferred, DirtyTracking,
-    Incoming, IncomingOptions, MigrationError, Outgoing, TransferStats,
+use pflash::{Compat, Geometry, NoEvents, NoStorage, Pflash, PflashState};
+use pflash_migration::{
+    incoming, incoming_with, load, load_with, save, Incoming, IncomingOptions, MigrationError,
+    Outgoing,
 };
-use pflash::trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
-use pflash::{Compat, Durability, FileStorage, Geometry, NoEvents, NoStorage, Pflash, PflashState};
+use pflash_trace::{parse_trace, read_trace_file, replay, TraceLine, TraceOp};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 
-type Dev = Pflash<Vec<u8>, DirtyTracking<NoStorage>, NoEvents>;
-/// A migration destination before its commit point.
-type DestDev = Pflash<Vec<u8>, Deferred<FileStorage>, NoEvents>;
+mod common;
 
-const VARS: u64 = 540_672;
-
-fn device(geometry: Geometry, content: Vec<u8>) -> Dev {
-    let storage = DirtyTracking::new(NoStorage, &geometry);
-    Pflash::new(geometry, content, storage, NoEvents).unwrap()
-}
-
-fn q35(content: Vec<u8>) -> Dev {
-    device(Geometry::q35(content.len() as u64).unwrap(), content)
-}
-
-/// Live-migrates `src` to a new device of geometry `local` over a unix socket pair, with
-/// `precopy` pre-copy rounds. On success returns the destination's device.
-fn live(
-    src: &mut Dev,
-    local: &Geometry,
-    precopy: u32,
-) -> Result<(DestDev, TransferStats), MigrationError> {
-    let (a, b) = UnixStream::pair().unwrap();
-    let local = local.clone();
-    let dest = thread::spawn(move || incoming(&b, &b, &local, Path::new("dest.fd")));
-    let result = (|| {
-        let mut out = Outgoing::start(src, &a, &a)?;
-        for _ in 0..precopy {
-            out.precopy_round(src)?;
-        }
-        out.complete(src)
-    })();
-    drop(a);
-    let received = dest.join().unwrap();
-    match (result, received) {
-        (Ok(stats), Ok(inc)) => Ok((inc.into_device(Deferred::new(), NoEvents), stats)),
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-    }
-}
-
-/// Back into a tracked device (the next hop's source).
-fn rehost(dev: DestDev) -> Dev {
-    let state = dev.state();
-    let geometry = dev.geometry().clone();
-    let (content, _, _) = dev.into_parts();
-    let storage = DirtyTracking::new(NoStorage, &geometry);
-    Pflash::from_state(geometry, content, &state, storage, NoEvents).unwrap()
-}
+use common::*;
 
 /// Replays `trace` from `initial`, migrating live after each line in `points` (ascending,
 /// 1-based) and continuing on the destination; checks at each hop that the destination
@@ -413,18 +368,6 @@ fn migration_works_over_tcp_loopback() {
 
 // ---------------------------------------------------------------------------------------
 // Failures
-
-/// A source device in the middle of a buffered write, with its state and content.
-fn busy_source() -> (Dev, PflashState, Vec<u8>) {
-    let before = testkit::unxz(&testkit::trace_data("ovmf-boot-vars-before.fd.xz"));
-    let mut dev = q35(before);
-    dev.write(0x3000, &[0xe8]);
-    dev.write(0x3000, &[0x3]);
-    dev.write(0x3000, &[0xaa]);
-    let state = dev.state();
-    let content = dev.memory().to_vec();
-    (dev, state, content)
-}
 
 fn assert_healthy(dev: &mut Dev, state: &PflashState, content: &[u8]) {
     assert_eq!(&dev.state(), state, "the source's state changed");
@@ -843,207 +786,4 @@ fn a_source_dying_mid_stream_leaves_the_destination_file_untouched() {
         );
         assert!(fs::read(&file).unwrap() == vec![0u8; VARS as usize]);
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The commit point
-
-#[test]
-fn the_destination_serves_from_memory_until_an_atomic_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vars.fd");
-    let template = vec![0u8; VARS as usize];
-    fs::write(&path, &template).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    let inode = fs::metadata(&path).unwrap().ino();
-
-    let (mut src, _, _) = busy_source();
-    let g = src.geometry().clone();
-    let (mut dest, _) = live(&mut src, &g, 1).unwrap();
-    // The guest runs on the destination before the commit: memory only.
-    dest.write(0x3001, &[0xbb]);
-    dest.write(0x3002, &[0xcc]);
-    dest.write(0x3003, &[0xdd]);
-    dest.write(0x3000, &[0xd0]);
-    dest.write(0x3000, &[0xff]);
-    dest.write(0x5000, &[0x20]);
-    dest.write(0x5000, &[0xff]);
-    assert_eq!(dest.storage().deferred_changes(), 2);
-    assert!(
-        fs::read(&path).unwrap() == template,
-        "written before the commit"
-    );
-
-    // Someone (the source) still holds the file: no commit.
-    let held = FileStorage::open(&path, VARS as usize, false, Durability::None).unwrap();
-    let e = commit(&mut dest, &path, Durability::FlushPoints).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("locked by another process (has the migration source stopped?)"),
-        "{e}"
-    );
-    assert!(fs::read(&path).unwrap() == template);
-    drop(held);
-
-    let stats = commit(&mut dest, &path, Durability::FlushPoints).unwrap();
-    assert!(stats.atomic);
-    assert_eq!(stats.bytes, VARS);
-    assert!(
-        fs::read(&path).unwrap() == dest.memory(),
-        "the commit wrote the memory"
-    );
-    let meta = fs::metadata(&path).unwrap();
-    assert_ne!(meta.ino(), inode, "replaced by rename");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
-    assert_eq!(
-        fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "no temporary file left"
-    );
-    // The file is locked by the destination now, and later changes reach it.
-    assert!(FileStorage::open(&path, VARS as usize, false, Durability::None).is_err());
-    dest.write(0x6000, &[0x10]);
-    dest.write(0x6000, &[0x12]);
-    dest.write(0x6000, &[0xff]);
-    assert_eq!(fs::read(&path).unwrap()[0x6000], 0x12);
-    assert!(commit(&mut dest, &path, Durability::None).is_err(), "twice");
-    let storage = dest.into_parts().1.into_inner().unwrap();
-    drop(storage);
-    // A commit can also create the file.
-    let fresh = dir.path().join("new.fd");
-    let (storage, _) = migration::commit_file(&fresh, &template, Durability::None).unwrap();
-    assert_eq!(storage.path(), fresh);
-    assert!(fs::read(&fresh).unwrap() == template);
-}
-
-/// A commit onto a FIFO (or anything but a regular file or block device) is refused at once,
-/// naming the path, instead of blocking in the lock probe's open until a writer comes.
-#[test]
-fn a_commit_onto_a_fifo_is_refused_without_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("vars.fd");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let (done, result) = std::sync::mpsc::channel();
-    let path = fifo.clone();
-    thread::spawn(move || {
-        let outcome = migration::commit_file(&path, &[0xff; 4096], Durability::None);
-        let _ = done.send(outcome.err().map(|e| e.to_string()));
-    });
-    let message = result
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("the commit returned instead of blocking on the FIFO")
-        .expect("the commit onto a FIFO failed");
-    assert!(message.contains(&fifo.display().to_string()), "{message}");
-    assert!(message.contains("not a regular file"), "{message}");
-}
-
-/// A loop device over a file of `len` zero bytes, detached on drop.
-struct LoopDevice {
-    device: PathBuf,
-    backing: PathBuf,
-}
-
-impl LoopDevice {
-    /// `None` where loop devices cannot be attached (not root, no /dev/loop-control).
-    fn attach(dir: &Path, name: &str, len: u64) -> Option<Self> {
-        let backing = dir.join(name);
-        fs::write(&backing, vec![0u8; len as usize]).unwrap();
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "losetup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        let device = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        Some(LoopDevice { device, backing })
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .arg("--detach")
-            .arg(&self.device)
-            .status();
-    }
-}
-
-/// A destination whose flash is a block device (a loop device here, an LVM volume or a SAN
-/// LUN in production) commits in place, since a device node cannot be replaced by rename:
-/// the content lands on the device, fsync'ed, the device stays locked by the destination,
-/// and later guest writes reach it. A device of the wrong size is refused before anything
-/// is written.
-#[test]
-fn the_commit_writes_a_block_device_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let flash = LoopDevice::attach(dir.path(), "lv.img", VARS)
-        .expect("this test needs a loop device (root and /dev/loop-control; CI has both)");
-    let meta = fs::metadata(&flash.device).unwrap();
-    assert!(
-        std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()),
-        "{} is a block device",
-        flash.device.display()
-    );
-    let (mut src, _, _) = busy_source();
-    let g = src.geometry().clone();
-    let (mut dest, _) = live(&mut src, &g, 1).unwrap();
-    // The guest finishes the buffered write it was in and programs a byte, before the commit.
-    for (offset, byte) in [
-        (0x3001, 0xbb),
-        (0x3002, 0xcc),
-        (0x3003, 0xdd),
-        (0x3000, 0xd0),
-    ] {
-        dest.write(offset, &[byte]);
-    }
-    dest.write(0x3000, &[0xff]);
-    dest.write(0x5000, &[0x40]);
-    dest.write(0x5000, &[0x7e]);
-    dest.write(0x5000, &[0xff]);
-    assert_eq!(dest.storage().deferred_changes(), 2);
-
-    let stats = commit(&mut dest, &flash.device, Durability::FlushPoints).unwrap();
-    assert!(!stats.atomic, "a block device is written in place");
-    assert_eq!(stats.bytes, VARS);
-    let on_device = fs::read(&flash.device).unwrap();
-    assert!(on_device == dest.memory(), "the device holds the memory");
-    assert_eq!(on_device[0x5000], 0x7e);
-    assert_eq!(
-        fs::metadata(&flash.device).unwrap().rdev(),
-        meta.rdev(),
-        "still the same device node"
-    );
-    // Locked by the destination, like a file.
-    assert!(FileStorage::open(&flash.device, VARS as usize, false, Durability::None).is_err());
-    dest.write(0x6000, &[0x10]);
-    dest.write(0x6000, &[0x12]);
-    dest.write(0x6000, &[0xff]);
-    assert_eq!(fs::read(&flash.device).unwrap()[0x6000], 0x12);
-    let expected = dest.memory().to_vec();
-    drop(dest);
-
-    // What reached the device is in its backing store once detached.
-    let backing = flash.backing.clone();
-    drop(flash);
-    assert!(fs::read(&backing).unwrap() == expected);
-
-    // The wrong size: refused, nothing written.
-    let Some(small) = LoopDevice::attach(dir.path(), "small.img", 131_072) else {
-        panic!("a second loop device could not be attached");
-    };
-    let (mut src, _, _) = busy_source();
-    let (mut dest, _) = live(&mut src, &g, 1).unwrap();
-    let e = commit(&mut dest, &small.device, Durability::None).unwrap_err();
-    assert!(e.to_string().contains("131072"), "{e}");
-    assert!(fs::read(&small.device).unwrap() == vec![0u8; 131_072]);
 }

@@ -1,14 +1,15 @@
 //! Migration costs: a whole transfer (528 KiB q35 varstore, 64 MiB arm `virt` bank), the
 //! final round with the guest paused (0, 1 and 10 dirty blocks: the downtime), and the
-//! destination's commit with fsync. Run: `cargo bench -p pflash --bench migration`.
+//! destination's commit with fsync. Run: `cargo bench -p pflash-migration --bench migration`.
 //!
 //! Every transfer goes over a unix socket pair to a destination thread that verifies the
 //! stream, so the times include the receiving side and the round trip of its answers.
 //! Before measuring, prints the bytes each case puts on the wire.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pflash::migration::{commit_file, incoming, DirtyTracking, Outgoing, TransferStats};
+use pflash::migration::{commit_file, DirtyTracking};
 use pflash::{Durability, Geometry, NoEvents, NoStorage, Pflash};
+use pflash_migration::{incoming, Outgoing, TransferStats};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
