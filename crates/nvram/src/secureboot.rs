@@ -29,10 +29,15 @@
 //! ```
 
 mod generated;
+mod sign;
 
 pub use generated::{
     enroll_generated_pk, generate_pk, GenerateError, GeneratedPk, GeneratedPkError, PkFiles,
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
+};
+pub use sign::{
+    dmpstore_record, export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes,
+    unsigned_update, SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
 };
 
 use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
@@ -547,7 +552,7 @@ fn write_db(
 ///
 /// ```
 /// use nvram::secureboot::{enroll, generate_pk, EnrollPlan};
-/// use varstore::secureboot::SignatureInput;
+/// use nvram::certs::SignatureInput;
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("vm1_VARS.fd");
 /// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;

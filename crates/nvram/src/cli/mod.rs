@@ -22,6 +22,7 @@ mod prepare;
 mod reset;
 mod secureboot;
 mod set;
+mod sign_update;
 mod upgrade;
 mod vms;
 

@@ -24,6 +24,8 @@ enum Command {
     AddKek(AddArgs),
     AddDb(AddArgs),
     AddDbx(AddArgs),
+    SignUpdate(super::sign_update::SignUpdateArgs),
+    ExportAuth(super::sign_update::ExportAuthArgs),
 }
 
 /// Enrol PK, KEK, db and dbx, and turn Secure Boot on (SecureBootEnable=1, CustomMode=0).
@@ -122,6 +124,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::AddKek(a) => add(a, Database::Kek),
         Command::AddDb(a) => add(a, Database::Db),
         Command::AddDbx(a) => add(a, Database::Dbx),
+        Command::SignUpdate(a) => super::sign_update::sign_update(a),
+        Command::ExportAuth(a) => super::sign_update::export_auth(a),
     }
 }
 
