@@ -28,11 +28,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod entries;
 mod generated;
+mod profile;
 
+pub use entries::{
+    certificate_file_name, entry_hashes, extract_certificates, parse_sha256, EntryHash,
+    ExtractError, ExtractedCertificate, HashError, SIGNATURE_DB_NAMES,
+};
 pub use generated::{
     enroll_generated_pk, generate_pk, GenerateError, GeneratedPk, GeneratedPkError, PkFiles,
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
+};
+pub use profile::{
+    external_management_pk, is_external_management, MicrosoftDb, CERT_EXTERNAL_MANAGEMENT,
+    EXTERNAL_MANAGEMENT_OWNER,
 };
 
 use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
@@ -67,11 +77,33 @@ pub enum Database {
     /// Forbidden signatures.
     #[serde(rename = "dbx")]
     Dbx,
+    /// shim's Machine Owner Keys (`MokList`, shim's GUID, NV+BS: shim reads it before
+    /// ExitBootServices and mirrors it as `MokListRT`).
+    #[serde(rename = "MokList")]
+    Mok,
 }
 
 impl Database {
-    /// All four, in enrolment order.
+    /// The firmware's four, in enrolment order (not shim's [`Database::Mok`]).
     pub const ALL: [Database; 4] = [Database::Pk, Database::Kek, Database::Db, Database::Dbx];
+
+    /// The five a signature database is kept in: the firmware's four and shim's MokList.
+    pub const WITH_MOK: [Database; 5] = [
+        Database::Pk,
+        Database::Kek,
+        Database::Db,
+        Database::Dbx,
+        Database::Mok,
+    ];
+
+    /// The attributes virt-firmware and the firmware give it: NV+BS+RT+AT for the firmware's
+    /// databases, NV+BS for MokList.
+    pub fn attributes(self) -> Attributes {
+        match self {
+            Self::Mok => BOOT_SERVICE,
+            _ => AUTHENTICATED,
+        }
+    }
 
     /// The variable name.
     pub fn name(self) -> &'static str {
@@ -80,6 +112,7 @@ impl Database {
             Self::Kek => "KEK",
             Self::Db => "db",
             Self::Dbx => "dbx",
+            Self::Mok => "MokList",
         }
     }
 
@@ -88,6 +121,7 @@ impl Database {
         match self {
             Self::Pk | Self::Kek => guid::EFI_GLOBAL_VARIABLE,
             Self::Db | Self::Dbx => guid::IMAGE_SECURITY_DATABASE,
+            Self::Mok => guid::SHIM_LOCK,
         }
     }
 }
@@ -273,6 +307,9 @@ pub struct EnrollPlan {
     pub dbx: Option<SignatureInput>,
     /// Microsoft's KEK and db certificates.
     pub microsoft: Option<Microsoft>,
+    /// Microsoft's db certificates of one of virt-firmware's profiles instead of those of
+    /// [`microsoft`](Self::microsoft) (which then chooses the KEK only).
+    pub microsoft_db: Option<MicrosoftDb>,
     /// Distribution db certificates.
     pub distro: Vec<Distro>,
     /// Owner GUID of certificates given as such (default: virt-firmware's a0baa8a3-…).
@@ -292,6 +329,7 @@ impl EnrollPlan {
             db: Vec::new(),
             dbx: None,
             microsoft: None,
+            microsoft_db: None,
             distro: Vec::new(),
             owner: OVMF_ENROLL_DEFAULT_KEYS,
             time: None,
@@ -303,7 +341,7 @@ impl EnrollPlan {
 /// Why enrolment or an addition failed; the editor is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureBootError {
-    /// The PK input is not exactly one certificate.
+    /// The PK input is not exactly one certificate (or the external-management entry).
     #[error("the PK must be exactly one X.509 certificate, got {0}")]
     BadPk(String),
     /// A variable in the store is not a valid signature database, so it cannot be merged.
@@ -342,6 +380,9 @@ pub enum SecureBootError {
     /// Distribution certificates requested for a database other than db.
     #[error("distribution CA certificates go into db, not {0}")]
     DistroNotDb(&'static str),
+    /// Microsoft's certificates or dbx updates requested for shim's MokList.
+    #[error("Microsoft's certificates belong in KEK, db or dbx, not in shim's MokList")]
+    MicrosoftNotForMok,
     /// An input that cannot be enrolled: a certificate that does not parse, an X.509 entry
     /// of a list that is no certificate, lists without a single signature
     /// ([`SignatureInput::check`]). [`read_input`] refuses such files already, naming them.
@@ -523,12 +564,14 @@ fn write_db(
     added: usize,
     strategy: Strategy,
 ) -> Result<VariableChange, EditError> {
+    // MokList is not time-based authenticated: it has no timestamp.
+    let time = (database != Database::Mok).then_some(time);
     let outcome = editor.set(
         database.name(),
         database.guid(),
-        AUTHENTICATED,
+        database.attributes(),
         &db.to_bytes(),
-        Some(time),
+        time,
         strategy,
     )?;
     Ok(VariableChange {
@@ -536,7 +579,7 @@ fn write_db(
         change: outcome.change.as_str(),
         entries: db.lists.iter().map(|l| l.entries.len()).sum(),
         added,
-        time: Some(time.to_string()),
+        time: time.map(|t| t.to_string()),
     })
 }
 
@@ -576,7 +619,7 @@ pub fn enroll(
             Database::Pk => {
                 let (_, auth, _) = add_inputs(&mut db, [&plan.pk], plan.owner);
                 let count: usize = db.lists.iter().map(|l| l.entries.len()).sum();
-                if count != 1 || db.certificates().count() != 1 {
+                if count != 1 || (db.certificates().count() != 1 && !is_external_management(&db)) {
                     return Err(SecureBootError::BadPk(format!("{count} signatures")));
                 }
                 (auth, false)
@@ -588,9 +631,18 @@ pub fn enroll(
                     &plan.db
                 };
                 let (_, auth, hashes) = add_inputs(&mut db, inputs, plan.owner);
-                if let Some(ms) = plan.microsoft {
-                    for cert in ms.certificates(database) {
-                        db.add_x509(guid::MICROSOFT_OWNER, cert.der);
+                match (database, plan.microsoft_db) {
+                    (Database::Db, Some(profile)) => {
+                        for cert in profile.certificates() {
+                            db.add_x509(profile.owner(), cert.der);
+                        }
+                    }
+                    _ => {
+                        if let Some(ms) = plan.microsoft {
+                            for cert in ms.certificates(database) {
+                                db.add_x509(guid::MICROSOFT_OWNER, cert.der);
+                            }
+                        }
                     }
                 }
                 if database == Database::Db {
@@ -600,6 +652,8 @@ pub fn enroll(
                 }
                 (auth, hashes)
             }
+            // Not among Database::ALL: enrolment leaves shim's MokList alone.
+            Database::Mok => continue,
             Database::Dbx => match &plan.dbx {
                 Some(input) => {
                     let (_, auth, hashes) = add_inputs(&mut db, [input], plan.owner);
@@ -668,10 +722,18 @@ pub struct Addition {
     /// Microsoft's certificates (KEK, db) or Microsoft's dbx updates (dbx, for the store's
     /// architecture) of these years.
     pub microsoft: Option<Microsoft>,
+    /// Microsoft's db certificates of one of virt-firmware's profiles (db only).
+    pub microsoft_db: Option<MicrosoftDb>,
     /// Distribution CA certificates (db only).
     pub distro: Vec<Distro>,
-    /// Owner of the certificates in `inputs` (default: OVMF's a0baa8a3-…).
+    /// Bare SHA-256 hashes (`EFI_CERT_SHA256` entries), owned by [`owner`](Self::owner):
+    /// an image's Authenticode hash to allow (db, MokList) or revoke (dbx).
+    pub hashes: Vec<[u8; 32]>,
+    /// Owner of the certificates in `inputs` and of `hashes` (default: OVMF's a0baa8a3-…).
     pub owner: Guid,
+    /// Replace the variable with the inputs instead of merging into it (virt-fw-vars'
+    /// `--set-dbx`). An `.auth` input then dates the variable with its own timestamp.
+    pub replace: bool,
 }
 
 impl Addition {
@@ -681,14 +743,21 @@ impl Addition {
             database,
             inputs: Vec::new(),
             microsoft: None,
+            microsoft_db: None,
             distro: Vec::new(),
+            hashes: Vec::new(),
             owner: OVMF_ENROLL_DEFAULT_KEYS,
+            replace: false,
         }
     }
 
     /// Whether there is anything to add.
     pub fn is_empty(&self) -> bool {
-        self.inputs.is_empty() && self.microsoft.is_none() && self.distro.is_empty()
+        self.inputs.is_empty()
+            && self.microsoft.is_none()
+            && self.microsoft_db.is_none()
+            && self.distro.is_empty()
+            && self.hashes.is_empty()
     }
 }
 
@@ -708,9 +777,12 @@ pub fn add(
     let microsoft = addition.microsoft;
     match database {
         Database::Pk => return Err(SecureBootError::AddToPk),
-        Database::Kek | Database::Dbx if !addition.distro.is_empty() => {
+        Database::Kek | Database::Dbx | Database::Mok
+            if !addition.distro.is_empty() || addition.microsoft_db.is_some() =>
+        {
             return Err(SecureBootError::DistroNotDb(database.name()))
         }
+        Database::Mok if microsoft.is_some() => return Err(SecureBootError::MicrosoftNotForMok),
         _ => {}
     }
     check_inputs(database, &addition.inputs)?;
@@ -732,6 +804,7 @@ pub fn add(
     }
     let old = live_value(editor, database)?;
     let mut db = match &old {
+        Some(_) if addition.replace => SignatureDb::default(),
         Some((data, _)) => {
             SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
                 database: database.name(),
@@ -750,11 +823,23 @@ pub fn add(
             added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));
         }
     }
+    if let Some(profile) = addition.microsoft_db {
+        for cert in profile.certificates() {
+            added += usize::from(db.add_x509(profile.owner(), cert.der));
+        }
+    }
     for d in &addition.distro {
         added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, d.certificate()));
     }
+    let mut hashes = hashes;
+    for hash in &addition.hashes {
+        let new = db.add_sha256(addition.owner, *hash);
+        added += usize::from(new);
+        hashes |= new;
+    }
     let entries = db.lists.iter().map(|l| l.entries.len()).sum();
-    if added == 0 {
+    let replaced = addition.replace && old.as_ref().is_some_and(|(data, _)| *data != db.to_bytes());
+    if added == 0 && !replaced {
         return Ok(VariableChange {
             name: database.name().to_string(),
             change: Change::Unchanged.as_str(),
@@ -763,7 +848,12 @@ pub fn add(
             time: old.and_then(|o| o.1).map(|t| t.to_string()),
         });
     }
-    let time = database_time(&db, old.and_then(|o| o.1), auth, hashes);
+    let time = match (addition.replace, auth) {
+        // virt-fw-vars' --set-dbx dates the new variable with the update's own timestamp.
+        (true, Some(auth)) => auth,
+        (true, None) => database_time(&db, None, None, hashes),
+        (false, _) => database_time(&db, old.and_then(|o| o.1), auth, hashes),
+    };
     let mut work = editor.clone();
     let change = write_db(&mut work, database, &db, time, added, strategy)?;
     *editor = work;

@@ -240,6 +240,7 @@ impl EnrollArgs {
             db: &self.enroll_db,
             dbx: self.enroll_dbx.as_deref(),
             microsoft: self.enroll_microsoft.map(Into::into),
+            microsoft_db: None,
             distro: self
                 .enroll_distro
                 .iter()

@@ -1,0 +1,236 @@
+//! Parity with virt-fw-vars (issue 16): for each of its options that nvram covers with its own
+//! commands, both tools edit the same store and the resulting variables are compared: data
+//! and attributes byte for byte, timestamps where virt-fw-vars sets them deterministically.
+//! One virt-fw-vars process per capability keeps the file fast.
+//!
+//! Where virt-fw-vars dates a variable with the wall clock (adding a hash to db or dbx), the
+//! timestamps are compared to the second against the time window of the run: virt-fw-vars
+//! also writes the microseconds into `EFI_TIME.Nanosecond`, nvram writes whole seconds.
+
+mod common;
+
+use common::{nvram_ok, path_str as p};
+use nvram::certs::distro_certs;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use testkit::{debian_firmware, virt_fw_vars};
+use varstore::Varstore;
+
+/// (name, guid) -> (attributes, data, timestamp)
+type Live = BTreeMap<(String, String), (u32, Vec<u8>, Option<[u8; 16]>)>;
+
+const OWNER: &str = "11223344-5566-7788-99aa-bbccddeeff00";
+const SHIM: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
+const SECURITY_DB: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
+
+fn live(path: &Path) -> Live {
+    let file = nvram::files::read_store(path).unwrap();
+    let store = Varstore::parse(file.image()).unwrap();
+    store
+        .live_variables()
+        .iter()
+        .map(|v| {
+            (
+                (v.name(), v.guid.to_string()),
+                (v.attributes.0, v.data.to_vec(), v.time().map(|t| t.0)),
+            )
+        })
+        .collect()
+}
+
+fn vfv(args: &[&str]) {
+    let out = Command::new(virt_fw_vars()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "virt-fw-vars {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_of(dir: &Path, source: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::copy(source, &path).unwrap();
+    path
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// An `EFI_TIME` to the second: year, month, day, hour, minute, second.
+type Seconds = (u16, u8, u8, u8, u8, u8);
+
+/// The seconds-resolution key of an `EFI_TIME`.
+fn seconds(t: &[u8; 16]) -> Seconds {
+    (
+        u16::from_le_bytes([t[0], t[1]]),
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+    )
+}
+
+fn now_key() -> Seconds {
+    seconds(&nvram::certs::now().0)
+}
+
+/// Asserts that the two stores hold the same variables with the same attributes and data;
+/// timestamps equal, or for the variables in `clocked` both within `window`.
+fn assert_same(
+    ours: &Path,
+    theirs: &Path,
+    clocked: &[&str],
+    window: (Seconds, Seconds),
+) {
+    let (a, b) = (live(ours), live(theirs));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same variables"
+    );
+    for (key, x) in &a {
+        let y = &b[key];
+        assert_eq!(x.0, y.0, "{key:?}: attributes");
+        assert_eq!(hex::encode(&x.1), hex::encode(&y.1), "{key:?}: data");
+        if clocked.contains(&key.0.as_str()) {
+            for t in [x.2, y.2] {
+                let t = seconds(&t.expect("a timestamp"));
+                assert!(
+                    window.0 <= t && t <= window.1,
+                    "{key:?}: {t:?} outside {window:?}"
+                );
+            }
+        } else {
+            assert_eq!(x.2, y.2, "{key:?}: timestamp");
+        }
+    }
+}
+
+const HASH_DB: &str = "0102030405060708091011121314151617181920212223242526272829303132";
+const HASH_DBX: &str = "a1a2a3a4a5a6a7a8a9b0b1b2b3b4b5b6b7b8b9c0c1c2c3c4c5c6c7c8c9d0d1d2";
+const HASH_MOK: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+/// `add-db/add-dbx/add-mok --hash`, a revoked certificate in dbx and a MOK certificate equal
+/// virt-fw-vars' `--add-db-hash`, `--add-dbx-cert`, `--add-dbx-hash`, `--add-mok` and
+/// `--add-mok-hash` on Debian's Microsoft store; repeating changes nothing.
+#[test]
+fn vfv_hashes_revoked_certificates_and_mok_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = debian_firmware("OVMF_VARS_4M.ms.fd");
+    let revoked = write(
+        dir.path(),
+        "revoked.der",
+        distro_certs::CANONICAL_MASTER_CA_2012,
+    );
+    let mok = write(
+        dir.path(),
+        "mok.der",
+        distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+    );
+    let ours = copy_of(dir.path(), &source, "ours.fd");
+    let theirs = dir.path().join("theirs.fd");
+    let start = now_key();
+    vfv(&[
+        "-i",
+        p(&source),
+        "-o",
+        p(&theirs),
+        "--add-db-hash",
+        OWNER,
+        HASH_DB,
+        "--add-dbx-cert",
+        OWNER,
+        p(&revoked),
+        "--add-dbx-hash",
+        OWNER,
+        HASH_DBX,
+        "--add-mok",
+        OWNER,
+        p(&mok),
+        "--add-mok-hash",
+        OWNER,
+        HASH_MOK,
+    ]);
+    let o = p(&ours);
+    let edits: [&[&str]; 3] = [
+        &[
+            "secureboot",
+            "add-db",
+            o,
+            "--hash",
+            HASH_DB,
+            "--owner",
+            OWNER,
+        ],
+        &[
+            "secureboot",
+            "add-dbx",
+            o,
+            p(&revoked),
+            "--hash",
+            HASH_DBX,
+            "--owner",
+            OWNER,
+        ],
+        &[
+            "secureboot",
+            "add-mok",
+            o,
+            p(&mok),
+            "--hash",
+            HASH_MOK,
+            "--owner",
+            OWNER,
+        ],
+    ];
+    for args in edits {
+        nvram_ok(args);
+    }
+    let end = now_key();
+    assert_same(&ours, &theirs, &["db", "dbx"], (start, end));
+    let mok_list = &live(&ours)[&("MokList".to_string(), SHIM.to_string())];
+    assert_eq!(
+        (mok_list.0, mok_list.2),
+        (0x3, None),
+        "MokList: NV+BS, no time"
+    );
+    let image = fs::read(&ours).unwrap();
+    for args in edits {
+        nvram_ok(args);
+    }
+    assert_eq!(
+        fs::read(&ours).unwrap(),
+        image,
+        "a second run changes nothing"
+    );
+}
+
+/// `add-dbx --replace UPDATE.auth` equals virt-fw-vars' `--set-dbx`: dbx is the update's
+/// lists, dated with the update's own timestamp, and nothing else changes.
+#[test]
+fn vfv_set_dbx_replaces_with_the_updates_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = debian_firmware("OVMF_VARS_4M.ms.fd");
+    let update = write(
+        dir.path(),
+        "dbxupdate.auth",
+        nvram::certs::microsoft_dbx::DBX_2011_X86_64,
+    );
+    let ours = copy_of(dir.path(), &source, "ours.fd");
+    let theirs = dir.path().join("theirs.fd");
+    vfv(&["-i", p(&source), "-o", p(&theirs), "--set-dbx", p(&update)]);
+    nvram_ok(&["secureboot", "add-dbx", p(&ours), p(&update), "--replace"]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    let dbx = &live(&ours)[&("dbx".to_string(), SECURITY_DB.to_string())];
+    assert_ne!(
+        dbx.1,
+        live(&source)[&("dbx".to_string(), SECURITY_DB.to_string())].1
+    );
+}
