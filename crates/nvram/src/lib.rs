@@ -38,4 +38,5 @@ pub mod jsonstore;
 pub mod libvirt;
 pub mod prepare;
 pub mod secureboot;
+pub mod shim;
 pub mod upgrade;

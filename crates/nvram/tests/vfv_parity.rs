@@ -82,12 +82,7 @@ fn now_key() -> Seconds {
 
 /// Asserts that the two stores hold the same variables with the same attributes and data;
 /// timestamps equal, or for the variables in `clocked` both within `window`.
-fn assert_same(
-    ours: &Path,
-    theirs: &Path,
-    clocked: &[&str],
-    window: (Seconds, Seconds),
-) {
+fn assert_same(ours: &Path, theirs: &Path, clocked: &[&str], window: (Seconds, Seconds)) {
     let (a, b) = (live(ours), live(theirs));
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
@@ -233,4 +228,42 @@ fn vfv_set_dbx_replaces_with_the_updates_timestamp() {
         dbx.1,
         live(&source)[&("dbx".to_string(), SECURITY_DB.to_string())].1
     );
+}
+
+/// `nvram shim set` and `nvram shim sbat-level` write what virt-fw-vars'
+/// `--set-shim-debug`, `--set-shim-verbose`, `--set-fallback-verbose`,
+/// `--set-fallback-no-reboot` and `--set-sbat-level` write; `--off` removes a switch again.
+#[test]
+fn vfv_shim_settings_and_sbat_level_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = debian_firmware("OVMF_VARS_4M.fd");
+    let sbat = write(
+        dir.path(),
+        "sbatlevel.txt",
+        b"sbat,1,2024010900\nshim,4\ngrub,3\ngrub.debian,4\n",
+    );
+    let ours = copy_of(dir.path(), &source, "ours.fd");
+    let theirs = dir.path().join("theirs.fd");
+    vfv(&[
+        "-i",
+        p(&source),
+        "-o",
+        p(&theirs),
+        "--set-shim-debug",
+        "--set-shim-verbose",
+        "--set-fallback-verbose",
+        "--set-fallback-no-reboot",
+        "--set-sbat-level",
+        p(&sbat),
+    ]);
+    for setting in ["debug", "verbose", "fallback-verbose", "fallback-no-reboot"] {
+        nvram_ok(&["shim", "set", p(&ours), setting]);
+    }
+    nvram_ok(&["shim", "sbat-level", p(&ours), p(&sbat)]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    nvram_ok(&["shim", "set", p(&ours), "debug", "--off"]);
+    let after = live(&ours);
+    assert!(!after.contains_key(&("SHIM_DEBUG".to_string(), SHIM.to_string())));
+    assert!(after.contains_key(&("SHIM_VERBOSE".to_string(), SHIM.to_string())));
 }

@@ -22,6 +22,7 @@ mod prepare;
 mod reset;
 mod secureboot;
 mod set;
+mod shim;
 mod upgrade;
 mod vms;
 
@@ -112,6 +113,7 @@ enum Command {
     Delete(delete::Args),
     Import(import::Args),
     Secureboot(secureboot::Args),
+    Shim(shim::Args),
     // Boxed: its many flags make it far larger than the other commands.
     Apply(Box<apply::Args>),
     Boot(boot::Args),
@@ -142,6 +144,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
         Command::Secureboot(args) => secureboot::run(args),
+        Command::Shim(args) => shim::run(args),
         Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Clean(args) => clean::run(args),
