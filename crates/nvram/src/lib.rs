@@ -25,6 +25,7 @@
 //! ```
 
 pub mod apply;
+pub mod awsstore;
 pub mod certs;
 pub mod container;
 pub mod convert;

@@ -590,7 +590,7 @@ fn write_db(
 ///
 /// ```
 /// use nvram::secureboot::{enroll, generate_pk, EnrollPlan};
-/// use varstore::secureboot::SignatureInput;
+/// use nvram::certs::SignatureInput;
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("vm1_VARS.fd");
 /// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;

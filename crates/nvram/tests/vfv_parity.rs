@@ -267,3 +267,58 @@ fn vfv_shim_settings_and_sbat_level_match() {
     assert!(!after.contains_key(&("SHIM_DEBUG".to_string(), SHIM.to_string())));
     assert!(after.contains_key(&("SHIM_VERBOSE".to_string(), SHIM.to_string())));
 }
+
+/// AWS EC2 stores: `nvram convert --to aws` writes what virt-fw-vars' `--output-aws` writes,
+/// byte for byte; nvram reads that file, turns it into an edk2 store and back into the same
+/// bytes; and an edit of the AWS file in place equals virt-fw-vars' edit with `-o`.
+#[test]
+fn vfv_aws_round_trip_and_edit_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = debian_firmware("OVMF_VARS_4M.ms.fd");
+    let theirs = dir.path().join("theirs.aws");
+    let theirs_edited = dir.path().join("theirs-edited.aws");
+    vfv(&["-i", p(&source), "--output-aws", p(&theirs)]);
+    vfv(&[
+        "-i",
+        p(&theirs),
+        "-o",
+        p(&theirs_edited),
+        "--set-shim-verbose",
+    ]);
+    let ours = dir.path().join("ours.aws");
+    nvram_ok(&["convert", p(&source), p(&ours), "--to", "aws"]);
+    assert_eq!(
+        fs::read_to_string(&ours).unwrap(),
+        fs::read_to_string(&theirs).unwrap(),
+        "edk2 -> AWS"
+    );
+    let edk2 = dir.path().join("back.fd");
+    nvram_ok(&[
+        "convert",
+        p(&theirs),
+        p(&edk2),
+        "--to",
+        "raw",
+        "--layout",
+        "ovmf-4m",
+    ]);
+    let again = dir.path().join("again.aws");
+    nvram_ok(&["convert", p(&edk2), p(&again), "--to", "aws"]);
+    assert_eq!(
+        fs::read(&again).unwrap(),
+        fs::read(&theirs).unwrap(),
+        "AWS -> edk2 -> AWS"
+    );
+    let now = now_key();
+    assert_same(&edk2, &source, &[], (now, now));
+    // Read by content in every command: an edit in place keeps the format.
+    let edited = copy_of(dir.path(), &theirs, "edited.aws");
+    nvram_ok(&["shim", "set", p(&edited), "verbose"]);
+    assert_eq!(
+        fs::read(&edited).unwrap(),
+        fs::read(&theirs_edited).unwrap(),
+        "edit of an AWS store"
+    );
+    let listed = common::stdout(&nvram_ok(&["list", p(&edited)]));
+    assert!(listed.contains("SHIM_VERBOSE"), "{listed}");
+}

@@ -72,6 +72,8 @@ pub(crate) enum StoreFormat {
     Qcow2,
     /// QEMU's uefi-vars JSON (`-device uefi-vars-*,jsonfile=FILE`).
     Json,
+    /// AWS EC2's uefi-data (what `aws ec2 register-image --uefi-data` takes).
+    Aws,
 }
 
 impl From<StoreFormat> for nvram::container::Format {
@@ -80,6 +82,7 @@ impl From<StoreFormat> for nvram::container::Format {
             StoreFormat::Raw => Self::Raw,
             StoreFormat::Qcow2 => Self::Qcow2,
             StoreFormat::Json => Self::Json,
+            StoreFormat::Aws => Self::Aws,
         }
     }
 }
