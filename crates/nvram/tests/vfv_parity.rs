@@ -322,3 +322,77 @@ fn vfv_aws_round_trip_and_edit_match() {
     let listed = common::stdout(&nvram_ok(&["list", p(&edited)]));
     assert!(listed.contains("SHIM_VERBOSE"), "{listed}");
 }
+
+/// `nvram secureboot hashes` lists the SHA-256 entries virt-fw-vars' `--hashes` prints (in
+/// the same order), and `nvram secureboot extract-certs` writes the PEM files virt-fw-vars'
+/// `--extract-certs` writes: same names, same bytes, MokList included.
+#[test]
+fn vfv_hashes_and_extracted_certificates_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = copy_of(
+        dir.path(),
+        &debian_firmware("OVMF_VARS_4M.ms.fd"),
+        "store.fd",
+    );
+    let mok = write(dir.path(), "mok.der", distro_certs::DEBIAN_SECURE_BOOT_CA_2016);
+    nvram_ok(&["secureboot", "add-mok", p(&store), p(&mok), "--hash", HASH_MOK]);
+    nvram_ok(&["secureboot", "add-dbx", p(&store), "--microsoft", "2023"]);
+    let theirs = dir.path().join("theirs");
+    let ours = dir.path().join("ours");
+    fs::create_dir(&theirs).unwrap();
+    fs::create_dir(&ours).unwrap();
+    let out = Command::new(virt_fw_vars())
+        .args(["-i", p(&store), "--extract-certs", "-p", "-v", "--hashes"])
+        .current_dir(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    let listed: serde_json::Value = serde_json::from_slice(
+        &nvram_ok(&["secureboot", "hashes", p(&store), "--json"]).stdout,
+    )
+    .unwrap();
+    let ours_hashes: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "sha256")
+        .map(|h| h["sha256"].as_str().unwrap().to_string())
+        .collect();
+    assert!(printed.len() > 200, "the dbx update's hashes: {}", printed.len());
+    assert!(ours_hashes.contains(&HASH_MOK.to_string()));
+    assert_eq!(ours_hashes, printed);
+
+    nvram_ok(&["secureboot", "extract-certs", p(&store), "-o", p(&ours)]);
+    let files = |d: &Path| -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (files(&ours), files(&theirs));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert_eq!(a, b);
+    assert!(a.keys().any(|n| n.starts_with("MokList-")), "{:?}", a.keys());
+    // A second run creates nothing and overwrites nothing.
+    let again = common::stdout(&nvram_ok(&[
+        "secureboot",
+        "extract-certs",
+        p(&store),
+        "-o",
+        p(&ours),
+        "--json",
+    ]));
+    assert!(!again.contains("\"skipped\": false"), "{again}");
+}
