@@ -334,8 +334,19 @@ fn vfv_hashes_and_extracted_certificates_match() {
         &debian_firmware("OVMF_VARS_4M.ms.fd"),
         "store.fd",
     );
-    let mok = write(dir.path(), "mok.der", distro_certs::DEBIAN_SECURE_BOOT_CA_2016);
-    nvram_ok(&["secureboot", "add-mok", p(&store), p(&mok), "--hash", HASH_MOK]);
+    let mok = write(
+        dir.path(),
+        "mok.der",
+        distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+    );
+    nvram_ok(&[
+        "secureboot",
+        "add-mok",
+        p(&store),
+        p(&mok),
+        "--hash",
+        HASH_MOK,
+    ]);
     nvram_ok(&["secureboot", "add-dbx", p(&store), "--microsoft", "2023"]);
     let theirs = dir.path().join("theirs");
     let ours = dir.path().join("ours");
@@ -346,17 +357,20 @@ fn vfv_hashes_and_extracted_certificates_match() {
         .current_dir(&theirs)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
         .filter(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
         .map(str::to_string)
         .collect();
-    let listed: serde_json::Value = serde_json::from_slice(
-        &nvram_ok(&["secureboot", "hashes", p(&store), "--json"]).stdout,
-    )
-    .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&nvram_ok(&["secureboot", "hashes", p(&store), "--json"]).stdout)
+            .unwrap();
     let ours_hashes: Vec<String> = listed
         .as_array()
         .unwrap()
@@ -364,7 +378,11 @@ fn vfv_hashes_and_extracted_certificates_match() {
         .filter(|h| h["kind"] == "sha256")
         .map(|h| h["sha256"].as_str().unwrap().to_string())
         .collect();
-    assert!(printed.len() > 200, "the dbx update's hashes: {}", printed.len());
+    assert!(
+        printed.len() > 200,
+        "the dbx update's hashes: {}",
+        printed.len()
+    );
     assert!(ours_hashes.contains(&HASH_MOK.to_string()));
     assert_eq!(ours_hashes, printed);
 
@@ -384,7 +402,11 @@ fn vfv_hashes_and_extracted_certificates_match() {
     let (a, b) = (files(&ours), files(&theirs));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(a, b);
-    assert!(a.keys().any(|n| n.starts_with("MokList-")), "{:?}", a.keys());
+    assert!(
+        a.keys().any(|n| n.starts_with("MokList-")),
+        "{:?}",
+        a.keys()
+    );
     // A second run creates nothing and overwrites nothing.
     let again = common::stdout(&nvram_ok(&[
         "secureboot",
@@ -395,4 +417,94 @@ fn vfv_hashes_and_extracted_certificates_match() {
         "--json",
     ]));
     assert!(!again.contains("\"skipped\": false"), "{again}");
+}
+
+/// Every `--microsoft-db` profile: `add-db --microsoft-db PROFILE` on a blank store writes the
+/// db (data and timestamp) that virt-firmware's own `add_microsoft_keys` builds for it (one
+/// Python process for all nine), and `enroll --external-management` equals virt-fw-vars'
+/// `--enroll-mgmt` (PK with the external-management entry, Microsoft's KEK, a profile's db,
+/// the dummy dbx).
+#[test]
+fn vfv_microsoft_db_profiles_and_enroll_mgmt_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = [
+        "win11",
+        "win23",
+        "win+rom23",
+        "uefi11",
+        "uefi23",
+        "uefi+rom23",
+        "redhat",
+        "redhat+rom",
+        "all",
+    ];
+    let python = virt_fw_vars().with_file_name("python3");
+    let script = format!(
+        "from virt.firmware.efi import efivar\n\
+         for p in {profiles:?}:\n\
+         \x20   vl = efivar.EfiVarList()\n\
+         \x20   vl.add_microsoft_keys(ms_db=p)\n\
+         \x20   print(p, vl['db'].data.hex(), vl['db'].bytes_time().hex())\n"
+    );
+    let out = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: BTreeMap<String, (String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_string(), (f[1].to_string(), f[2].to_string()))
+        })
+        .collect();
+    assert_eq!(theirs.len(), profiles.len());
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    let db_key = ("db".to_string(), SECURITY_DB.to_string());
+    for profile in profiles {
+        let store = copy_of(dir.path(), &blank, &format!("{profile}.fd"));
+        nvram_ok(&["secureboot", "add-db", p(&store), "--microsoft-db", profile]);
+        let db = &live(&store)[&db_key];
+        assert_eq!(hex::encode(&db.1), theirs[profile].0, "{profile}: db");
+        assert_eq!(
+            hex::encode(db.2.unwrap()),
+            theirs[profile].1,
+            "{profile}: time"
+        );
+    }
+
+    let ours = copy_of(dir.path(), &blank, "mgmt-ours.fd");
+    let theirs_store = dir.path().join("mgmt-theirs.fd");
+    vfv(&[
+        "-i",
+        p(&blank),
+        "-o",
+        p(&theirs_store),
+        "--enroll-mgmt",
+        "--microsoft-kek",
+        "all",
+        "--microsoft-db",
+        "uefi+rom23",
+        "--sb",
+    ]);
+    nvram_ok(&[
+        "secureboot",
+        "enroll",
+        p(&ours),
+        "--external-management",
+        "--microsoft",
+        "all",
+        "--microsoft-db",
+        "uefi+rom23",
+    ]);
+    let now = now_key();
+    assert_same(&ours, &theirs_store, &[], (now, now));
+    let status: serde_json::Value =
+        serde_json::from_slice(&nvram_ok(&["secureboot", "status", p(&ours), "--json"]).stdout)
+            .unwrap();
+    assert_eq!(status["setup_mode"], false, "{status}");
 }
