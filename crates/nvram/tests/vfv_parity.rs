@@ -508,3 +508,40 @@ fn vfv_microsoft_db_profiles_and_enroll_mgmt_match() {
             .unwrap();
     assert_eq!(status["setup_mode"], false, "{status}");
 }
+
+/// `nvram set NAME --true/--false` writes what virt-fw-vars' `--set-true`/`--set-false`
+/// write (one byte; the GUID and attributes it gives the name), and `nvram import --json`
+/// of a JSON dump sets what `--set-json` sets.
+#[test]
+fn vfv_set_true_false_and_set_json_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    let json = dir.path().join("ms.json");
+    let dump = nvram_ok(&["export", p(&debian_firmware("OVMF_VARS_4M.ms.fd"))]);
+    fs::write(&json, &dump.stdout).unwrap();
+    let theirs = dir.path().join("theirs.fd");
+    vfv(&[
+        "-i",
+        p(&blank),
+        "-o",
+        p(&theirs),
+        "--set-true",
+        "SHIM_VERBOSE",
+        "--set-true",
+        "FB_NO_REBOOT",
+        "--set-false",
+        "MyFlag",
+        "--set-json",
+        p(&json),
+    ]);
+    let ours = copy_of(dir.path(), &blank, "ours.fd");
+    nvram_ok(&["set", p(&ours), "SHIM_VERBOSE", "--true"]);
+    nvram_ok(&["set", p(&ours), "FB_NO_REBOOT", "--true"]);
+    nvram_ok(&["set", p(&ours), "MyFlag", "--false"]);
+    nvram_ok(&["import", p(&ours), "--json", p(&json)]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    let vars = live(&ours);
+    assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
+    assert!(vars.len() > 10, "the dump's variables: {}", vars.len());
+}
