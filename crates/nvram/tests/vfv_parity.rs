@@ -545,3 +545,78 @@ fn vfv_set_true_false_and_set_json_match() {
     assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
     assert!(vars.len() > 10, "the dump's variables: {}", vars.len());
 }
+
+/// A fleet edit: `nvram apply` with MOK, hash, SBAT level and shim switch flags gives every
+/// store what virt-fw-vars gives one with the matching options; a second run changes nothing.
+#[test]
+fn vfv_apply_mok_hashes_sbat_and_shim_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = debian_firmware("OVMF_VARS_4M.ms.fd");
+    let mok = write(
+        dir.path(),
+        "mok.der",
+        distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+    );
+    let sbat = write(
+        dir.path(),
+        "sbat.txt",
+        b"sbat,1,2023012900\nshim,2\ngrub,3\n",
+    );
+    let theirs = dir.path().join("theirs.fd");
+    let start = now_key();
+    vfv(&[
+        "-i",
+        p(&source),
+        "-o",
+        p(&theirs),
+        "--set-shim-verbose",
+        "--set-fallback-no-reboot",
+        "--set-sbat-level",
+        p(&sbat),
+        "--add-db-hash",
+        OWNER,
+        HASH_DB,
+        "--add-dbx-hash",
+        OWNER,
+        HASH_DBX,
+        "--add-mok",
+        OWNER,
+        p(&mok),
+        "--add-mok-hash",
+        OWNER,
+        HASH_MOK,
+    ]);
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| copy_of(dir.path(), &source, &format!("vm{i}.fd")))
+        .collect();
+    let mut args = vec![
+        "apply",
+        "--add-mok",
+        p(&mok),
+        "--add-db-hash",
+        HASH_DB,
+        "--add-dbx-hash",
+        HASH_DBX,
+        "--add-mok-hash",
+        HASH_MOK,
+        "--add-owner",
+        OWNER,
+        "--shim-on",
+        "verbose",
+        "--shim-on",
+        "fallback-no-reboot",
+        "--shim-sbat-level",
+        p(&sbat),
+        "--",
+    ];
+    args.extend(files.iter().map(|f| p(f)));
+    nvram_ok(&args);
+    let end = now_key();
+    for f in &files {
+        assert_same(f, &theirs, &["db", "dbx"], (start, end));
+    }
+    let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    nvram_ok(&args);
+    let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    assert_eq!(before, after, "a second run changes nothing");
+}

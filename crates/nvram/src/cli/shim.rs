@@ -25,7 +25,7 @@ enum Command {
 
 /// A shim or fallback switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SettingArg {
+pub(super) enum SettingArg {
     /// SHIM_DEBUG: shim waits for a debugger to attach.
     Debug,
     /// SHIM_VERBOSE: shim prints what it does.
