@@ -41,9 +41,9 @@ pub struct Cli {
     /// Wait for the lock of a store that another process (a running VM, another nvram)
     /// holds instead of failing at once: without SECONDS until it is free, with --wait=SECONDS
     /// up to that long, then fail as without --wait. For the commands that write a store: set,
-    /// delete, import, boot add/order/remove, secureboot enroll/add-*, upgrade, reset, apply, clean,
-    /// create --force and export -o --force replacing a file (prepare never writes an
-    /// existing file, so it never waits); the other commands take no lock.
+    /// delete, import, boot add/order/remove, secureboot enroll/add-*, shim, upgrade, reset,
+    /// apply, clean, create --force and export -o --force replacing a file (prepare never
+    /// writes an existing file, so it never waits); the other commands take no lock.
     #[arg(
         long,
         global = true,
