@@ -41,8 +41,8 @@ pub use generated::{
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
 };
 pub use profile::{
-    external_management_pk, is_external_management, MicrosoftDb, CERT_EXTERNAL_MANAGEMENT,
-    EXTERNAL_MANAGEMENT_OWNER,
+    external_management_pk, is_external_management, MicrosoftDb, Platform,
+    CERT_EXTERNAL_MANAGEMENT, EXTERNAL_MANAGEMENT_OWNER,
 };
 
 use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};

@@ -620,3 +620,40 @@ fn vfv_apply_mok_hashes_sbat_and_shim_across_files() {
     let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
     assert_eq!(before, after, "a second run changes nothing");
 }
+
+/// `enroll --platform redhat|microsoft` equals virt-fw-vars' `--enroll-redhat` and
+/// `--enroll-microsoft` (with a KEK year and a db profile chosen).
+#[test]
+fn vfv_enroll_vendor_platforms_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    for (platform, ours_extra, theirs_extra) in [
+        (
+            "redhat",
+            &["--microsoft", "all"][..],
+            &["--enroll-redhat"][..],
+        ),
+        (
+            "microsoft",
+            &["--microsoft", "2023", "--microsoft-db", "win23"][..],
+            &[
+                "--enroll-microsoft",
+                "--microsoft-kek",
+                "2023",
+                "--microsoft-db",
+                "win23",
+            ][..],
+        ),
+    ] {
+        let ours = copy_of(dir.path(), &blank, &format!("{platform}-ours.fd"));
+        let theirs = dir.path().join(format!("{platform}-theirs.fd"));
+        let mut args = vec!["-i", p(&blank), "-o", p(&theirs), "--sb"];
+        args.extend(theirs_extra);
+        vfv(&args);
+        let mut args = vec!["secureboot", "enroll", p(&ours), "--platform", platform];
+        args.extend(ours_extra);
+        nvram_ok(&args);
+        let now = now_key();
+        assert_same(&ours, &theirs, &[], (now, now));
+    }
+}

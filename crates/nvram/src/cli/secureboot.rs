@@ -43,9 +43,14 @@ struct EnrollArgs {
     #[arg(
         long,
         value_name = "CERT",
-        required_unless_present_any = ["generate_pk", "external_management"]
+        required_unless_present_any = ["generate_pk", "external_management", "platform"]
     )]
     pk: Option<PathBuf>,
+    /// A vendor's platform key instead (virt-fw-vars' --enroll-redhat, --enroll-microsoft):
+    /// redhat puts Red Hat's 2014 PK/KEK certificate into PK and KEK; microsoft puts
+    /// Microsoft's OEM devices PK (2023, owned by Microsoft's GUID) into PK.
+    #[arg(long, value_enum, conflicts_with_all = ["pk", "generate_pk", "external_management"])]
+    platform: Option<PlatformArg>,
     /// No platform key of our own: the PK holds the external-management entry (owned by
     /// a0baa8a3-…), saying that the keys are managed from outside (virt-fw-vars'
     /// --enroll-mgmt).
@@ -91,6 +96,15 @@ struct EnrollArgs {
     /// commands") instead of the lines on stderr.
     #[arg(long)]
     json: bool,
+}
+
+/// A vendor platform key bundled with nvram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlatformArg {
+    /// Red Hat Secure Boot (PK/KEK key 1), 2014: into PK and KEK.
+    Redhat,
+    /// Microsoft Windows OEM Devices PK, 2023: into PK.
+    Microsoft,
 }
 
 /// Show whether Secure Boot will be on, the databases and Microsoft's 2011/2023 certificates.
@@ -205,6 +219,18 @@ fn enroll(args: EnrollArgs) -> Result<ExitCode> {
         strategy: Strategy::from(args.strategy),
     };
     let (edited, generated) = match (&args.pk, &args.generate_pk) {
+        (None, None) if args.platform.is_some() => {
+            let platform = match args.platform {
+                Some(PlatformArg::Microsoft) => sb::Platform::Microsoft,
+                _ => sb::Platform::RedHat,
+            };
+            let mut plan = inputs.plan(platform.pk(), |_, p| read(p))?;
+            if let Some(kek) = platform.kek() {
+                plan.kek.insert(0, kek);
+            }
+            let edited = nvram::edit::edit_file(&args.file, |editor| sb::enroll(editor, &plan))?;
+            (edited, None)
+        }
         (None, None) if args.external_management => {
             let pk = SignatureInput::Lists {
                 db: sb::external_management_pk(sb::EXTERNAL_MANAGEMENT_OWNER),

@@ -157,6 +157,39 @@ impl MicrosoftDb {
     }
 }
 
+/// A vendor's platform key, as virt-fw-vars' `--enroll-redhat` and `--enroll-microsoft`
+/// enrol it (certificates from virtfw-libefi's bundle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Red Hat's "Red Hat Secure Boot (PK/KEK key 1)" (2014) as PK and as KEK, owned by
+    /// OVMF's a0baa8a3-….
+    RedHat,
+    /// Microsoft's "Windows OEM Devices PK" (2023) as PK, owned by Microsoft's GUID; no KEK
+    /// of its own (Microsoft's KEK certificates come with `microsoft`).
+    Microsoft,
+}
+
+impl Platform {
+    /// The PK: one certificate with its owner.
+    pub fn pk(self) -> crate::certs::SignatureInput {
+        let (owner, der) = match self {
+            Self::RedHat => (OVMF_ENROLL_DEFAULT_KEYS, bundled::REDHAT_PK_KEK_2014),
+            Self::Microsoft => (guid::MICROSOFT_OWNER, bundled::MICROSOFT_PK_2023),
+        };
+        let mut db = SignatureDb::default();
+        db.add_x509(owner, der);
+        crate::certs::SignatureInput::Lists { db, time: None }
+    }
+
+    /// What goes into KEK before Microsoft's certificates.
+    pub fn kek(self) -> Option<crate::certs::SignatureInput> {
+        match self {
+            Self::RedHat => Some(self.pk()),
+            Self::Microsoft => None,
+        }
+    }
+}
+
 /// The owner GUID of the external-management entry virt-firmware writes.
 pub const EXTERNAL_MANAGEMENT_OWNER: Guid = OVMF_ENROLL_DEFAULT_KEYS;
 
