@@ -417,12 +417,13 @@ pub struct VariableChange {
 
 impl VariableChange {
     /// The variable's vendor GUID: the image security database GUID for db and dbx, OVMF's
-    /// for `SecureBootEnable` and `CustomMode`, the EFI global variable GUID for PK and KEK.
+    /// for `SecureBootEnable` and `CustomMode`, shim's for MokList, the EFI global variable
+    /// GUID for PK and KEK.
     pub fn guid(&self) -> Guid {
         match self.name.as_str() {
             "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
             "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
-            name => Database::ALL
+            name => Database::WITH_MOK
                 .into_iter()
                 .find(|d| d.name() == name)
                 .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),

@@ -339,14 +339,21 @@ fn vfv_hashes_and_extracted_certificates_match() {
         "mok.der",
         distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
     );
-    nvram_ok(&[
-        "secureboot",
-        "add-mok",
-        p(&store),
-        p(&mok),
-        "--hash",
-        HASH_MOK,
-    ]);
+    let report: serde_json::Value = serde_json::from_slice(
+        &nvram_ok(&[
+            "secureboot",
+            "add-mok",
+            p(&store),
+            p(&mok),
+            "--hash",
+            HASH_MOK,
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(report["variables"][0]["guid"], SHIM, "{report}");
+    assert_eq!(report["variables"][0]["added"], 2, "{report}");
     nvram_ok(&["secureboot", "add-dbx", p(&store), "--microsoft", "2023"]);
     let theirs = dir.path().join("theirs");
     let ours = dir.path().join("ours");
