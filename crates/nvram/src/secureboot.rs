@@ -41,11 +41,11 @@ pub use generated::{
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
 };
 pub use profile::{
-    external_management_pk, is_external_management, MicrosoftDb, Platform,
+    external_management_pk, is_external_management, Distro, MicrosoftDb, Platform,
     CERT_EXTERNAL_MANAGEMENT, EXTERNAL_MANAGEMENT_OWNER,
 };
 
-use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
+use crate::certs::{bundled, now, read_signature_input, InputError, SignatureInput};
 use serde::Serialize;
 use std::path::Path;
 use varstore::decode::describe_signature;
@@ -250,46 +250,6 @@ impl Microsoft {
                     Self::All => true,
                 }
         })
-    }
-}
-
-/// A distribution whose db certificate nvram carries. Each is owned by OVMF's
-/// EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Distro {
-    /// Red Hat UEFI CA (2024); virt-firmware's `rh-uefi`.
-    RedHat,
-    /// Debian Secure Boot CA (2016).
-    Debian,
-    /// Canonical Ltd. Master Certificate Authority (2012), for Ubuntu.
-    Ubuntu,
-}
-
-impl Distro {
-    /// The db certificate (DER).
-    pub fn certificate(self) -> &'static [u8] {
-        match self {
-            Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
-            Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
-            Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
-        }
-    }
-
-    /// The distribution called `name`, also by virt-firmware's name (`rh-uefi`).
-    ///
-    /// ```
-    /// use nvram::secureboot::Distro;
-    /// assert_eq!(Distro::from_name("rh-uefi"), Some(Distro::RedHat));
-    /// assert_eq!(Distro::from_name("Debian"), Some(Distro::Debian));
-    /// assert_eq!(Distro::from_name("slackware"), None);
-    /// ```
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "redhat" | "rh-uefi" => Some(Self::RedHat),
-            "debian" => Some(Self::Debian),
-            "ubuntu" => Some(Self::Ubuntu),
-            _ => None,
-        }
     }
 }
 

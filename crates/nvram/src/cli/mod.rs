@@ -54,11 +54,11 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     wait: Option<nvram::files::LockWait>,
-    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image
-    /// or QEMU's uefi-vars JSON. Without it each file's format is recognised by its content
-    /// (an empty file is then raw: give --format json for a JSON store QEMU has not written
-    /// yet). `firmware list` shows only firmware whose images have this format; `prepare` and
-    /// `reset` write the VM's store in it.
+    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image,
+    /// QEMU's uefi-vars JSON or AWS EC2's uefi-data. Without it each file's format is
+    /// recognised by its content (an empty file is then raw: give --format json for a JSON
+    /// store QEMU has not written yet). `firmware list` shows only firmware whose images have
+    /// this format; `prepare` and `reset` write the VM's store in it.
     #[arg(long, global = true, value_name = "FORMAT")]
     format: Option<StoreFormat>,
 }

@@ -3,7 +3,7 @@
 //! firmware its keys are managed from outside.
 
 use super::KnownCertificate;
-use crate::certs::bundled;
+use crate::certs::{bundled, distro_certs};
 use varstore::guid::{self, Guid};
 use varstore::secureboot::{OwnedList, SignatureDb, OVMF_ENROLL_DEFAULT_KEYS};
 
@@ -186,6 +186,46 @@ impl Platform {
         match self {
             Self::RedHat => Some(self.pk()),
             Self::Microsoft => None,
+        }
+    }
+}
+
+/// A distribution whose db certificate nvram carries. Each is owned by OVMF's
+/// EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    /// Red Hat UEFI CA (2024); virt-firmware's `rh-uefi`.
+    RedHat,
+    /// Debian Secure Boot CA (2016).
+    Debian,
+    /// Canonical Ltd. Master Certificate Authority (2012), for Ubuntu.
+    Ubuntu,
+}
+
+impl Distro {
+    /// The db certificate (DER).
+    pub fn certificate(self) -> &'static [u8] {
+        match self {
+            Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
+            Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+            Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
+        }
+    }
+
+    /// The distribution called `name`, also by virt-firmware's name (`rh-uefi`).
+    ///
+    /// ```
+    /// use nvram::secureboot::Distro;
+    /// assert_eq!(Distro::from_name("rh-uefi"), Some(Distro::RedHat));
+    /// assert_eq!(Distro::from_name("Debian"), Some(Distro::Debian));
+    /// assert_eq!(Distro::from_name("slackware"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "redhat" | "rh-uefi" => Some(Self::RedHat),
+            "debian" => Some(Self::Debian),
+            "ubuntu" => Some(Self::Ubuntu),
+            _ => None,
         }
     }
 }
