@@ -608,7 +608,9 @@ pub fn enroll(
                 }
                 if database == Database::Db {
                     for distro in &plan.distro {
-                        db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, distro.certificate());
+                        for der in distro.certificates() {
+                            db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, der);
+                        }
                     }
                 }
                 (auth, hashes)
@@ -790,7 +792,9 @@ pub fn add(
         }
     }
     for d in &addition.distro {
-        added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, d.certificate()));
+        for der in d.certificates() {
+            added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, der));
+        }
     }
     let mut hashes = hashes;
     for hash in &addition.hashes {

@@ -664,3 +664,44 @@ fn vfv_enroll_vendor_platforms_match() {
         assert_same(&ours, &theirs, &[], (now, now));
     }
 }
+
+/// `add-db --distro windows|ms-uefi|ms-uefi-rom` adds what virt-fw-vars'
+/// `--distro-keys windows|ms-uefi|ms-uefi-rom` adds (Microsoft's CAs, owned by OVMF's GUID).
+#[test]
+fn vfv_microsoft_distro_keys_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = debian_firmware("OVMF_VARS_4M.fd");
+    let theirs = dir.path().join("theirs.fd");
+    vfv(&[
+        "-i",
+        p(&blank),
+        "-o",
+        p(&theirs),
+        "--distro-keys",
+        "windows",
+        "--distro-keys",
+        "ms-uefi",
+        "--distro-keys",
+        "ms-uefi-rom",
+    ]);
+    let ours = copy_of(dir.path(), &blank, "ours.fd");
+    nvram_ok(&[
+        "secureboot",
+        "add-db",
+        p(&ours),
+        "--distro",
+        "windows",
+        "--distro",
+        "ms-uefi",
+        "--distro",
+        "ms-uefi-rom",
+    ]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    let db = &live(&ours)[&("db".to_string(), SECURITY_DB.to_string())];
+    assert!(
+        db.1.len() > 5 * 1000,
+        "five certificates: {} bytes",
+        db.1.len()
+    );
+}

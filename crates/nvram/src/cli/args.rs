@@ -106,6 +106,13 @@ pub enum DistroArg {
     Redhat,
     /// Canonical Ltd. Master Certificate Authority (2012): Ubuntu's grub and kernels.
     Ubuntu,
+    /// Microsoft's Windows CAs (Production PCA 2011, Windows UEFI CA 2023), owned as
+    /// virt-fw-vars' --distro-keys windows owns them.
+    Windows,
+    /// Microsoft's third-party UEFI CAs (2011, 2023).
+    MsUefi,
+    /// Microsoft's Option ROM UEFI CA 2023.
+    MsUefiRom,
 }
 
 impl From<DistroArg> for Distro {
@@ -114,6 +121,9 @@ impl From<DistroArg> for Distro {
             DistroArg::Debian => Distro::Debian,
             DistroArg::Redhat => Distro::RedHat,
             DistroArg::Ubuntu => Distro::Ubuntu,
+            DistroArg::Windows => Distro::Windows,
+            DistroArg::MsUefi => Distro::MicrosoftUefi,
+            DistroArg::MsUefiRom => Distro::MicrosoftUefiRom,
         }
     }
 }

@@ -190,8 +190,8 @@ impl Platform {
     }
 }
 
-/// A distribution whose db certificate nvram carries. Each is owned by OVMF's
-/// EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
+/// A distribution (or Microsoft signing scope) whose db certificates nvram carries. Each is
+/// owned by OVMF's EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Distro {
     /// Red Hat UEFI CA (2024); virt-firmware's `rh-uefi`.
@@ -200,15 +200,31 @@ pub enum Distro {
     Debian,
     /// Canonical Ltd. Master Certificate Authority (2012), for Ubuntu.
     Ubuntu,
+    /// Microsoft's Windows signing CAs (Production PCA 2011, Windows UEFI CA 2023);
+    /// virt-firmware's `windows`.
+    Windows,
+    /// Microsoft's third-party UEFI CAs (2011, 2023); virt-firmware's `ms-uefi`.
+    MicrosoftUefi,
+    /// Microsoft's Option ROM UEFI CA 2023; virt-firmware's `ms-uefi-rom`.
+    MicrosoftUefiRom,
 }
 
 impl Distro {
-    /// The db certificate (DER).
-    pub fn certificate(self) -> &'static [u8] {
+    /// The db certificates (DER), in virt-firmware's order.
+    pub fn certificates(self) -> &'static [&'static [u8]] {
         match self {
-            Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
-            Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
-            Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
+            Self::RedHat => &[bundled::REDHAT_DB_UEFI_2024],
+            Self::Debian => &[distro_certs::DEBIAN_SECURE_BOOT_CA_2016],
+            Self::Ubuntu => &[distro_certs::CANONICAL_MASTER_CA_2012],
+            Self::Windows => &[
+                bundled::MICROSOFT_DB_WINDOWS_2011,
+                bundled::MICROSOFT_DB_WINDOWS_2023,
+            ],
+            Self::MicrosoftUefi => &[
+                bundled::MICROSOFT_DB_UEFI_2011,
+                bundled::MICROSOFT_DB_UEFI_2023,
+            ],
+            Self::MicrosoftUefiRom => &[bundled::MICROSOFT_DB_UEFI_ROM_2023],
         }
     }
 
@@ -225,6 +241,9 @@ impl Distro {
             "redhat" | "rh-uefi" => Some(Self::RedHat),
             "debian" => Some(Self::Debian),
             "ubuntu" => Some(Self::Ubuntu),
+            "windows" => Some(Self::Windows),
+            "ms-uefi" => Some(Self::MicrosoftUefi),
+            "ms-uefi-rom" => Some(Self::MicrosoftUefiRom),
             _ => None,
         }
     }
