@@ -25,6 +25,7 @@
 //! ```
 
 pub mod apply;
+pub mod awsstore;
 pub mod certs;
 pub mod container;
 pub mod convert;
@@ -38,4 +39,5 @@ pub mod jsonstore;
 pub mod libvirt;
 pub mod prepare;
 pub mod secureboot;
+pub mod shim;
 pub mod upgrade;

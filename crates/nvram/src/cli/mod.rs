@@ -22,6 +22,7 @@ mod prepare;
 mod reset;
 mod secureboot;
 mod set;
+mod shim;
 mod sign_update;
 mod upgrade;
 mod vms;
@@ -41,9 +42,9 @@ pub struct Cli {
     /// Wait for the lock of a store that another process (a running VM, another nvram)
     /// holds instead of failing at once: without SECONDS until it is free, with --wait=SECONDS
     /// up to that long, then fail as without --wait. For the commands that write a store: set,
-    /// delete, import, boot add/order/remove, secureboot enroll/add-*, upgrade, reset, apply, clean,
-    /// create --force and export -o --force replacing a file (prepare never writes an
-    /// existing file, so it never waits); the other commands take no lock.
+    /// delete, import, boot add/order/remove, secureboot enroll/add-*, shim, upgrade, reset,
+    /// apply, clean, create --force and export -o --force replacing a file (prepare never
+    /// writes an existing file, so it never waits); the other commands take no lock.
     #[arg(
         long,
         global = true,
@@ -54,11 +55,11 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     wait: Option<nvram::files::LockWait>,
-    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image
-    /// or QEMU's uefi-vars JSON. Without it each file's format is recognised by its content
-    /// (an empty file is then raw: give --format json for a JSON store QEMU has not written
-    /// yet). `firmware list` shows only firmware whose images have this format; `prepare` and
-    /// `reset` write the VM's store in it.
+    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image,
+    /// QEMU's uefi-vars JSON or AWS EC2's uefi-data. Without it each file's format is
+    /// recognised by its content (an empty file is then raw: give --format json for a JSON
+    /// store QEMU has not written yet). `firmware list` shows only firmware whose images have
+    /// this format; `prepare` and `reset` write the VM's store in it.
     #[arg(long, global = true, value_name = "FORMAT")]
     format: Option<StoreFormat>,
 }
@@ -72,6 +73,8 @@ pub(crate) enum StoreFormat {
     Qcow2,
     /// QEMU's uefi-vars JSON (`-device uefi-vars-*,jsonfile=FILE`).
     Json,
+    /// AWS EC2's uefi-data (what `aws ec2 register-image --uefi-data` takes).
+    Aws,
 }
 
 impl From<StoreFormat> for nvram::container::Format {
@@ -80,6 +83,7 @@ impl From<StoreFormat> for nvram::container::Format {
             StoreFormat::Raw => Self::Raw,
             StoreFormat::Qcow2 => Self::Qcow2,
             StoreFormat::Json => Self::Json,
+            StoreFormat::Aws => Self::Aws,
         }
     }
 }
@@ -113,6 +117,7 @@ enum Command {
     Delete(delete::Args),
     Import(import::Args),
     Secureboot(secureboot::Args),
+    Shim(shim::Args),
     // Boxed: its many flags make it far larger than the other commands.
     Apply(Box<apply::Args>),
     Boot(boot::Args),
@@ -143,6 +148,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
         Command::Secureboot(args) => secureboot::run(args),
+        Command::Shim(args) => shim::run(args),
         Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Clean(args) => clean::run(args),
