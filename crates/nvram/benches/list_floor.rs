@@ -16,9 +16,9 @@
 //! Run with `cargo bench -p nvram --bench list_floor` (`LIST_FLOOR_ROUNDS=N` for more
 //! rounds; 400 by default, virt-fw-vars once every 20 rounds).
 //!
-//! Figures (2 shared cores, Debian 12, load average 8–9 from other builds, 1,000 rounds; medians
-//! / minima): hello-world 1.09 / 0.88 ms; `nvram --version` 1.50× / 1.35×; `nvram list`
-//! 2.17× / 1.98×; `virt-fw-vars --print` 137× / 102× (63× `nvram list`). Where the rest
+//! Figures (2 shared cores, Debian 12, load average 5.6–6.4 from other builds, 1,000 rounds;
+//! medians / minima): hello-world 1.08 / 0.88 ms; `nvram --version` 1.39× / 1.36×; `nvram
+//! list` 2.09× / 1.96×; `virt-fw-vars --print` 103× / 95× (49× `nvram list`). Where the rest
 //! goes, by `valgrind --tool=callgrind` (instruction counts do not depend on the load):
 //! hello-world 0.30 M instructions and 89 page faults; `nvram list` 1.21 M and about 335,
 //! of which the dynamic loader is 0.42 M (11,000 relative relocations of a position-
