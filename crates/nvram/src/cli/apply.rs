@@ -419,14 +419,19 @@ fn finish(args: &Args, results: &[FileResult], report: &str) -> Result<ExitCode>
         },
         summary.failed
     );
-    let bad = summary.failed > 0 || (args.strict && summary.skipped > 0);
-    Ok(if bad {
+    Ok(exit_status(&summary, args.strict))
+}
+
+/// The exit status of a run over many stores: 1 when some failed (or, `strict`, was
+/// skipped), else 3 when some change is not durable, else 0.
+pub(super) fn exit_status(summary: &Summary, strict: bool) -> ExitCode {
+    if summary.failed > 0 || (strict && summary.skipped > 0) {
         ExitCode::from(1)
     } else if summary.not_durable > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Builds the plan; every argument problem is found here, before any file is touched.
