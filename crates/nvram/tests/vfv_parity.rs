@@ -49,6 +49,37 @@ fn vfv(args: &[&str]) {
     );
 }
 
+/// The interpreter virt-fw-vars runs under (its shebang line), checked to import
+/// virt.firmware, so a script can call virt-firmware's own functions.
+fn vfv_python() -> PathBuf {
+    let script = virt_fw_vars();
+    let text = fs::read(&script).unwrap();
+    let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(first);
+    let mut words = line
+        .strip_prefix("#!")
+        .unwrap_or_else(|| panic!("{}: no #! line: {line:?}", script.display()))
+        .split_whitespace();
+    // `#!/usr/bin/env python3` names the interpreter in its second word.
+    let python = match words.next() {
+        Some(env) if env.ends_with("/env") => words.next(),
+        other => other,
+    }
+    .unwrap_or_else(|| panic!("{}: empty #! line", script.display()))
+    .to_string();
+    let out = Command::new(&python)
+        .args(["-c", "import virt.firmware.efi.efivar"])
+        .output()
+        .unwrap_or_else(|e| panic!("{python} (from {}'s #! line): {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{python} (from {}'s #! line) cannot import virt.firmware: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(python)
+}
+
 fn copy_of(dir: &Path, source: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     fs::copy(source, &path).unwrap();
@@ -445,7 +476,7 @@ fn vfv_microsoft_db_profiles_and_enroll_mgmt_match() {
         "redhat+rom",
         "all",
     ];
-    let python = virt_fw_vars().with_file_name("python3");
+    let python = vfv_python();
     let script = format!(
         "from virt.firmware.efi import efivar\n\
          for p in {profiles:?}:\n\
