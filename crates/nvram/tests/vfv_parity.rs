@@ -445,16 +445,32 @@ fn vfv_hashes_and_extracted_certificates_match() {
         "{:?}",
         a.keys()
     );
-    // A second run creates nothing and overwrites nothing.
-    let again = common::stdout(&nvram_ok(&[
-        "secureboot",
-        "extract-certs",
-        p(&store),
-        "-o",
-        p(&ours),
-        "--json",
-    ]));
-    assert!(!again.contains("\"skipped\": false"), "{again}");
+    // A second run creates nothing and overwrites nothing, and reports every certificate.
+    let again: serde_json::Value = serde_json::from_slice(
+        &nvram_ok(&[
+            "secureboot",
+            "extract-certs",
+            p(&store),
+            "-o",
+            p(&ours),
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let entries = again.as_array().expect("a JSON array");
+    assert_eq!(entries.len(), a.len(), "one entry per certificate: {again}");
+    let mut reported: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["skipped"], true, "{e}");
+            let path = Path::new(e["path"].as_str().expect("a path"));
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(reported, a.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(fs::read_dir(&ours).unwrap().count(), a.len());
 }
 
 /// Every `--microsoft-db` profile: `add-db --microsoft-db PROFILE` on a blank store writes the
