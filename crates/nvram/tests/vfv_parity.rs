@@ -598,6 +598,29 @@ fn vfv_set_true_false_and_set_json_match() {
     let vars = live(&ours);
     assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
     assert!(vars.len() > 10, "the dump's variables: {}", vars.len());
+
+    // virt-fw-vars' own dump (`--output-json`) fed to both tools.
+    let edited = copy_of(dir.path(), &blank, "edited.fd");
+    nvram_ok(&["set", p(&edited), "SHIM_VERBOSE", "--true"]);
+    nvram_ok(&["secureboot", "add-mok", p(&edited), "--hash", HASH_MOK]);
+    let their_json = dir.path().join("theirs.json");
+    vfv(&["-i", p(&edited), "--output-json", p(&their_json)]);
+    let theirs = dir.path().join("theirs-from-their-json.fd");
+    vfv(&[
+        "-i",
+        p(&blank),
+        "-o",
+        p(&theirs),
+        "--set-json",
+        p(&their_json),
+    ]);
+    let ours = copy_of(dir.path(), &blank, "ours-from-their-json.fd");
+    nvram_ok(&["import", p(&ours), "--json", p(&their_json)]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    let vars = live(&ours);
+    assert!(vars.contains_key(&("MokList".into(), SHIM.into())));
+    assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
 }
 
 /// A fleet edit: `nvram apply` with MOK, hash, SBAT level and shim switch flags gives every
