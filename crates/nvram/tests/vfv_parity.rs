@@ -352,6 +352,58 @@ fn vfv_aws_round_trip_and_edit_match() {
     );
     let listed = common::stdout(&nvram_ok(&["list", p(&edited)]));
     assert!(listed.contains("SHIM_VERBOSE"), "{listed}");
+
+    // Hashes and MOK on an AWS store, in place, equal virt-fw-vars' `--output-aws`.
+    let mok = write(
+        dir.path(),
+        "mok.der",
+        distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+    );
+    let theirs_hashed = dir.path().join("theirs-hashed.aws");
+    let start = now_key();
+    vfv(&[
+        "-i",
+        p(&theirs),
+        "--output-aws",
+        p(&theirs_hashed),
+        "--add-db-hash",
+        OWNER,
+        HASH_DB,
+        "--add-mok",
+        OWNER,
+        p(&mok),
+        "--add-mok-hash",
+        OWNER,
+        HASH_MOK,
+    ]);
+    let hashed = copy_of(dir.path(), &theirs, "hashed.aws");
+    let h = p(&hashed);
+    nvram_ok(&[
+        "secureboot",
+        "add-db",
+        h,
+        "--hash",
+        HASH_DB,
+        "--owner",
+        OWNER,
+    ]);
+    nvram_ok(&["secureboot", "add-mok", h, p(&mok), "--owner", OWNER]);
+    nvram_ok(&[
+        "apply",
+        "--add-mok-hash",
+        HASH_MOK,
+        "--add-owner",
+        OWNER,
+        "--",
+        h,
+    ]);
+    let end = now_key();
+    assert_same(&hashed, &theirs_hashed, &["db"], (start, end));
+    assert_eq!(
+        fs::read(&hashed).unwrap()[..4],
+        fs::read(&theirs).unwrap()[..4],
+        "still an AWS store"
+    );
 }
 
 /// `nvram secureboot hashes` lists the SHA-256 entries virt-fw-vars' `--hashes` prints (in
