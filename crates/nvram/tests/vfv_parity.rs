@@ -748,6 +748,19 @@ fn vfv_apply_mok_hashes_sbat_and_shim_across_files() {
     nvram_ok(&args);
     let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
     assert_eq!(before, after, "a second run changes nothing");
+
+    // `--shim-off` deletes the switch, as virt-fw-vars' `-d` does.
+    let theirs_off = dir.path().join("theirs-off.fd");
+    vfv(&["-i", p(&theirs), "-o", p(&theirs_off), "-d", "SHIM_VERBOSE"]);
+    let mut off = vec!["apply", "--shim-off", "verbose", "--"];
+    off.extend(files.iter().map(|f| p(f)));
+    nvram_ok(&off);
+    for f in &files {
+        let vars = live(f);
+        assert!(!vars.contains_key(&("SHIM_VERBOSE".to_string(), SHIM.to_string())));
+        assert!(vars.contains_key(&("FB_NO_REBOOT".to_string(), SHIM.to_string())));
+        assert_same(f, &theirs_off, &["db", "dbx"], (start, end));
+    }
 }
 
 /// `enroll --platform redhat|microsoft` equals virt-fw-vars' `--enroll-redhat` and
