@@ -5,15 +5,13 @@
 
 mod common;
 
+use common::vfv::{SECURITY_DB, SHIM};
 use common::{nvram_ok, path_str as p, self_signed};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
 use testkit::debian_firmware;
 use varstore::Varstore;
-
-const SHIM: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
-const SECURITY_DB: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
 
 fn json(args: &[&str]) -> Value {
     let out = nvram_ok(args);
