@@ -3,13 +3,15 @@
 //! vs `virt-fw-vars --output-json`; then, per capability of issue 16 on Debian's
 //! `OVMF_VARS_4M.ms.fd`, each nvram command against the virt-fw-vars option that does the same
 //! (hashes, revoked certificates, MOK, `--set-dbx`, shim switches, SBAT level, AWS output,
-//! `--hashes`, `--extract-certs`, `--set-true`, `--enroll-mgmt` with a db profile). nvram
-//! edits a fresh copy of the store in place (the copy is inside the timing); virt-fw-vars
-//! reads the store and writes another file with `-o`.
+//! `--hashes`, `--extract-certs`, `--set-true`, `--set-false`, `--set-json`, `--output-auth`,
+//! `--enroll-mgmt` with a db profile, an edit of an AWS store). nvram edits a fresh copy of
+//! the store in place (the copy is inside the timing); virt-fw-vars reads the store and
+//! writes another file with `-o` (`--output-aws` for the AWS store).
 //!
 //! Run with `cargo bench -p nvram --bench vs_virt_fw_vars` after `scripts/install-test-deps`
-//! (or point `NVRAM_VIRT_FW_VARS` at a virt-fw-vars). Prints mean wall time per process and
-//! the ratio.
+//! (or point `NVRAM_VIRT_FW_VARS` at a virt-fw-vars); `cargo bench -p nvram --bench
+//! vs_virt_fw_vars -- capabilities` prints only the per-capability table. Prints mean wall
+//! time per process and the ratio.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +37,10 @@ fn main() {
     let peer = testkit::virt_fw_vars();
     let out_dir = tempfile::tempdir().unwrap();
     let json_out = out_dir.path().join("out.json");
+    if std::env::args().any(|a| a == "capabilities") {
+        capabilities(&nvram, &peer, out_dir.path());
+        return;
+    }
     println!(
         "{:<28} {:<10} {:>12} {:>14} {:>8}",
         "file", "task", "nvram", "virt-fw-vars", "ratio"
@@ -103,15 +109,79 @@ fn capabilities(nvram: &Path, peer: &Path, dir: &Path) {
     std::fs::write(&sbat, b"sbat,1,2024010900\nshim,4\n").unwrap();
     let work = dir.join("work.fd");
     let out = dir.join("out.fd");
-    let (c, u, l, o) = (
+    let auth_dir = dir.join("auth");
+    std::fs::create_dir(&auth_dir).unwrap();
+    let aws = dir.join("source.aws");
+    let json = dir.join("set.json");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new(nvram).args(args).status().expect("run nvram");
+        assert!(status.success(), "nvram {args:?}");
+    };
+    run(&[
+        "convert".as_ref(),
+        source.as_os_str(),
+        aws.as_os_str(),
+        "--to".as_ref(),
+        "aws".as_ref(),
+    ]);
+    // A dump of a few variables for --set-json: a blank store with two flags set.
+    let flags = dir.join("flags.fd");
+    std::fs::copy(testkit::debian_firmware("OVMF_VARS_4M.fd"), &flags).unwrap();
+    run(&[
+        "set".as_ref(),
+        flags.as_os_str(),
+        "MyFlag".as_ref(),
+        "--true".as_ref(),
+    ]);
+    run(&[
+        "shim".as_ref(),
+        "set".as_ref(),
+        flags.as_os_str(),
+        "verbose".as_ref(),
+    ]);
+    run(&[
+        "export".as_ref(),
+        flags.as_os_str(),
+        "-o".as_ref(),
+        json.as_os_str(),
+    ]);
+    let (c, u, l, o, a, j, w) = (
         cert.to_str().unwrap(),
         update.to_str().unwrap(),
         sbat.to_str().unwrap(),
         out.to_str().unwrap(),
+        auth_dir.to_str().unwrap(),
+        json.to_str().unwrap(),
+        dir.join("out.aws").to_str().unwrap().to_string(),
     );
     let owner = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d";
     let hash = "0102030405060708091011121314151617181920212223242526272829303132";
     let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "MOK hash",
+            vec!["secureboot", "add-mok", "{store}", "--hash", hash],
+            vec!["--add-mok-hash", owner, hash],
+        ),
+        (
+            "set false",
+            vec!["set", "{store}", "MyFlag", "--false"],
+            vec!["--set-false", "MyFlag"],
+        ),
+        (
+            "set json",
+            vec!["import", "{store}", "--json", j],
+            vec!["--set-json", j],
+        ),
+        (
+            "output auth",
+            vec!["secureboot", "export-auth", "{store}", a, "--force"],
+            vec!["--output-auth", a],
+        ),
+        (
+            "AWS edit",
+            vec!["shim", "set", "{aws}", "verbose"],
+            vec!["{aws}", "--set-shim-verbose", "--output-aws", w.as_str()],
+        ),
         (
             "db hash",
             vec!["secureboot", "add-db", "{store}", "--hash", hash],
@@ -177,11 +247,17 @@ fn capabilities(nvram: &Path, peer: &Path, dir: &Path) {
         "capability", "nvram", "virt-fw-vars", "ratio"
     );
     for (task, ours_args, peer_args) in cases {
+        // `{aws}` first in the peer's arguments: the AWS store is the input of both tools.
+        let input = if peer_args.first() == Some(&"{aws}") {
+            &aws
+        } else {
+            &source
+        };
         let ours = time_runs(30, || {
-            std::fs::copy(&source, &work).unwrap();
+            std::fs::copy(input, &work).unwrap();
             let mut cmd = Command::new(nvram);
             cmd.args(ours_args.iter().map(|a| {
-                if *a == "{store}" {
+                if *a == "{store}" || *a == "{aws}" {
                     work.to_str().unwrap()
                 } else {
                     a
@@ -189,10 +265,13 @@ fn capabilities(nvram: &Path, peer: &Path, dir: &Path) {
             }));
             cmd
         });
-        let writes = !peer_args.contains(&"--output-aws") && !peer_args.contains(&"-p");
+        let peer_args: Vec<&str> = peer_args.into_iter().filter(|a| *a != "{aws}").collect();
+        let writes = !["--output-aws", "--output-auth", "-p"]
+            .iter()
+            .any(|o| peer_args.contains(o));
         let theirs = time_runs(5, || {
             let mut cmd = Command::new(peer);
-            cmd.arg("-i").arg(&source).args(&peer_args);
+            cmd.arg("-i").arg(input).args(&peer_args);
             if writes {
                 cmd.arg("-o").arg(&out);
             }

@@ -9,6 +9,9 @@
 
 mod common;
 
+use common::vfv::{
+    assert_same, copy_of, live, now_key, vfv, vfv_python, write, OWNER, SECURITY_DB, SHIM,
+};
 use common::{nvram_ok, path_str as p};
 use nvram::certs::distro_certs;
 use std::collections::BTreeMap;
@@ -16,96 +19,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use testkit::{debian_firmware, virt_fw_vars};
-use varstore::Varstore;
-
-/// (name, guid) -> (attributes, data, timestamp)
-type Live = BTreeMap<(String, String), (u32, Vec<u8>, Option<[u8; 16]>)>;
-
-const OWNER: &str = "11223344-5566-7788-99aa-bbccddeeff00";
-const SHIM: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
-const SECURITY_DB: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
-
-fn live(path: &Path) -> Live {
-    let file = nvram::files::read_store(path).unwrap();
-    let store = Varstore::parse(file.image()).unwrap();
-    store
-        .live_variables()
-        .iter()
-        .map(|v| {
-            (
-                (v.name(), v.guid.to_string()),
-                (v.attributes.0, v.data.to_vec(), v.time().map(|t| t.0)),
-            )
-        })
-        .collect()
-}
-
-fn vfv(args: &[&str]) {
-    let out = Command::new(virt_fw_vars()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "virt-fw-vars {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn copy_of(dir: &Path, source: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::copy(source, &path).unwrap();
-    path
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// An `EFI_TIME` to the second: year, month, day, hour, minute, second.
-type Seconds = (u16, u8, u8, u8, u8, u8);
-
-/// The seconds-resolution key of an `EFI_TIME`.
-fn seconds(t: &[u8; 16]) -> Seconds {
-    (
-        u16::from_le_bytes([t[0], t[1]]),
-        t[2],
-        t[3],
-        t[4],
-        t[5],
-        t[6],
-    )
-}
-
-fn now_key() -> Seconds {
-    seconds(&nvram::certs::now().0)
-}
-
-/// Asserts that the two stores hold the same variables with the same attributes and data;
-/// timestamps equal, or for the variables in `clocked` both within `window`.
-fn assert_same(ours: &Path, theirs: &Path, clocked: &[&str], window: (Seconds, Seconds)) {
-    let (a, b) = (live(ours), live(theirs));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the same variables"
-    );
-    for (key, x) in &a {
-        let y = &b[key];
-        assert_eq!(x.0, y.0, "{key:?}: attributes");
-        assert_eq!(hex::encode(&x.1), hex::encode(&y.1), "{key:?}: data");
-        if clocked.contains(&key.0.as_str()) {
-            for t in [x.2, y.2] {
-                let t = seconds(&t.expect("a timestamp"));
-                assert!(
-                    window.0 <= t && t <= window.1,
-                    "{key:?}: {t:?} outside {window:?}"
-                );
-            }
-        } else {
-            assert_eq!(x.2, y.2, "{key:?}: timestamp");
-        }
-    }
-}
 
 const HASH_DB: &str = "0102030405060708091011121314151617181920212223242526272829303132";
 const HASH_DBX: &str = "a1a2a3a4a5a6a7a8a9b0b1b2b3b4b5b6b7b8b9c0c1c2c3c4c5c6c7c8c9d0d1d2";
@@ -321,6 +234,58 @@ fn vfv_aws_round_trip_and_edit_match() {
     );
     let listed = common::stdout(&nvram_ok(&["list", p(&edited)]));
     assert!(listed.contains("SHIM_VERBOSE"), "{listed}");
+
+    // Hashes and MOK on an AWS store, in place, equal virt-fw-vars' `--output-aws`.
+    let mok = write(
+        dir.path(),
+        "mok.der",
+        distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
+    );
+    let theirs_hashed = dir.path().join("theirs-hashed.aws");
+    let start = now_key();
+    vfv(&[
+        "-i",
+        p(&theirs),
+        "--output-aws",
+        p(&theirs_hashed),
+        "--add-db-hash",
+        OWNER,
+        HASH_DB,
+        "--add-mok",
+        OWNER,
+        p(&mok),
+        "--add-mok-hash",
+        OWNER,
+        HASH_MOK,
+    ]);
+    let hashed = copy_of(dir.path(), &theirs, "hashed.aws");
+    let h = p(&hashed);
+    nvram_ok(&[
+        "secureboot",
+        "add-db",
+        h,
+        "--hash",
+        HASH_DB,
+        "--owner",
+        OWNER,
+    ]);
+    nvram_ok(&["secureboot", "add-mok", h, p(&mok), "--owner", OWNER]);
+    nvram_ok(&[
+        "apply",
+        "--add-mok-hash",
+        HASH_MOK,
+        "--add-owner",
+        OWNER,
+        "--",
+        h,
+    ]);
+    let end = now_key();
+    assert_same(&hashed, &theirs_hashed, &["db"], (start, end));
+    assert_eq!(
+        fs::read(&hashed).unwrap()[..4],
+        fs::read(&theirs).unwrap()[..4],
+        "still an AWS store"
+    );
 }
 
 /// `nvram secureboot hashes` lists the SHA-256 entries virt-fw-vars' `--hashes` prints (in
@@ -414,16 +379,32 @@ fn vfv_hashes_and_extracted_certificates_match() {
         "{:?}",
         a.keys()
     );
-    // A second run creates nothing and overwrites nothing.
-    let again = common::stdout(&nvram_ok(&[
-        "secureboot",
-        "extract-certs",
-        p(&store),
-        "-o",
-        p(&ours),
-        "--json",
-    ]));
-    assert!(!again.contains("\"skipped\": false"), "{again}");
+    // A second run creates nothing and overwrites nothing, and reports every certificate.
+    let again: serde_json::Value = serde_json::from_slice(
+        &nvram_ok(&[
+            "secureboot",
+            "extract-certs",
+            p(&store),
+            "-o",
+            p(&ours),
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let entries = again.as_array().expect("a JSON array");
+    assert_eq!(entries.len(), a.len(), "one entry per certificate: {again}");
+    let mut reported: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["skipped"], true, "{e}");
+            let path = Path::new(e["path"].as_str().expect("a path"));
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(reported, a.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(fs::read_dir(&ours).unwrap().count(), a.len());
 }
 
 /// Every `--microsoft-db` profile: `add-db --microsoft-db PROFILE` on a blank store writes the
@@ -445,7 +426,7 @@ fn vfv_microsoft_db_profiles_and_enroll_mgmt_match() {
         "redhat+rom",
         "all",
     ];
-    let python = virt_fw_vars().with_file_name("python3");
+    let python = vfv_python();
     let script = format!(
         "from virt.firmware.efi import efivar\n\
          for p in {profiles:?}:\n\
@@ -551,6 +532,29 @@ fn vfv_set_true_false_and_set_json_match() {
     let vars = live(&ours);
     assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
     assert!(vars.len() > 10, "the dump's variables: {}", vars.len());
+
+    // virt-fw-vars' own dump (`--output-json`) fed to both tools.
+    let edited = copy_of(dir.path(), &blank, "edited.fd");
+    nvram_ok(&["set", p(&edited), "SHIM_VERBOSE", "--true"]);
+    nvram_ok(&["secureboot", "add-mok", p(&edited), "--hash", HASH_MOK]);
+    let their_json = dir.path().join("theirs.json");
+    vfv(&["-i", p(&edited), "--output-json", p(&their_json)]);
+    let theirs = dir.path().join("theirs-from-their-json.fd");
+    vfv(&[
+        "-i",
+        p(&blank),
+        "-o",
+        p(&theirs),
+        "--set-json",
+        p(&their_json),
+    ]);
+    let ours = copy_of(dir.path(), &blank, "ours-from-their-json.fd");
+    nvram_ok(&["import", p(&ours), "--json", p(&their_json)]);
+    let now = now_key();
+    assert_same(&ours, &theirs, &[], (now, now));
+    let vars = live(&ours);
+    assert!(vars.contains_key(&("MokList".into(), SHIM.into())));
+    assert_eq!(vars[&("SHIM_VERBOSE".into(), SHIM.into())].1, [1]);
 }
 
 /// A fleet edit: `nvram apply` with MOK, hash, SBAT level and shim switch flags gives every
@@ -626,6 +630,19 @@ fn vfv_apply_mok_hashes_sbat_and_shim_across_files() {
     nvram_ok(&args);
     let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
     assert_eq!(before, after, "a second run changes nothing");
+
+    // `--shim-off` deletes the switch, as virt-fw-vars' `-d` does.
+    let theirs_off = dir.path().join("theirs-off.fd");
+    vfv(&["-i", p(&theirs), "-o", p(&theirs_off), "-d", "SHIM_VERBOSE"]);
+    let mut off = vec!["apply", "--shim-off", "verbose", "--"];
+    off.extend(files.iter().map(|f| p(f)));
+    nvram_ok(&off);
+    for f in &files {
+        let vars = live(f);
+        assert!(!vars.contains_key(&("SHIM_VERBOSE".to_string(), SHIM.to_string())));
+        assert!(vars.contains_key(&("FB_NO_REBOOT".to_string(), SHIM.to_string())));
+        assert_same(f, &theirs_off, &["db", "dbx"], (start, end));
+    }
 }
 
 /// `enroll --platform redhat|microsoft` equals virt-fw-vars' `--enroll-redhat` and
