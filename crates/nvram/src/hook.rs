@@ -382,8 +382,7 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
                 size: image.len() as u64,
                 template: t.template.path().to_path_buf(),
                 template_size: t.template.size(),
-                consequence: "the firmware would not find its store where it expects it \
-                              (`virsh start --reset-nvram` re-creates it from the template)",
+                consequence: "the firmware would not find its store where it expects it",
             }));
         }
     }
