@@ -315,6 +315,10 @@ fn bad_arguments_touch_nothing() {
         vec!["--delete", "X@not-a-guid"],
         vec!["--import", "/nonexistent.json"],
         vec![],
+        vec!["--jobs", "0", "--set", "Timeout=u16:1"],
+        // --libvirt takes domains, not files; and it needs --domain or --all.
+        vec!["--libvirt", "--all", "--set", "Timeout=u16:1"],
+        vec!["--libvirt", "--set", "Timeout=u16:1"],
     ] {
         let mut all = vec!["apply"];
         all.extend(args.iter().copied());
