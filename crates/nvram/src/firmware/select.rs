@@ -91,11 +91,11 @@ impl Criteria {
     }
 
     /// Why `firmware` does not fit, or `Ok`.
-    pub fn check(&self, firmware: &Firmware) -> Result<(), String> {
+    pub fn check(&self, firmware: &Firmware) -> Result<(), Mismatch> {
         let d = &firmware.descriptor;
         if let Some(interface) = &self.interface {
             if !d.interface_types.iter().any(|i| i == interface) {
-                return Err(format!("no {interface} interface"));
+                return Err(Mismatch::Interface(interface.clone()));
             }
         }
         if let Some(arch) = &self.architecture {
@@ -105,7 +105,7 @@ impl Criteria {
                 .filter(|t| &t.architecture == arch)
                 .collect();
             if targets.is_empty() {
-                return Err(format!("not for {arch}"));
+                return Err(Mismatch::Architecture(arch.clone()));
             }
             if let Some(machine) = &self.machine {
                 if !targets
@@ -113,7 +113,7 @@ impl Criteria {
                     .flat_map(|t| &t.machines)
                     .any(|pattern| glob_match(pattern.as_bytes(), machine.as_bytes()))
                 {
-                    return Err(format!("not for machine {machine}"));
+                    return Err(Mismatch::Machine(machine.clone()));
                 }
             }
         } else if let Some(machine) = &self.machine {
@@ -123,16 +123,19 @@ impl Criteria {
                 .flat_map(|t| &t.machines)
                 .any(|pattern| glob_match(pattern.as_bytes(), machine.as_bytes()))
             {
-                return Err(format!("not for machine {machine}"));
+                return Err(Mismatch::Machine(machine.clone()));
             }
         }
         if self.mode.is_some() || self.format.is_some() {
             let Some(flash) = firmware.flash() else {
-                return Err(format!("{} mapping, not flash", firmware.mapping_summary()));
+                return Err(Mismatch::NotFlash(firmware.mapping_summary()));
             };
             if let Some(mode) = &self.mode {
                 if &flash.mode != mode {
-                    return Err(format!("flash mode {}, not {mode}", flash.mode));
+                    return Err(Mismatch::Mode {
+                        found: flash.mode.clone(),
+                        wanted: mode.clone(),
+                    });
                 }
             }
             if let Some(format) = &self.format {
@@ -140,7 +143,10 @@ impl Criteria {
                     .chain(flash.nvram_template.as_ref())
                     .map(|f| &f.format);
                 if let Some(other) = formats.into_iter().find(|f| *f != format) {
-                    return Err(format!("{other} images, not {format}"));
+                    return Err(Mismatch::Format {
+                        found: other.clone(),
+                        wanted: format.clone(),
+                    });
                 }
             }
         }
@@ -149,14 +155,14 @@ impl Criteria {
             .iter()
             .find(|f| !d.features.iter().any(|have| have == *f))
         {
-            return Err(format!("lacks feature {missing}"));
+            return Err(Mismatch::LacksFeature(missing.clone()));
         }
         if let Some(unwanted) = self
             .without_features
             .iter()
             .find(|f| d.features.iter().any(|have| have == *f))
         {
-            return Err(format!("has feature {unwanted}"));
+            return Err(Mismatch::HasFeature(unwanted.clone()));
         }
         Ok(())
     }
@@ -191,6 +197,45 @@ impl fmt::Display for Criteria {
     }
 }
 
+/// Why a descriptor does not fit [`Criteria`]: the first requirement it fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// It lacks the interface asked for.
+    #[error("no {0} interface")]
+    Interface(String),
+    /// No target of this architecture.
+    #[error("not for {0}")]
+    Architecture(String),
+    /// No machine glob of its (matching) targets matches the machine type.
+    #[error("not for machine {0}")]
+    Machine(String),
+    /// A mode or format was asked for and its mapping is not a flash (its summary).
+    #[error("{0} mapping, not flash")]
+    NotFlash(String),
+    /// Another flash mode.
+    #[error("flash mode {found}, not {wanted}")]
+    Mode {
+        /// Its mode.
+        found: String,
+        /// The mode asked for.
+        wanted: String,
+    },
+    /// An image in another format.
+    #[error("{found} images, not {wanted}")]
+    Format {
+        /// The format of its first image in another format.
+        found: String,
+        /// The format asked for.
+        wanted: String,
+    },
+    /// It lacks a required feature.
+    #[error("lacks feature {0}")]
+    LacksFeature(String),
+    /// It has a feature asked to be absent.
+    #[error("has feature {0}")]
+    HasFeature(String),
+}
+
 /// Firmware selection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FirmwareError {
@@ -206,7 +251,7 @@ pub enum FirmwareError {
         /// The directories searched.
         dirs: Vec<PathBuf>,
         /// Every descriptor with the reason it was passed over.
-        rejected: Vec<(String, String)>,
+        rejected: Vec<(String, Mismatch)>,
     },
     /// `--firmware NAME` names no descriptor.
     #[error("no firmware descriptor named {name:?} in {}", display_dirs(dirs))]
@@ -261,7 +306,7 @@ fn display_dirs(dirs: &[PathBuf]) -> String {
     }
 }
 
-fn display_rejected(rejected: &[(String, String)]) -> String {
+fn display_rejected(rejected: &[(String, Mismatch)]) -> String {
     if rejected.is_empty() {
         "; there are no descriptors".into()
     } else {
