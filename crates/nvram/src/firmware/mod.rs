@@ -52,5 +52,7 @@ pub use machine::{
     is_versioned_machine, parse_machine_aliases, parse_machine_names, qemu_binary, qemu_target,
     resolve_machine_alias, MachineError, QemuFailure,
 };
-pub use select::{glob_match, raw_template, varstore_template, Criteria, FirmwareError, Mismatch};
+pub use select::{
+    glob_match, raw_template, varstore_template, Criteria, FirmwareError, FlashMode, Mismatch,
+};
 pub use template::{host_arch, ChosenTemplate, FirmwareChoice};

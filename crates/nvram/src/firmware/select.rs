@@ -44,8 +44,8 @@ pub struct Criteria {
     /// does, with [`resolve_machine_alias`](super::resolve_machine_alias), which asks QEMU which versioned type an alias
     /// stands for.
     pub machine: Option<String>,
-    /// Flash mode (`split`, `combined`, `stateless`); implies a flash mapping.
-    pub mode: Option<String>,
+    /// Flash mode; implies a flash mapping.
+    pub mode: Option<FlashMode>,
     /// Image format of the executable and, if any, the template (`raw`, `qcow2`).
     pub format: Option<String>,
     /// Features the firmware must have.
@@ -72,7 +72,7 @@ impl Criteria {
         Criteria {
             interface: Some("uefi".into()),
             architecture: Some(architecture.into()),
-            mode: Some("split".into()),
+            mode: Some(FlashMode::Split),
             format: Some(format.into()),
             ..Criteria::default()
         }
@@ -87,6 +87,23 @@ impl Criteria {
     /// Requires a feature.
     pub fn feature(mut self, feature: &str) -> Self {
         self.features.push(feature.into());
+        self
+    }
+
+    /// The criteria for listing descriptors from these filters: without any, every
+    /// descriptor (nothing is checked); with any, only UEFI ones unless `interface` names
+    /// another interface (BIOS descriptors are rarely what is looked for).
+    ///
+    /// ```
+    /// use nvram::firmware::{Criteria, FlashMode};
+    /// assert_eq!(Criteria::default().for_listing(), Criteria::default());
+    /// let c = Criteria { mode: Some(FlashMode::Stateless), ..Criteria::default() }.for_listing();
+    /// assert_eq!(c.interface.as_deref(), Some("uefi"));
+    /// ```
+    pub fn for_listing(mut self) -> Self {
+        if self != Criteria::default() && self.interface.is_none() {
+            self.interface = Some("uefi".into());
+        }
         self
     }
 
@@ -130,11 +147,11 @@ impl Criteria {
             let Some(flash) = firmware.flash() else {
                 return Err(Mismatch::NotFlash(firmware.mapping_summary()));
             };
-            if let Some(mode) = &self.mode {
-                if &flash.mode != mode {
+            if let Some(mode) = self.mode {
+                if flash.mode != mode.as_str() {
                     return Err(Mismatch::Mode {
                         found: flash.mode.clone(),
-                        wanted: mode.clone(),
+                        wanted: mode,
                     });
                 }
             }
@@ -175,7 +192,7 @@ impl fmt::Display for Criteria {
             ("interface", &self.interface),
             ("arch", &self.architecture),
             ("machine", &self.machine),
-            ("mode", &self.mode),
+            ("mode", &self.mode.map(|m| m.as_str().to_string())),
             ("format", &self.format),
         ];
         for (key, value) in fields {
@@ -194,6 +211,34 @@ impl fmt::Display for Criteria {
         } else {
             f.write_str(&parts.join(", "))
         }
+    }
+}
+
+/// A flash mapping's mode, as descriptors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlashMode {
+    /// Code and varstore template in separate images (a per-VM varstore).
+    Split,
+    /// One image holding both: the VM's copy is its varstore.
+    Combined,
+    /// One read-only image: variables do not persist.
+    Stateless,
+}
+
+impl FlashMode {
+    /// The name descriptors use (`split`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Combined => "combined",
+            Self::Stateless => "stateless",
+        }
+    }
+}
+
+impl fmt::Display for FlashMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -218,7 +263,7 @@ pub enum Mismatch {
         /// Its mode.
         found: String,
         /// The mode asked for.
-        wanted: String,
+        wanted: FlashMode,
     },
     /// An image in another format.
     #[error("{found} images, not {wanted}")]
