@@ -6,9 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use nvram::edit::import;
-use varstore::json::VariableList;
 use std::sync::OnceLock;
 use varstore::edit::{Editor, Strategy};
+use varstore::json::VariableList;
 use varstore::{Guid, Varstore};
 
 fn blank() -> &'static [u8] {

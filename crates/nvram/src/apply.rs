@@ -98,6 +98,17 @@ pub enum Step {
     /// [`crate::secureboot::add`] does (e.g. Microsoft's 2023 certificates across a fleet).
     /// A file that has them all already is left unchanged.
     AddSignatures(Box<crate::secureboot::Addition>),
+    /// Turn a shim or fallback switch on or off, as [`crate::shim::set_setting`] does
+    /// (`nvram shim set`).
+    Shim {
+        /// The switch.
+        setting: crate::shim::Setting,
+        /// On (the variable holds 1) or off (deleted).
+        on: bool,
+    },
+    /// Set shim's SBAT revocation level, as [`crate::shim::set_sbat_level`] does
+    /// (`nvram shim sbat-level`).
+    SbatLevel(Vec<u8>),
     /// Give the store a newer template's Secure Boot databases, keeping the VM's own
     /// variables, as [`crate::upgrade::upgrade_with`] does (`nvram upgrade`). The template is
     /// read once, when the plan is made; a store that has it all already is left unchanged.
@@ -187,6 +198,14 @@ impl Step {
                     0 => format!("{}: unchanged", change.name),
                     n => format!("{}: {} (+{n})", change.name, change.change),
                 })
+            }
+            Self::Shim { setting, on } => {
+                let c = crate::shim::set_setting(editor, *setting, *on, strategy)?;
+                Ok(format!("{}: {}", c.name, c.change))
+            }
+            Self::SbatLevel(level) => {
+                let c = crate::shim::set_sbat_level(editor, level, strategy)?;
+                Ok(format!("{}: {}", c.name, c.change))
             }
             Self::Upgrade {
                 template,

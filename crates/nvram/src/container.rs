@@ -1,10 +1,12 @@
 //! The file formats a variable store is kept in: a raw flash image, a qcow2 image wrapping
-//! one, or QEMU's uefi-vars JSON (docs/varstore-format.md). Every command works on the flash
+//! one, QEMU's uefi-vars JSON (docs/varstore-format.md) or AWS EC2's `uefi-data` blob
+//! ([`crate::awsstore`]). Every command works on the flash
 //! image; this module unwraps a file into one ([`StoreFile::from_bytes`]) and wraps an
 //! edited image back into the file's own format ([`StoreFile::rewrap`]).
 //!
 //! The format is recognised by content, never by name: a qcow2 image starts with its magic
-//! (`QFI\xfb`), a JSON store with `{`, anything else is a raw image. An empty file can be a
+//! (`QFI\xfb`), a JSON store with `{`, an AWS store with the base64 of `AMZNUEFI`, anything
+//! else is a raw image. An empty file can be a
 //! JSON store (QEMU starts with one) but is taken as raw unless the caller says JSON
 //! ([`set_default_format`], the CLI's `--format`).
 //!
@@ -19,6 +21,7 @@
 //! # Ok::<(), nvram::container::ContainerError>(())
 //! ```
 
+use crate::awsstore::{self, AwsStore, AwsStoreError};
 use crate::jsonstore::{self, JsonStore, JsonStoreError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -34,6 +37,8 @@ pub enum Format {
     Qcow2,
     /// QEMU's uefi-vars JSON variable list (`-device uefi-vars-*,jsonfile=FILE`).
     Json,
+    /// AWS EC2's `uefi-data` (base64 of a zlib-compressed variable list).
+    Aws,
 }
 
 impl Format {
@@ -47,7 +52,19 @@ impl Format {
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
             Self::Json => "json",
+            Self::Aws => "aws",
         }
+    }
+
+    /// Whether the format holds a flash image (raw, qcow2) rather than a list of variables
+    /// (JSON, AWS) that has no flash layout.
+    ///
+    /// ```
+    /// use nvram::container::Format;
+    /// assert!(Format::Qcow2.is_flash() && !Format::Aws.is_flash());
+    /// ```
+    pub fn is_flash(self) -> bool {
+        matches!(self, Self::Raw | Self::Qcow2)
     }
 
     /// The format a name denotes (`raw`, `qcow2`, `json`).
@@ -58,7 +75,7 @@ impl Format {
     /// assert_eq!(Format::by_name("vmdk"), None);
     /// ```
     pub fn by_name(name: &str) -> Option<Self> {
-        [Self::Raw, Self::Qcow2, Self::Json]
+        [Self::Raw, Self::Qcow2, Self::Json, Self::Aws]
             .into_iter()
             .find(|f| f.as_str() == name)
     }
@@ -76,6 +93,8 @@ impl Format {
             Self::Qcow2
         } else if jsonstore::looks_like_json(file) {
             Self::Json
+        } else if awsstore::looks_like_aws(file) {
+            Self::Aws
         } else {
             Self::Raw
         }
@@ -97,6 +116,9 @@ pub enum ContainerError {
     /// The JSON store is not one QEMU would load, or the store does not fit QEMU's limits.
     #[error(transparent)]
     Json(#[from] JsonStoreError),
+    /// The AWS store does not decode, or an image cannot be written as one.
+    #[error(transparent)]
+    Aws(#[from] AwsStoreError),
     /// The file is in another format than the one asked for.
     #[error("the file is a {found} store, not {expected}")]
     NotThatFormat {
@@ -120,6 +142,7 @@ pub fn set_default_format(format: Option<Format>) {
         Some(Format::Raw) => 1,
         Some(Format::Qcow2) => 2,
         Some(Format::Json) => 3,
+        Some(Format::Aws) => 4,
     };
     DEFAULT_FORMAT.store(code, Ordering::Relaxed);
 }
@@ -130,6 +153,7 @@ pub fn default_format() -> Option<Format> {
         1 => Some(Format::Raw),
         2 => Some(Format::Qcow2),
         3 => Some(Format::Json),
+        4 => Some(Format::Aws),
         _ => None,
     }
 }
@@ -147,6 +171,7 @@ enum Wrapper {
     /// The whole qcow2 file: rewriting keeps its snapshots and header.
     Qcow2(Vec<u8>),
     Json(JsonStore),
+    Aws(AwsStore),
 }
 
 impl StoreFile {
@@ -181,6 +206,13 @@ impl StoreFile {
                     wrapper: Wrapper::Json(json),
                 })
             }
+            Format::Aws => {
+                let (aws, image) = AwsStore::open(&file)?;
+                Ok(Self {
+                    image,
+                    wrapper: Wrapper::Aws(aws),
+                })
+            }
         }
     }
 
@@ -190,6 +222,7 @@ impl StoreFile {
             Wrapper::Raw => Format::Raw,
             Wrapper::Qcow2(_) => Format::Qcow2,
             Wrapper::Json(_) => Format::Json,
+            Wrapper::Aws(_) => Format::Aws,
         }
     }
 
@@ -224,7 +257,7 @@ impl StoreFile {
     /// Whether the firmware reads the image as a flash: it compacts a flash store at boot
     /// when little space is left, which a JSON store does not have.
     pub fn is_flash(&self) -> bool {
-        !matches!(self.wrapper, Wrapper::Json(_))
+        self.format().is_flash()
     }
 
     /// The content of the file after its image became `image`: the same format, and for
@@ -234,17 +267,19 @@ impl StoreFile {
             Wrapper::Raw => Ok(image.to_vec()),
             Wrapper::Qcow2(file) => Ok(qcow2::Image::parse(file)?.with_active(image)?),
             Wrapper::Json(json) => Ok(json.save(image)?),
+            Wrapper::Aws(aws) => Ok(aws.save(image)?),
         }
     }
 }
 
 /// A new file of `format` holding the flash `image` (qcow2 with 64 KiB clusters, as
-/// `qemu-img convert -O qcow2` makes; JSON without digests).
+/// `qemu-img convert -O qcow2` makes; JSON and AWS without digests).
 pub fn wrap(image: &[u8], format: Format) -> Result<Vec<u8>, ContainerError> {
     match format {
         Format::Raw => Ok(image.to_vec()),
         Format::Qcow2 => Ok(qcow2::create(image, qcow2::CreateOptions::default())),
         Format::Json => Ok(jsonstore::to_json(image)?),
+        Format::Aws => Ok(awsstore::to_aws(image)?),
     }
 }
 

@@ -66,11 +66,15 @@ pub enum ConvertError {
     /// The source holds no readable store.
     #[error("the source is not a readable variable store: {0}")]
     Parse(#[from] ParseError),
-    /// A JSON source has no flash layout of its own.
-    #[error("a JSON store has no flash layout: name the layout of the flash image to write")]
+    /// A JSON or AWS source has no flash layout of its own.
+    #[error(
+        "a JSON or AWS store has no flash layout: name the layout of the flash image to write"
+    )]
     LayoutNeeded,
-    /// A layout was given for a JSON target, which has none.
-    #[error("a JSON store has no flash layout; a layout applies only to a raw or qcow2 target")]
+    /// A layout was given for a JSON or AWS target, which has none.
+    #[error(
+        "a JSON or AWS store has no flash layout; a layout applies only to a raw or qcow2 target"
+    )]
     LayoutForJson,
     /// A variable does not fit the target (or breaks its rules).
     #[error("{0}")]
@@ -83,10 +87,10 @@ pub enum ConvertError {
 /// Converts `source` to `target`: the content of the new file and a report.
 pub fn convert(source: &StoreFile, target: &Target) -> Result<(Vec<u8>, Converted), ConvertError> {
     let store = Varstore::parse(source.image())?;
-    let from_layout = if source.format() == Format::Json {
-        None
-    } else {
+    let from_layout = if source.format().is_flash() {
         store.layout()
+    } else {
+        None
     };
     let variables = store.live_variables().len();
     let mut report = Converted {
@@ -97,15 +101,15 @@ pub fn convert(source: &StoreFile, target: &Target) -> Result<(Vec<u8>, Converte
         variables,
         relaid: false,
     };
-    if target.format == Format::Json {
+    if !target.format.is_flash() {
         if target.layout.is_some() {
             return Err(ConvertError::LayoutForJson);
         }
-        // The JSON store is made of the live variables, whatever the layout.
-        let file = if source.format() == Format::Json {
+        // A JSON or AWS store is made of the live variables, whatever the layout.
+        let file = if source.format() == target.format {
             source.rewrap(source.image())?
         } else {
-            container::wrap(source.image(), Format::Json)?
+            container::wrap(source.image(), target.format)?
         };
         return Ok((file, report));
     }

@@ -31,7 +31,7 @@ mod value;
 
 pub use changes::{changes, ChangedVariable, Snapshot};
 pub use delete::{delete_by_name, find_variable, DeleteError};
-pub use value::{read_data_file, DataKind, ValueError};
+pub use value::{read_data_file, virt_firmware_defaults, DataKind, ValueError};
 
 use crate::files::{FileError, LockedFile};
 use std::path::{Path, PathBuf};

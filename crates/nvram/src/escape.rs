@@ -70,7 +70,12 @@ pub fn is_escaped(c: char) -> bool {
 /// assert_eq!(terminal(&once), once);
 /// ```
 pub fn terminal(text: &str) -> Cow<'_, str> {
-    let Some(first) = text.find(is_escaped) else {
+    // Printable ASCII, nearly all of what is printed (names, GUIDs, hex), is tested a byte at
+    // a time; characters are decoded only from the first byte outside it.
+    let Some(ascii_end) = text.bytes().position(|b| !matches!(b, b' '..=b'~')) else {
+        return Cow::Borrowed(text);
+    };
+    let Some(first) = text[ascii_end..].find(is_escaped).map(|i| ascii_end + i) else {
         return Cow::Borrowed(text);
     };
     let mut out = String::with_capacity(text.len() + 8);

@@ -260,7 +260,7 @@ pub enum HookError {
         path: PathBuf,
         /// The error.
         #[source]
-        source: FileError,
+        source: Box<FileError>,
     },
     /// The incoming marker's directory could not be created, or the marker removed.
     #[error("{}: {action}: {source}", path.display())]
@@ -387,35 +387,25 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
         .map(|t| t.template.path().to_path_buf())
         .collect();
     if incoming {
-        for t in &templates {
-            if image.len() as u64 != t.template.size() {
-                return Err(t.wrap(PrepareError::SizeMismatch {
-                    path: nvram.clone(),
-                    size: image.len() as u64,
-                    template: t.template.path().to_path_buf(),
-                    template_size: t.template.size(),
-                    consequence: "QEMU would start but fail the migration with `Size mismatch` \
-                                  after the source has sent the guest's memory",
-                }));
-            }
-        }
+        check_sizes(
+            &templates,
+            nvram,
+            image.len() as u64,
+            "QEMU would start but fail the migration with `Size mismatch` after the source has \
+             sent the guest's memory",
+        )?;
         return Ok(Outcome::SizeFits {
             nvram: nvram.clone(),
             templates: checked,
         });
     }
     // Size first: a store of another size is reported as such, whatever its contents.
-    for t in &templates {
-        if image.len() as u64 != t.template.size() {
-            return Err(t.wrap(PrepareError::SizeMismatch {
-                path: nvram.clone(),
-                size: image.len() as u64,
-                template: t.template.path().to_path_buf(),
-                template_size: t.template.size(),
-                consequence: "the firmware would not find its store where it expects it",
-            }));
-        }
-    }
+    check_sizes(
+        &templates,
+        nvram,
+        image.len() as u64,
+        "the firmware would not find its store where it expects it",
+    )?;
     match Varstore::parse(image) {
         Ok(parsed) if parsed.verdict() == FirmwareVerdict::Refuse => {
             let cause = parsed
@@ -455,6 +445,26 @@ struct Against {
     template: Template,
     /// The descriptor that names it, when it is not the XML's template.
     descriptor: Option<(PathBuf, PathBuf)>,
+}
+
+/// A [`PrepareError::SizeMismatch`] for the first template whose size is not `size`, with
+/// what that size would make QEMU or the firmware do.
+fn check_sizes(
+    templates: &[Against],
+    nvram: &Path,
+    size: u64,
+    consequence: &'static str,
+) -> Result<(), HookError> {
+    match templates.iter().find(|t| t.template.size() != size) {
+        Some(t) => Err(t.wrap(PrepareError::SizeMismatch {
+            path: nvram.to_path_buf(),
+            size,
+            template: t.template.path().to_path_buf(),
+            template_size: t.template.size(),
+            consequence,
+        })),
+        None => Ok(()),
+    }
 }
 
 impl Against {
@@ -525,7 +535,7 @@ fn write_marker(state_dir: &Path, marker: &Path) -> Result<(), HookError> {
         })?;
     files::replace(marker, b"").map_err(|source| HookError::MarkerWrite {
         path: marker.to_path_buf(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod awsstore;
 pub mod certs;
 pub mod container;
 pub mod convert;
@@ -39,4 +40,5 @@ pub mod jsonstore;
 pub mod libvirt;
 pub mod prepare;
 pub mod secureboot;
+pub mod shim;
 pub mod upgrade;

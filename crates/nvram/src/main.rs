@@ -32,10 +32,11 @@ fn main() -> ExitCode {
 /// parsing, which is most of `nvram --version`; `benches/list_floor.rs`). Errors, `--help`
 /// and `--version` behave as with `parse`.
 fn parse_args() -> cli::Cli {
-    use clap::{CommandFactory, FromArgMatches};
-    let mut command = cli::Cli::command();
+    use clap::FromArgMatches;
+    let argv: Vec<_> = std::env::args_os().collect();
+    let mut command = cli::command_for(&argv);
     let mut matches = command
-        .try_get_matches_from_mut(std::env::args_os())
+        .try_get_matches_from_mut(argv)
         .unwrap_or_else(|e| e.exit());
     let args = cli::Cli::from_arg_matches_mut(&mut matches)
         .unwrap_or_else(|e| e.format(&mut command).exit());

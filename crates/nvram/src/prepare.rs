@@ -330,12 +330,12 @@ impl Template {
             }
         })?;
         let format = opened.format();
-        if format == Format::Json {
-            // A JSON "template" has no size or layout a flash could be checked against.
+        if !format.is_flash() {
+            // A JSON or AWS "template" has no size or layout a flash could be checked against.
             return Err(PrepareError::TemplateFormat {
                 path: path.to_path_buf(),
                 source: ContainerError::NotThatFormat {
-                    found: Format::Json,
+                    found: format,
                     expected: Format::Raw,
                 },
             });
@@ -576,8 +576,8 @@ pub fn prepare_as(
         )?;
         return Ok(report(Outcome::VerifiedSize, locks));
     }
-    if format != Format::Json {
-        // A JSON store has no flash size or layout; reading it was the check.
+    if format.is_flash() {
+        // A JSON or AWS store has no flash size or layout; reading it was the check.
         template.verify(nvram, store.image())?;
     }
     Ok(report(Outcome::Verified, locks))

@@ -28,14 +28,29 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod entries;
 mod generated;
+mod profile;
+mod sign;
 
+pub use entries::{
+    certificate_file_name, entry_hashes, extract_certificates, parse_sha256, EntryHash,
+    ExtractError, ExtractedCertificate, HashError, SIGNATURE_DB_NAMES,
+};
 pub use generated::{
     enroll_generated_pk, generate_pk, GenerateError, GeneratedPk, GeneratedPkError, PkFiles,
     GENERATED_PK_DAYS, MAX_COMMON_NAME,
 };
+pub use profile::{
+    external_management_pk, is_external_management, Distro, MicrosoftDb, Platform,
+    CERT_EXTERNAL_MANAGEMENT, EXTERNAL_MANAGEMENT_OWNER,
+};
+pub use sign::{
+    dmpstore_record, export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes,
+    unsigned_update, SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
+};
 
-use crate::certs::{bundled, distro_certs, now, read_signature_input, InputError, SignatureInput};
+use crate::certs::{bundled, now, read_signature_input, InputError, SignatureInput};
 use serde::Serialize;
 use std::path::Path;
 use varstore::decode::describe_signature;
@@ -67,11 +82,33 @@ pub enum Database {
     /// Forbidden signatures.
     #[serde(rename = "dbx")]
     Dbx,
+    /// shim's Machine Owner Keys (`MokList`, shim's GUID, NV+BS: shim reads it before
+    /// ExitBootServices and mirrors it as `MokListRT`).
+    #[serde(rename = "MokList")]
+    Mok,
 }
 
 impl Database {
-    /// All four, in enrolment order.
+    /// The firmware's four, in enrolment order (not shim's [`Database::Mok`]).
     pub const ALL: [Database; 4] = [Database::Pk, Database::Kek, Database::Db, Database::Dbx];
+
+    /// The five a signature database is kept in: the firmware's four and shim's MokList.
+    pub const WITH_MOK: [Database; 5] = [
+        Database::Pk,
+        Database::Kek,
+        Database::Db,
+        Database::Dbx,
+        Database::Mok,
+    ];
+
+    /// The attributes virt-firmware and the firmware give it: NV+BS+RT+AT for the firmware's
+    /// databases, NV+BS for MokList.
+    pub fn attributes(self) -> Attributes {
+        match self {
+            Self::Mok => BOOT_SERVICE,
+            _ => AUTHENTICATED,
+        }
+    }
 
     /// The variable name.
     pub fn name(self) -> &'static str {
@@ -80,6 +117,7 @@ impl Database {
             Self::Kek => "KEK",
             Self::Db => "db",
             Self::Dbx => "dbx",
+            Self::Mok => "MokList",
         }
     }
 
@@ -88,6 +126,7 @@ impl Database {
         match self {
             Self::Pk | Self::Kek => guid::EFI_GLOBAL_VARIABLE,
             Self::Db | Self::Dbx => guid::IMAGE_SECURITY_DATABASE,
+            Self::Mok => guid::SHIM_LOCK,
         }
     }
 }
@@ -219,46 +258,6 @@ impl Microsoft {
     }
 }
 
-/// A distribution whose db certificate nvram carries. Each is owned by OVMF's
-/// EnrollDefaultKeys GUID, as virt-firmware's `--distro-keys` enrols it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Distro {
-    /// Red Hat UEFI CA (2024); virt-firmware's `rh-uefi`.
-    RedHat,
-    /// Debian Secure Boot CA (2016).
-    Debian,
-    /// Canonical Ltd. Master Certificate Authority (2012), for Ubuntu.
-    Ubuntu,
-}
-
-impl Distro {
-    /// The db certificate (DER).
-    pub fn certificate(self) -> &'static [u8] {
-        match self {
-            Self::RedHat => bundled::REDHAT_DB_UEFI_2024,
-            Self::Debian => distro_certs::DEBIAN_SECURE_BOOT_CA_2016,
-            Self::Ubuntu => distro_certs::CANONICAL_MASTER_CA_2012,
-        }
-    }
-
-    /// The distribution called `name`, also by virt-firmware's name (`rh-uefi`).
-    ///
-    /// ```
-    /// use nvram::secureboot::Distro;
-    /// assert_eq!(Distro::from_name("rh-uefi"), Some(Distro::RedHat));
-    /// assert_eq!(Distro::from_name("Debian"), Some(Distro::Debian));
-    /// assert_eq!(Distro::from_name("slackware"), None);
-    /// ```
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "redhat" | "rh-uefi" => Some(Self::RedHat),
-            "debian" => Some(Self::Debian),
-            "ubuntu" => Some(Self::Ubuntu),
-            _ => None,
-        }
-    }
-}
-
 /// What [`enroll`] writes. Certificates given as [`SignatureInput::Certificates`] are owned by
 /// [`owner`](Self::owner); signature lists keep their owners.
 #[derive(Debug, Clone)]
@@ -273,6 +272,9 @@ pub struct EnrollPlan {
     pub dbx: Option<SignatureInput>,
     /// Microsoft's KEK and db certificates.
     pub microsoft: Option<Microsoft>,
+    /// Microsoft's db certificates of one of virt-firmware's profiles instead of those of
+    /// [`microsoft`](Self::microsoft) (which then chooses the KEK only).
+    pub microsoft_db: Option<MicrosoftDb>,
     /// Distribution db certificates.
     pub distro: Vec<Distro>,
     /// Owner GUID of certificates given as such (default: virt-firmware's a0baa8a3-…).
@@ -292,6 +294,7 @@ impl EnrollPlan {
             db: Vec::new(),
             dbx: None,
             microsoft: None,
+            microsoft_db: None,
             distro: Vec::new(),
             owner: OVMF_ENROLL_DEFAULT_KEYS,
             time: None,
@@ -303,7 +306,7 @@ impl EnrollPlan {
 /// Why enrolment or an addition failed; the editor is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureBootError {
-    /// The PK input is not exactly one certificate.
+    /// The PK input is not exactly one certificate (or the external-management entry).
     #[error("the PK must be exactly one X.509 certificate, got {0}")]
     BadPk(String),
     /// A variable in the store is not a valid signature database, so it cannot be merged.
@@ -342,6 +345,9 @@ pub enum SecureBootError {
     /// Distribution certificates requested for a database other than db.
     #[error("distribution CA certificates go into db, not {0}")]
     DistroNotDb(&'static str),
+    /// Microsoft's certificates or dbx updates requested for shim's MokList.
+    #[error("Microsoft's certificates belong in KEK, db or dbx, not in shim's MokList")]
+    MicrosoftNotForMok,
     /// An input that cannot be enrolled: a certificate that does not parse, an X.509 entry
     /// of a list that is no certificate, lists without a single signature
     /// ([`SignatureInput::check`]). [`read_input`] refuses such files already, naming them.
@@ -376,12 +382,13 @@ pub struct VariableChange {
 
 impl VariableChange {
     /// The variable's vendor GUID: the image security database GUID for db and dbx, OVMF's
-    /// for `SecureBootEnable` and `CustomMode`, the EFI global variable GUID for PK and KEK.
+    /// for `SecureBootEnable` and `CustomMode`, shim's for MokList, the EFI global variable
+    /// GUID for PK and KEK.
     pub fn guid(&self) -> Guid {
         match self.name.as_str() {
             "SecureBootEnable" => varstore::secureboot::SECURE_BOOT_ENABLE_GUID,
             "CustomMode" => varstore::secureboot::CUSTOM_MODE_GUID,
-            name => Database::ALL
+            name => Database::WITH_MOK
                 .into_iter()
                 .find(|d| d.name() == name)
                 .map_or(guid::EFI_GLOBAL_VARIABLE, Database::guid),
@@ -523,12 +530,14 @@ fn write_db(
     added: usize,
     strategy: Strategy,
 ) -> Result<VariableChange, EditError> {
+    // MokList is not time-based authenticated: it has no timestamp.
+    let time = (database != Database::Mok).then_some(time);
     let outcome = editor.set(
         database.name(),
         database.guid(),
-        AUTHENTICATED,
+        database.attributes(),
         &db.to_bytes(),
-        Some(time),
+        time,
         strategy,
     )?;
     Ok(VariableChange {
@@ -536,7 +545,7 @@ fn write_db(
         change: outcome.change.as_str(),
         entries: db.lists.iter().map(|l| l.entries.len()).sum(),
         added,
-        time: Some(time.to_string()),
+        time: time.map(|t| t.to_string()),
     })
 }
 
@@ -547,7 +556,7 @@ fn write_db(
 ///
 /// ```
 /// use nvram::secureboot::{enroll, generate_pk, EnrollPlan};
-/// use varstore::secureboot::SignatureInput;
+/// use nvram::certs::SignatureInput;
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("vm1_VARS.fd");
 /// std::fs::write(&path, varstore::Layout::by_name("ovmf-4m").unwrap().create())?;
@@ -576,7 +585,7 @@ pub fn enroll(
             Database::Pk => {
                 let (_, auth, _) = add_inputs(&mut db, [&plan.pk], plan.owner);
                 let count: usize = db.lists.iter().map(|l| l.entries.len()).sum();
-                if count != 1 || db.certificates().count() != 1 {
+                if count != 1 || (db.certificates().count() != 1 && !is_external_management(&db)) {
                     return Err(SecureBootError::BadPk(format!("{count} signatures")));
                 }
                 (auth, false)
@@ -588,18 +597,31 @@ pub fn enroll(
                     &plan.db
                 };
                 let (_, auth, hashes) = add_inputs(&mut db, inputs, plan.owner);
-                if let Some(ms) = plan.microsoft {
-                    for cert in ms.certificates(database) {
-                        db.add_x509(guid::MICROSOFT_OWNER, cert.der);
+                match (database, plan.microsoft_db) {
+                    (Database::Db, Some(profile)) => {
+                        for cert in profile.certificates() {
+                            db.add_x509(profile.owner(), cert.der);
+                        }
+                    }
+                    _ => {
+                        if let Some(ms) = plan.microsoft {
+                            for cert in ms.certificates(database) {
+                                db.add_x509(guid::MICROSOFT_OWNER, cert.der);
+                            }
+                        }
                     }
                 }
                 if database == Database::Db {
                     for distro in &plan.distro {
-                        db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, distro.certificate());
+                        for der in distro.certificates() {
+                            db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, der);
+                        }
                     }
                 }
                 (auth, hashes)
             }
+            // Not among Database::ALL: enrolment leaves shim's MokList alone.
+            Database::Mok => continue,
             Database::Dbx => match &plan.dbx {
                 Some(input) => {
                     let (_, auth, hashes) = add_inputs(&mut db, [input], plan.owner);
@@ -668,10 +690,18 @@ pub struct Addition {
     /// Microsoft's certificates (KEK, db) or Microsoft's dbx updates (dbx, for the store's
     /// architecture) of these years.
     pub microsoft: Option<Microsoft>,
+    /// Microsoft's db certificates of one of virt-firmware's profiles (db only).
+    pub microsoft_db: Option<MicrosoftDb>,
     /// Distribution CA certificates (db only).
     pub distro: Vec<Distro>,
-    /// Owner of the certificates in `inputs` (default: OVMF's a0baa8a3-…).
+    /// Bare SHA-256 hashes (`EFI_CERT_SHA256` entries), owned by [`owner`](Self::owner):
+    /// an image's Authenticode hash to allow (db, MokList) or revoke (dbx).
+    pub hashes: Vec<[u8; 32]>,
+    /// Owner of the certificates in `inputs` and of `hashes` (default: OVMF's a0baa8a3-…).
     pub owner: Guid,
+    /// Replace the variable with the inputs instead of merging into it (virt-fw-vars'
+    /// `--set-dbx`). An `.auth` input then dates the variable with its own timestamp.
+    pub replace: bool,
 }
 
 impl Addition {
@@ -681,14 +711,21 @@ impl Addition {
             database,
             inputs: Vec::new(),
             microsoft: None,
+            microsoft_db: None,
             distro: Vec::new(),
+            hashes: Vec::new(),
             owner: OVMF_ENROLL_DEFAULT_KEYS,
+            replace: false,
         }
     }
 
     /// Whether there is anything to add.
     pub fn is_empty(&self) -> bool {
-        self.inputs.is_empty() && self.microsoft.is_none() && self.distro.is_empty()
+        self.inputs.is_empty()
+            && self.microsoft.is_none()
+            && self.microsoft_db.is_none()
+            && self.distro.is_empty()
+            && self.hashes.is_empty()
     }
 }
 
@@ -708,9 +745,12 @@ pub fn add(
     let microsoft = addition.microsoft;
     match database {
         Database::Pk => return Err(SecureBootError::AddToPk),
-        Database::Kek | Database::Dbx if !addition.distro.is_empty() => {
+        Database::Kek | Database::Dbx | Database::Mok
+            if !addition.distro.is_empty() || addition.microsoft_db.is_some() =>
+        {
             return Err(SecureBootError::DistroNotDb(database.name()))
         }
+        Database::Mok if microsoft.is_some() => return Err(SecureBootError::MicrosoftNotForMok),
         _ => {}
     }
     check_inputs(database, &addition.inputs)?;
@@ -732,6 +772,7 @@ pub fn add(
     }
     let old = live_value(editor, database)?;
     let mut db = match &old {
+        Some(_) if addition.replace => SignatureDb::default(),
         Some((data, _)) => {
             SignatureDb::parse(data).map_err(|error| SecureBootError::Malformed {
                 database: database.name(),
@@ -750,11 +791,25 @@ pub fn add(
             added += usize::from(db.add_x509(guid::MICROSOFT_OWNER, cert.der));
         }
     }
+    if let Some(profile) = addition.microsoft_db {
+        for cert in profile.certificates() {
+            added += usize::from(db.add_x509(profile.owner(), cert.der));
+        }
+    }
     for d in &addition.distro {
-        added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, d.certificate()));
+        for der in d.certificates() {
+            added += usize::from(db.add_x509(OVMF_ENROLL_DEFAULT_KEYS, der));
+        }
+    }
+    let mut hashes = hashes;
+    for hash in &addition.hashes {
+        let new = db.add_sha256(addition.owner, *hash);
+        added += usize::from(new);
+        hashes |= new;
     }
     let entries = db.lists.iter().map(|l| l.entries.len()).sum();
-    if added == 0 {
+    let replaced = addition.replace && old.as_ref().is_some_and(|(data, _)| *data != db.to_bytes());
+    if added == 0 && !replaced {
         return Ok(VariableChange {
             name: database.name().to_string(),
             change: Change::Unchanged.as_str(),
@@ -763,7 +818,12 @@ pub fn add(
             time: old.and_then(|o| o.1).map(|t| t.to_string()),
         });
     }
-    let time = database_time(&db, old.and_then(|o| o.1), auth, hashes);
+    let time = match (addition.replace, auth) {
+        // virt-fw-vars' --set-dbx dates the new variable with the update's own timestamp.
+        (true, Some(auth)) => auth,
+        (true, None) => database_time(&db, None, None, hashes),
+        (false, _) => database_time(&db, old.and_then(|o| o.1), auth, hashes),
+    };
     let mut work = editor.clone();
     let change = write_db(&mut work, database, &db, time, added, strategy)?;
     *editor = work;

@@ -275,6 +275,66 @@ fn list_shows_live_variables_with_decoded_values() {
     assert!(text.contains("\"EFI Internal Shell\""));
 }
 
+/// `nvram list` against `virt-fw-vars --print` on every Debian image: the same variables, the
+/// same sizes where the peer prints a size, and the same text where both show a string.
+#[test]
+fn list_names_the_variables_virt_fw_vars_prints() {
+    for name in FORMATTED_IMAGES {
+        let image = debian(name);
+        let peer = Command::new(testkit::virt_fw_vars())
+            .arg("-i")
+            .arg(&image)
+            .arg("--print")
+            .output()
+            .unwrap();
+        assert!(peer.status.success(), "{name}: {}", stderr(&peer));
+        let peer_text = stdout(&peer);
+        let mut peer_names = Vec::new();
+        for line in peer_text.lines() {
+            let Some((var, value)) = line.split_once(": ") else {
+                continue;
+            };
+            peer_names.push(var.trim_end().to_string());
+            let ours = nvram(&["get", image.to_str().unwrap(), var.trim_end(), "--raw"]);
+            if let Some(size) = value
+                .strip_prefix("blob: ")
+                .and_then(|v| v.strip_suffix(" bytes"))
+            {
+                assert_eq!(ours.stdout.len().to_string(), size, "{name}: {line}");
+            }
+            if let Some(text) = value.strip_prefix("ascii: ") {
+                let ours = String::from_utf8_lossy(&ours.stdout);
+                assert_eq!(
+                    format!("\"{}\"", ours.trim_end_matches('\0')),
+                    text,
+                    "{name}: {line}"
+                );
+            }
+        }
+        let out = nvram(&["list", image.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut names: Vec<String> = doc["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        let text = stdout(&nvram(&["list", image.to_str().unwrap()]));
+        assert_eq!(
+            text.lines().count(),
+            names.len(),
+            "{name}: text and JSON lists differ"
+        );
+        names.sort();
+        peer_names.sort();
+        assert_eq!(
+            names, peer_names,
+            "{name}: list differs from virt-fw-vars --print"
+        );
+    }
+}
+
 #[test]
 fn get_prints_one_variable_in_each_format() {
     let image = debian("OVMF_VARS_4M.ms.fd");

@@ -102,11 +102,28 @@
 //! pflash-vmm run --code boot.bin --vars vars.fd --json
 //! pflash-vmm vars --after -o after.fd && cmp vars.fd after.fd
 //! ```
+//!
+//! # Side by side with QEMU-KVM
+//!
+//! `benches/side_by_side.rs` runs the same images under this VMM and under QEMU 10.0 and 7.2
+//! with KVM; `docs/pflash-vmm-bench.md` has the figures and the command. In short, on the
+//! recorded OVMF boot with the background writer: 0.62–0.65× QEMU's wall and CPU time, the
+//! same exits, 0.11× the system calls, none of them `pwrite`/`fdatasync` on the vCPU thread,
+//! 512× fewer bytes written to the varstore, and a device write call of 60 ns (p50) and
+//! 321 ns (p99) per MMIO write exit ([`latency`], in `run --json`). On an erase-heavy random
+//! workload the bytes are only 2.4× fewer: an erase writes a 4 KiB sector in both VMMs.
+//!
+//! # Crash safety
+//!
+//! `tests/kill.rs` kills `pflash-vmm run` with SIGKILL at random flash accesses (`run
+//! --progress-every N`) and checks that the varstore always equals the content after some
+//! prefix of the completed operations, with either writer.
 #![warn(missing_docs)]
 
 pub mod exits;
 pub mod flash;
 pub mod guest;
+pub mod latency;
 pub mod layout;
 pub mod migrate;
 pub mod vm;

@@ -11,6 +11,7 @@ use pflash_migration::transport::{Address, Listener};
 use pflash_vmm::exits::Exits;
 use pflash_vmm::flash::{ModeEvents, VarsFlash, Writer, WriterStats};
 use pflash_vmm::guest::{self, workload};
+use pflash_vmm::latency::LatencySummary;
 use pflash_vmm::migrate::{self, IncomingReport, Plan, SourceEnd, SourceReport};
 use pflash_vmm::vm::{Outcome, Vm};
 
@@ -75,6 +76,10 @@ enum Command {
         /// Give up (exit status 2) if the guest has not finished after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Print `flash accesses: K` on standard error after every N flash accesses, for a
+        /// test or a script that acts at a point of the guest's run (such as a SIGKILL).
+        #[arg(long, value_name = "N")]
+        progress_every: Option<u64>,
         #[command(flatten)]
         migrate: MigrateArgs,
     },
@@ -192,6 +197,8 @@ struct Report {
     /// How this VM arrived (`incoming`).
     #[serde(skip_serializing_if = "Option::is_none")]
     incoming: Option<IncomingReport>,
+    /// The vars flash's write call per MMIO write exit.
+    mmio_write_latency: LatencySummary,
 }
 
 /// What `run --json` prints when the guest left for another VMM.
@@ -231,6 +238,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 fn drive(
     vm: Vm,
     timeout: u64,
+    progress_every: Option<u64>,
     plan: Option<Plan>,
     json: bool,
     incoming: Option<IncomingReport>,
@@ -239,7 +247,12 @@ fn drive(
     let (mut vm, outcome, migration) = match plan {
         None => {
             let mut vm = vm;
-            let outcome = vm.run(timeout, &mut |_| false).map_err(|e| e.to_string())?;
+            let outcome = vm
+                .run(timeout, &mut |exits| {
+                    report_progress(progress_every, exits);
+                    false
+                })
+                .map_err(|e| e.to_string())?;
             (vm, outcome, None)
         }
         Some(plan) => match migrate::run_source(vm, timeout, &plan).map_err(|e| e.to_string())? {
@@ -279,6 +292,7 @@ fn drive(
             storage: vm.flash().storage_stats(),
             migration,
             incoming,
+            mmio_write_latency: vm.mmio_write_latency(),
         })?;
     }
     Ok(status)
@@ -295,6 +309,14 @@ fn main() -> ExitCode {
             eprintln!("pflash-vmm: {message}");
             ExitCode::from(STATUS_NO_RESULT)
         }
+    }
+}
+
+/// The `--progress-every` line, written unbuffered so that a reader sees it at once.
+fn report_progress(every: Option<u64>, exits: &Exits) {
+    let accesses = exits.flash_accesses();
+    if every.is_some_and(|n| n > 0 && accesses % n == 0) {
+        eprintln!("flash accesses: {accesses}");
     }
 }
 
@@ -367,6 +389,7 @@ fn run_command(command: Command) -> Result<u8, String> {
             json,
             timeout,
             migrate,
+            progress_every,
         } => {
             let image = std::fs::read(&code)
                 .map_err(|e| format!("{}: cannot read the code image: {e}", code.display()))?;
@@ -374,7 +397,7 @@ fn run_command(command: Command) -> Result<u8, String> {
                 .map_err(|e| format!("vars flash: {e}"))?;
             let vm = Vm::new(&image, flash, serial_sink(serial.as_deref())?)
                 .map_err(|e| e.to_string())?;
-            drive(vm, timeout, migrate.plan(), json, None)
+            drive(vm, timeout, progress_every, migrate.plan(), json, None)
         }
         Command::Incoming {
             listen,
@@ -396,7 +419,7 @@ fn run_command(command: Command) -> Result<u8, String> {
                 serial.as_deref(),
                 timeout,
             )?;
-            drive(vm.0, timeout, migrate.plan(), json, Some(vm.1))
+            drive(vm.0, timeout, None, migrate.plan(), json, Some(vm.1))
         }
     }
 }

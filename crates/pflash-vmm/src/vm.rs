@@ -20,6 +20,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::exits::Exits;
 use crate::flash::VarsFlash;
+use crate::latency::{HandlerLatency, LatencySummary};
 use crate::layout::{FlashMap, RAM_SIZE, TSS_ADDRESS};
 
 /// Slot numbers.
@@ -156,6 +157,7 @@ pub struct Vm {
     flash: VarsFlash,
     vars_mapped: bool,
     exits: Exits,
+    write_latency: HandlerLatency,
     serial: Vec<u8>,
     serial_sink: Box<dyn Write>,
 }
@@ -334,6 +336,7 @@ impl Vm {
             flash,
             vars_mapped: false,
             exits: Exits::default(),
+            write_latency: HandlerLatency::default(),
             serial: Vec::new(),
             serial_sink,
         })
@@ -372,6 +375,11 @@ impl Vm {
     /// The exits so far.
     pub fn exits(&self) -> Exits {
         self.exits
+    }
+
+    /// How long the vars flash's write call took per MMIO write exit, so far.
+    pub fn mmio_write_latency(&self) -> LatencySummary {
+        self.write_latency.summary()
     }
 
     /// The serial output so far (its first 64 KiB).
@@ -441,7 +449,10 @@ impl Vm {
                 VcpuExit::MmioWrite(gpa, data) => match self.map.vars_offset(gpa, data.len()) {
                     Some(offset) => {
                         self.exits.mmio_write += 1;
+                        // vDSO clock reads: the measurement adds no system call.
+                        let started = Instant::now();
                         self.flash.write(offset, data);
+                        self.write_latency.record(started.elapsed());
                         flash_access = true;
                     }
                     None => self.exits.mmio_unhandled += 1,

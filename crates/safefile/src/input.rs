@@ -169,6 +169,20 @@ pub struct Input {
     kind: FileKind,
 }
 
+/// The kind of `path`, or [`InputError::NotAccepted`] when `accept` does not allow it.
+fn accepted(path: &Path, meta: &std::fs::Metadata, accept: Accept) -> Result<FileKind, InputError> {
+    let kind = FileKind::of(meta.file_type());
+    if accept.allows(kind) {
+        Ok(kind)
+    } else {
+        Err(InputError::NotAccepted {
+            path: path.to_path_buf(),
+            kind,
+            accept,
+        })
+    }
+}
+
 impl Input {
     /// Opens `path` for reading without blocking (a FIFO with no writer opens at once) and
     /// refuses it unless it is what `accept` allows. Symlinks are followed.
@@ -187,27 +201,13 @@ impl Input {
             Err(e) => {
                 // A socket cannot be opened (ENXIO); say what it is rather than the errno.
                 if let Ok(meta) = std::fs::metadata(path) {
-                    let kind = FileKind::of(meta.file_type());
-                    if !accept.allows(kind) {
-                        return Err(InputError::NotAccepted {
-                            path: path.to_path_buf(),
-                            kind,
-                            accept,
-                        });
-                    }
+                    accepted(path, &meta, accept)?;
                 }
                 return Err(io_error(path, "cannot open")(e));
             }
         };
         let meta = file.metadata().map_err(io_error(path, "cannot stat"))?;
-        let kind = FileKind::of(meta.file_type());
-        if !accept.allows(kind) {
-            return Err(InputError::NotAccepted {
-                path: path.to_path_buf(),
-                kind,
-                accept,
-            });
-        }
+        let kind = accepted(path, &meta, accept)?;
         let flags = rustix::fs::fcntl_getfl(&file)
             .map_err(|e| io_error(path, "cannot get the file status flags")(e.into()))?;
         rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)

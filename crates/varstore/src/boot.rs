@@ -376,6 +376,38 @@ impl BootConfig {
     pub fn first_free(&self) -> Option<u16> {
         (0..=u16::MAX).find(|n| !self.has(*n))
     }
+
+    /// Whether `BootOrder` lists `number`.
+    pub fn in_order(&self, number: u16) -> bool {
+        self.order.contains(&number)
+    }
+
+    /// The entries as the firmware tries them: those `BootOrder` lists, in its order (an
+    /// entry listed twice comes twice), then the others by number.
+    ///
+    /// ```
+    /// let image = varstore::Layout::by_name("ovmf-4m").unwrap().create();
+    /// let store = varstore::Varstore::parse(&image)?;
+    /// let config = varstore::boot::BootConfig::read(&store)?;
+    /// for entry in config.in_boot_order() {
+    ///     println!("Boot{:04X} in BootOrder: {}", entry.number, config.in_order(entry.number));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn in_boot_order(&self) -> Vec<&BootEntry> {
+        let mut ordered: Vec<&BootEntry> = self
+            .order
+            .iter()
+            .filter_map(|n| self.entries.iter().find(|e| e.number == *n))
+            .collect();
+        ordered.extend(self.entries.iter().filter(|e| !self.in_order(e.number)));
+        ordered
+    }
+
+    /// The numbers `BootOrder` lists without a `Boot####` variable (the firmware skips them).
+    pub fn missing_from_order(&self) -> impl Iterator<Item = u16> + '_ {
+        self.order.iter().copied().filter(|n| !self.has(*n))
+    }
 }
 
 /// Where [`add`] puts a new entry.
@@ -544,6 +576,27 @@ mod tests {
         assert!(LoadOptionSpec::new("", device_path(&[]))
             .to_bytes()
             .is_err());
+    }
+
+    #[test]
+    fn entries_come_in_boot_order_then_by_number() {
+        let entry = |number: u16| BootEntry {
+            number,
+            option: LoadOption::parse(
+                &LoadOptionSpec::new("x", device_path(&[file_path("\\x.efi").unwrap()]))
+                    .to_bytes()
+                    .unwrap(),
+            ),
+        };
+        let config = BootConfig {
+            entries: vec![entry(0), entry(1), entry(2), entry(3)],
+            order: vec![2, 5, 0, 2],
+            next: None,
+        };
+        let numbers: Vec<u16> = config.in_boot_order().iter().map(|e| e.number).collect();
+        assert_eq!(numbers, [2, 0, 2, 1, 3]);
+        assert_eq!(config.missing_from_order().collect::<Vec<_>>(), [5]);
+        assert!(config.in_order(0) && !config.in_order(1));
     }
 
     #[test]

@@ -25,9 +25,9 @@ use crate::guid;
 use crate::EfiTime;
 use uguid::{guid, Guid};
 use x509_cert::der::asn1::{
-    Ia5StringRef, ObjectIdentifier, PrintableStringRef, TeletexStringRef, Utf8StringRef,
+    AnyRef, Ia5StringRef, ObjectIdentifier, PrintableStringRef, TeletexStringRef, Utf8StringRef,
 };
-use x509_cert::der::{Decode, Tag, Tagged};
+use x509_cert::der::{Decode, Encode, Reader, SliceReader, Tag, Tagged};
 use x509_cert::Certificate;
 
 /// Owner GUID that OVMF's EnrollDefaultKeys and virt-firmware use for their own entries
@@ -281,34 +281,79 @@ pub fn certificate_subject(der: &[u8]) -> Option<String> {
 const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 
 /// A DER certificate's subject as virt-firmware describes it: its common name attribute
-/// (`CN=…`), else the whole subject; `None` if the certificate does not parse.
+/// (`CN=…`), else the whole subject; `None` if the certificate's outer structure (the
+/// certificate, its to-be-signed part, the fields up to the subject) does not parse.
 ///
-/// The text is what `x509-cert` displays (RFC 4514 escapes), but the common usual case, a
-/// relative name holding only a string-valued common name, is formatted here: `x509-cert`
-/// looks each attribute's name up by a scan of const-oid's whole name database, which made
-/// describing a subject a quarter of a whole `nvram list` of `OVMF_VARS_4M.ms.fd`
-/// (`nvram/benches/list_floor.rs`). The test `descriptions_match_x509_cert` holds the two
-/// equal.
+/// The text is what `x509-cert` displays (RFC 4514 escapes), but only the subject is decoded,
+/// and the usual case, a relative name holding only a string-valued common name, is read and
+/// formatted here: decoding whole certificates (keys, extensions, dates) and `x509-cert`'s
+/// look-up of each attribute's name in const-oid's whole name database made describing the
+/// certificates of `OVMF_VARS_4M.ms.fd` a fifth of a whole `nvram list`
+/// (`nvram/benches/list_floor.rs`). Whether a certificate is valid X.509 is the business of
+/// enrolment and `check`, not of its description. The test `descriptions_match_x509_cert`
+/// holds the two equal.
 pub fn certificate_desc(der: &[u8]) -> Option<String> {
-    let cert = Certificate::from_der(der).ok()?;
-    let subject = &cert.tbs_certificate.subject;
-    let Some(rdn) = subject
-        .0
-        .iter()
-        .find(|rdn| rdn.0.iter().any(|a| a.oid == COMMON_NAME))
-    else {
-        return Some(subject.to_string());
-    };
-    if let [attribute] = rdn.0.as_slice() {
-        if let Some(text) = directory_string(&attribute.value) {
+    let subject = subject_of(der)?;
+    let mut rdns = SliceReader::new(subject.value()).ok()?;
+    while !rdns.is_finished() {
+        let rdn = AnyRef::decode(&mut rdns).ok()?;
+        let mut attributes = SliceReader::new(rdn.value()).ok()?;
+        let mut count = 0;
+        let mut common_name = None;
+        while !attributes.is_finished() {
+            let attribute = AnyRef::decode(&mut attributes).ok()?;
+            let mut fields = SliceReader::new(attribute.value()).ok()?;
+            let oid = ObjectIdentifier::decode(&mut fields).ok()?;
+            let value = AnyRef::decode(&mut fields).ok()?;
+            count += 1;
+            if oid == COMMON_NAME {
+                common_name = Some(value);
+            }
+        }
+        let Some(value) = common_name else { continue };
+        if let (1, Some(text)) = (count, directory_string(value)) {
             return Some(format!("CN={}", rfc4514_escaped(text)));
         }
+        // Several attributes in the name, or a value of another type: as x509-cert shows it.
+        let rdn = x509_cert::name::RelativeDistinguishedName::from_der(&rdn.to_der().ok()?).ok()?;
+        return Some(rdn.to_string());
     }
-    Some(rdn.to_string())
+    let name = x509_cert::name::Name::from_der(&subject.to_der().ok()?).ok()?;
+    Some(name.to_string())
+}
+
+/// The subject field of a DER certificate (RFC 5280 §4.1: the sixth field of the
+/// to-be-signed sequence, after the optional version), its framing checked up to there.
+fn subject_of(der: &[u8]) -> Option<AnyRef<'_>> {
+    let certificate = AnyRef::from_der(der).ok()?;
+    if certificate.tag() != Tag::Sequence {
+        return None;
+    }
+    let mut outer = SliceReader::new(certificate.value()).ok()?;
+    let tbs = AnyRef::decode(&mut outer).ok()?;
+    let _signature_algorithm = AnyRef::decode(&mut outer).ok()?;
+    let _signature = AnyRef::decode(&mut outer).ok()?;
+    outer.finish(()).ok()?;
+    if tbs.tag() != Tag::Sequence {
+        return None;
+    }
+    let mut fields = SliceReader::new(tbs.value()).ok()?;
+    let mut serial = AnyRef::decode(&mut fields).ok()?;
+    if serial.tag().is_context_specific() {
+        serial = AnyRef::decode(&mut fields).ok()?;
+    }
+    if serial.tag() != Tag::Integer {
+        return None;
+    }
+    let _signature = AnyRef::decode(&mut fields).ok()?;
+    let _issuer = AnyRef::decode(&mut fields).ok()?;
+    let _validity = AnyRef::decode(&mut fields).ok()?;
+    let subject = AnyRef::decode(&mut fields).ok()?;
+    (subject.tag() == Tag::Sequence).then_some(subject)
 }
 
 /// The text of an attribute value of the string types `x509-cert` displays as text.
-fn directory_string(value: &x509_cert::der::Any) -> Option<&str> {
+fn directory_string(value: AnyRef<'_>) -> Option<&str> {
     match value.tag() {
         Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str()),
         Tag::Utf8String => Utf8StringRef::try_from(value).ok().map(|s| s.as_str()),
@@ -459,6 +504,26 @@ mod tests {
         );
         assert_eq!(certificate_desc(&[0x30, 3, 1, 2, 3]), None);
         assert_eq!(certificate_not_before(&[0x30, 3, 1, 2, 3]), None);
+    }
+
+    #[test]
+    fn subjects_without_a_lone_common_name_are_described_as_x509_cert_displays_them() {
+        use std::str::FromStr;
+        use x509_cert::der::Encode;
+        for (subject, expected) in [
+            ("O=Example,C=DE", "O=Example,C=DE"),
+            ("CN=a+O=b,C=DE", "CN=a+O=b"),
+            (r"C=DE,CN=x\,y", r"CN=x\,y"),
+        ] {
+            let mut cert = Certificate::from_der(CERTIFICATES[0]).unwrap();
+            cert.tbs_certificate.subject = x509_cert::name::Name::from_str(subject).unwrap();
+            let der = cert.to_der().unwrap();
+            assert_eq!(
+                certificate_desc(&der).as_deref(),
+                Some(expected),
+                "{subject}"
+            );
+        }
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct Args {
     #[command(flatten)]
     add: AddArgs,
     #[command(flatten)]
+    shim: ShimArgs,
+    #[command(flatten)]
     libvirt: super::vms::LibvirtArgs,
 }
 
@@ -143,10 +145,57 @@ struct AddArgs {
     /// Add a distribution's CA certificate to db (repeatable).
     #[arg(long, value_name = "DISTRO", group = "edits", value_enum)]
     add_distro: Vec<DistroArg>,
-    /// Owner GUID of the certificates given with --add-kek/--add-db/--add-dbx (default:
-    /// a0baa8a3-…).
+    /// Add a certificate to shim's MokList, keeping the entries there (repeatable).
+    #[arg(long, value_name = "CERT", group = "edits")]
+    add_mok: Vec<PathBuf>,
+    /// Add a bare SHA-256 hash (64 hex digits) to db (repeatable).
+    #[arg(long, value_name = "SHA256", group = "edits", value_parser = super::args::sha256)]
+    add_db_hash: Vec<[u8; 32]>,
+    /// Add a bare SHA-256 hash to dbx: revoke an image (repeatable).
+    #[arg(long, value_name = "SHA256", group = "edits", value_parser = super::args::sha256)]
+    add_dbx_hash: Vec<[u8; 32]>,
+    /// Add a bare SHA-256 hash to shim's MokList (repeatable).
+    #[arg(long, value_name = "SHA256", group = "edits", value_parser = super::args::sha256)]
+    add_mok_hash: Vec<[u8; 32]>,
+    /// Owner GUID of the certificates and hashes given with --add-kek/--add-db/--add-dbx/
+    /// --add-mok and --add-*-hash (default: a0baa8a3-…).
     #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     add_owner: Option<varstore::Guid>,
+}
+
+/// The options of `nvram shim set` and `nvram shim sbat-level` with a `shim-` prefix.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "shim (as `nvram shim set/sbat-level`)")]
+struct ShimArgs {
+    /// Turn a shim or fallback switch on: debug, verbose, fallback-verbose,
+    /// fallback-no-reboot (repeatable).
+    #[arg(long, value_name = "SWITCH", group = "edits", value_enum)]
+    shim_on: Vec<super::shim::SettingArg>,
+    /// Turn a shim or fallback switch off (the variable is deleted; repeatable).
+    #[arg(long, value_name = "SWITCH", group = "edits", value_enum)]
+    shim_off: Vec<super::shim::SettingArg>,
+    /// Set shim's SbatLevel to the content of this file.
+    #[arg(long, value_name = "FILE", group = "edits")]
+    shim_sbat_level: Option<PathBuf>,
+}
+
+impl ShimArgs {
+    fn steps(&self) -> Result<Vec<Step>> {
+        let mut steps = Vec::new();
+        for (settings, on) in [(&self.shim_on, true), (&self.shim_off, false)] {
+            for s in settings {
+                steps.push(Step::Shim {
+                    setting: (*s).into(),
+                    on,
+                });
+            }
+        }
+        if let Some(path) = &self.shim_sbat_level {
+            let level = nvram::shim::read_sbat_level(path).context("--shim-sbat-level")?;
+            steps.push(Step::SbatLevel(level));
+        }
+        Ok(steps)
+    }
 }
 
 impl AddArgs {
@@ -167,25 +216,41 @@ impl AddArgs {
         let distro: Vec<Distro> = self.add_distro.iter().copied().map(Distro::from).collect();
         let microsoft_dbx = self.add_microsoft_dbx.map(Into::into);
         let mut steps = Vec::new();
-        for (database, inputs, microsoft, distro) in [
+        for (database, inputs, microsoft, distro, hashes) in [
             (
                 Database::Kek,
                 read("kek", &self.add_kek)?,
                 microsoft,
                 Vec::new(),
+                Vec::new(),
             ),
-            (Database::Db, read("db", &self.add_db)?, microsoft, distro),
+            (
+                Database::Db,
+                read("db", &self.add_db)?,
+                microsoft,
+                distro,
+                self.add_db_hash.clone(),
+            ),
             (
                 Database::Dbx,
                 read("dbx", &self.add_dbx)?,
                 microsoft_dbx,
                 Vec::new(),
+                self.add_dbx_hash.clone(),
+            ),
+            (
+                Database::Mok,
+                read("mok", &self.add_mok)?,
+                None,
+                Vec::new(),
+                self.add_mok_hash.clone(),
             ),
         ] {
             let addition = Addition {
                 inputs,
                 microsoft,
                 distro,
+                hashes,
                 owner,
                 ..Addition::to(database)
             };
@@ -241,6 +306,7 @@ impl EnrollArgs {
             db: &self.enroll_db,
             dbx: self.enroll_dbx.as_deref(),
             microsoft: self.enroll_microsoft.map(Into::into),
+            microsoft_db: None,
             distro: self
                 .enroll_distro
                 .iter()
@@ -347,14 +413,19 @@ fn finish(args: &Args, results: &[FileResult], report: &str) -> Result<ExitCode>
         },
         summary.failed
     );
-    let bad = summary.failed > 0 || (args.strict && summary.skipped > 0);
-    Ok(if bad {
+    Ok(exit_status(&summary, args.strict))
+}
+
+/// The exit status of a run over many stores: 1 when some failed (or, `strict`, was
+/// skipped), else 3 when some change is not durable, else 0.
+pub(super) fn exit_status(summary: &Summary, strict: bool) -> ExitCode {
+    if summary.failed > 0 || (strict && summary.skipped > 0) {
         ExitCode::from(1)
     } else if summary.not_durable > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Builds the plan; every argument problem is found here, before any file is touched.
@@ -372,6 +443,7 @@ fn plan_of(args: &Args) -> Result<Plan> {
         });
     }
     steps.extend(args.add.steps()?);
+    steps.extend(args.shim.steps()?);
     for path in &args.import {
         let text = safefile::read_input(
             path,

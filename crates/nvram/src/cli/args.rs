@@ -2,7 +2,7 @@
 //! clap into a typed value, so `run()` functions never parse text.
 
 use clap::ValueEnum;
-use nvram::secureboot::{Distro, Microsoft};
+use nvram::secureboot::{Distro, Microsoft, MicrosoftDb};
 use varstore::edit::Strategy;
 use varstore::{guid, Attributes, EfiTime, Guid};
 
@@ -48,6 +48,54 @@ impl From<MicrosoftArg> for Microsoft {
     }
 }
 
+/// virt-firmware's db profiles (`--microsoft-db`): which Microsoft (or Red Hat) certificates
+/// go into db.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MicrosoftDbArg {
+    /// Windows Production PCA 2011 and Windows UEFI CA 2023.
+    Win11,
+    /// Windows UEFI CA 2023.
+    Win23,
+    /// Windows UEFI CA 2023 and Option ROM UEFI CA 2023.
+    #[value(name = "win+rom23")]
+    WinRom23,
+    /// Microsoft UEFI CA 2011 and 2023 (shim, drivers; not Windows).
+    Uefi11,
+    /// Microsoft UEFI CA 2023.
+    Uefi23,
+    /// Microsoft UEFI CA 2023 and Option ROM UEFI CA 2023.
+    #[value(name = "uefi+rom23")]
+    UefiRom23,
+    /// Red Hat UEFI CA 2024.
+    Redhat,
+    /// Red Hat UEFI CA 2024 and Option ROM UEFI CA 2023.
+    #[value(name = "redhat+rom")]
+    RedhatRom,
+    /// All five Microsoft db certificates.
+    All,
+}
+
+impl From<MicrosoftDbArg> for MicrosoftDb {
+    fn from(m: MicrosoftDbArg) -> Self {
+        match m {
+            MicrosoftDbArg::Win11 => MicrosoftDb::Win11,
+            MicrosoftDbArg::Win23 => MicrosoftDb::Win23,
+            MicrosoftDbArg::WinRom23 => MicrosoftDb::WinRom23,
+            MicrosoftDbArg::Uefi11 => MicrosoftDb::Uefi11,
+            MicrosoftDbArg::Uefi23 => MicrosoftDb::Uefi23,
+            MicrosoftDbArg::UefiRom23 => MicrosoftDb::UefiRom23,
+            MicrosoftDbArg::Redhat => MicrosoftDb::RedHat,
+            MicrosoftDbArg::RedhatRom => MicrosoftDb::RedHatRom,
+            MicrosoftDbArg::All => MicrosoftDb::All,
+        }
+    }
+}
+
+/// A SHA-256 hash as 64 hex digits.
+pub fn sha256(text: &str) -> Result<[u8; 32], nvram::secureboot::HashError> {
+    nvram::secureboot::parse_sha256(text)
+}
+
 /// Distribution db certificates that nvram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DistroArg {
@@ -58,6 +106,13 @@ pub enum DistroArg {
     Redhat,
     /// Canonical Ltd. Master Certificate Authority (2012): Ubuntu's grub and kernels.
     Ubuntu,
+    /// Microsoft's Windows CAs (Production PCA 2011, Windows UEFI CA 2023), owned as
+    /// virt-fw-vars' --distro-keys windows owns them.
+    Windows,
+    /// Microsoft's third-party UEFI CAs (2011, 2023).
+    MsUefi,
+    /// Microsoft's Option ROM UEFI CA 2023.
+    MsUefiRom,
 }
 
 impl From<DistroArg> for Distro {
@@ -66,6 +121,9 @@ impl From<DistroArg> for Distro {
             DistroArg::Debian => Distro::Debian,
             DistroArg::Redhat => Distro::RedHat,
             DistroArg::Ubuntu => Distro::Ubuntu,
+            DistroArg::Windows => Distro::Windows,
+            DistroArg::MsUefi => Distro::MicrosoftUefi,
+            DistroArg::MsUefiRom => Distro::MicrosoftUefiRom,
         }
     }
 }

@@ -159,18 +159,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
         }
         None => BootConfig::default(),
     };
-    // BootOrder first, as the firmware tries them; then entries not in the order.
-    let mut shown: Vec<&boot::BootEntry> = config
-        .order
-        .iter()
-        .filter_map(|n| config.entries.iter().find(|e| e.number == *n))
-        .collect();
-    shown.extend(
-        config
-            .entries
-            .iter()
-            .filter(|e| !config.order.contains(&e.number)),
-    );
+    let shown = config.in_boot_order();
     let mut out = String::new();
     if args.json {
         let entries: Vec<serde_json::Value> = shown
@@ -179,7 +168,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
                 let o = e.option.as_ref().ok();
                 serde_json::json!({
                     "number": format!("{:04X}", e.number),
-                    "in_order": config.order.contains(&e.number),
+                    "in_order": config.in_order(e.number),
                     "attributes": o.map(|o| o.attributes),
                     "active": o.map(|o| o.attributes & varstore::decode::LoadOption::ACTIVE != 0),
                     "description": o.map(|o| o.description.clone()),
@@ -204,7 +193,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
         for e in shown {
             let mark = if config.next == Some(e.number) {
                 '>'
-            } else if config.order.contains(&e.number) {
+            } else if config.in_order(e.number) {
                 '*'
             } else {
                 ' '
@@ -231,7 +220,7 @@ fn list(args: ListArgs) -> Result<ExitCode> {
             };
             let _ = writeln!(out, "{line}");
         }
-        for n in config.order.iter().filter(|n| !config.has(**n)) {
+        for n in config.missing_from_order() {
             let _ = writeln!(out, "! Boot{n:04X}  <in BootOrder but missing>");
         }
     }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use varstore::Layout;
 
-/// Write a store in another format (raw flash image, qcow2, QEMU uefi-vars JSON) or layout
+/// Write a store in another format (raw flash image, qcow2, QEMU uefi-vars JSON, AWS EC2
+/// uefi-data) or layout
 /// (e.g. ovmf-2m → ovmf-4m for a VM whose firmware moved to the 4 MiB build). Every live
 /// variable, attribute and timestamp is carried over; a variable the target cannot hold is
 /// an error naming it, and nothing is written. The input's format is recognised by its
@@ -19,11 +20,11 @@ pub struct Args {
     input: PathBuf,
     /// The new file (created owner-only; must not exist unless --force).
     output: PathBuf,
-    /// The new file's format; default: the input's (raw for a JSON input with --layout).
+    /// The new file's format; default: the input's (raw for a JSON or AWS input with --layout).
     #[arg(long, value_enum)]
     to: Option<super::StoreFormat>,
     /// The new flash image's layout (ovmf-4m, ovmf-2m, aavmf, riscv64, loongarch64); required
-    /// to turn a JSON store into a flash image; default: the input's.
+    /// to turn a JSON or AWS store into a flash image; default: the input's.
     #[arg(long, value_parser = super::args::layout)]
     layout: Option<&'static Layout>,
     /// Replace the output file if it exists (atomically).
@@ -41,7 +42,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // A layout names a flash image: without --to, a JSON input with --layout becomes raw.
     let format = match (args.to, source.format()) {
         (Some(to), _) => to.into(),
-        (None, Format::Json) if layout.is_some() => Format::Raw,
+        (None, from) if !from.is_flash() && layout.is_some() => Format::Raw,
         (None, from) => from,
     };
     let target = Target { format, layout };

@@ -180,6 +180,16 @@ pub struct Chosen {
     pub machine: Option<String>,
 }
 
+impl Chosen {
+    /// The `firmware` field of a JSON report: [`firmware_json`], or null without a descriptor.
+    pub fn firmware_json(&self) -> serde_json::Value {
+        self.firmware
+            .as_ref()
+            .map(firmware_json)
+            .unwrap_or_default()
+    }
+}
+
 impl TemplateSource {
     pub fn resolve(&self) -> Result<Chosen> {
         let format = self.template_format.map(nvram::container::Format::from);

@@ -39,20 +39,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .unwrap_or(4)
         .max(4);
     let mut out = String::new();
+    // Each line is written in place and its trailing blanks cut (a variable without a value).
     for (v, name) in views.iter().zip(&names) {
-        let prefix = if args.all {
-            format!("{:#08x} {:<13} ", v.offset, v.state)
-        } else {
-            String::new()
-        };
+        if args.all {
+            let _ = write!(out, "{:#08x} {:<13} ", v.offset, v.state);
+        }
         let value = terminal(v.value.as_deref().unwrap_or(""));
-        let line = format!(
-            "{prefix}{}  {name:<name_width$}  {:<10} {:>6}  {value}",
+        let _ = write!(
+            out,
+            "{}  {name:<name_width$}  {:<10} {:>6}  {value}",
             v.guid,
             v.flags.join(","),
             v.size
         );
-        let _ = writeln!(out, "{}", line.trim_end());
+        out.truncate(out.trim_end().len());
+        out.push('\n');
     }
     super::out::text(&out)?;
     Ok(ExitCode::SUCCESS)

@@ -22,27 +22,36 @@ mod prepare;
 mod reset;
 mod secureboot;
 mod set;
+mod shim;
+mod sign_update;
 mod upgrade;
 mod vms;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use varstore::{ErrorKind, ParseError, Varstore};
 
-/// Create, inspect and check UEFI variable stores (OVMF/AAVMF varstores) of virtual machines.
-#[derive(Debug, Parser)]
-#[command(name = "nvram", version, about, max_term_width = 100)]
+// The command line: a subcommand and the options every subcommand takes. (Plain comments on
+// these two: clap would take doc comments for the description, which `root` gives.)
+#[derive(Debug, clap::Args)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    globals: Globals,
+}
+
+// The options every subcommand takes.
+#[derive(Debug, clap::Args)]
+struct Globals {
     /// Wait for the lock of a store that another process (a running VM, another nvram)
     /// holds instead of failing at once: without SECONDS until it is free, with --wait=SECONDS
     /// up to that long, then fail as without --wait. For the commands that write a store: set,
-    /// delete, import, boot add/order/remove, secureboot enroll/add-*, upgrade, reset, apply, clean,
-    /// create --force and export -o --force replacing a file (prepare never writes an
-    /// existing file, so it never waits); the other commands take no lock.
+    /// delete, import, boot add/order/remove, secureboot enroll/add-*, shim, upgrade, reset,
+    /// apply, clean, create --force and export -o --force replacing a file (prepare never
+    /// writes an existing file, so it never waits); the other commands take no lock.
     #[arg(
         long,
         global = true,
@@ -53,13 +62,135 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     wait: Option<nvram::files::LockWait>,
-    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image
-    /// or QEMU's uefi-vars JSON. Without it each file's format is recognised by its content
-    /// (an empty file is then raw: give --format json for a JSON store QEMU has not written
-    /// yet). `firmware list` shows only firmware whose images have this format; `prepare` and
-    /// `reset` write the VM's store in it.
+    /// How the stores named on the command line are kept: a raw flash image, a qcow2 image,
+    /// QEMU's uefi-vars JSON or AWS EC2's uefi-data. Without it each file's format is
+    /// recognised by its content (an empty file is then raw: give --format json for a JSON
+    /// store QEMU has not written yet). `firmware list` shows only firmware whose images have
+    /// this format; `prepare` and `reset` write the VM's store in it.
     #[arg(long, global = true, value_name = "FORMAT")]
     format: Option<StoreFormat>,
+}
+
+/// The root of the command tree, without arguments or subcommands: the one place its name,
+/// version and description are given, for both the whole tree and [`command_for`].
+fn root() -> clap::Command {
+    clap::Command::new("nvram")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .max_term_width(100)
+}
+
+impl clap::CommandFactory for Cli {
+    fn command() -> clap::Command {
+        <Self as clap::Args>::augment_args(root())
+    }
+
+    fn command_for_update() -> clap::Command {
+        <Self as clap::Args>::augment_args_for_update(root())
+    }
+}
+
+impl clap::Parser for Cli {}
+
+/// The command tree needed to parse `argv`: when argv names a subcommand before any option
+/// other than the global ones, the root with that subcommand alone; for `--version`/`-V`, the
+/// root alone; otherwise (root help, `help`, a misspelt name, no argument) all of it. Building
+/// every subcommand's arguments and help is most of the cost of starting `nvram`
+/// (`benches/list_floor.rs`); matches of either tree read back into [`Cli`] alike, and help,
+/// usage and errors are the same (tested below).
+pub fn command_for(argv: &[std::ffi::OsString]) -> clap::Command {
+    use clap::{Args, CommandFactory};
+    let sub = match first_argument(argv) {
+        Some("--version" | "-V") => None,
+        Some(name) => match subcommand(name) {
+            Some(sub) => Some(sub),
+            None => return Cli::command(),
+        },
+        None => return Cli::command(),
+    };
+    let root = match sub {
+        Some(sub) => root().subcommand(sub),
+        None => root(),
+    };
+    // The whole tree numbers its subcommands before the global options, which sets where
+    // those options show in every subcommand's help.
+    Globals::augment_args(root.next_display_order(SUBCOMMANDS.len()))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+}
+
+/// The first argument that is neither argv[0] nor a global option (`--wait[=S]`,
+/// `--format F`).
+fn first_argument(argv: &[std::ffi::OsString]) -> Option<&str> {
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_str()?;
+        if arg == "--format" {
+            args.next()?;
+        } else if !(arg == "--wait" || arg.starts_with("--wait=") || arg.starts_with("--format=")) {
+            return Some(arg);
+        }
+    }
+    None
+}
+
+/// The names of [`Command`]'s subcommands, in its order.
+const SUBCOMMANDS: [&str; 22] = [
+    "create",
+    "list",
+    "get",
+    "check",
+    "export",
+    "flash",
+    "prepare",
+    "reset",
+    "firmware",
+    "set",
+    "delete",
+    "import",
+    "secureboot",
+    "apply",
+    "boot",
+    "clean",
+    "convert",
+    "upgrade",
+    "vms",
+    "libvirt-hook",
+    "completions",
+    "man",
+];
+
+/// The subcommand `name` as the derived [`Command`] builds it; `None` for a name it lacks.
+fn subcommand(name: &str) -> Option<clap::Command> {
+    use clap::Args;
+    // The `'static` spelling of `name`, which `clap::Command::new` needs.
+    let name = *SUBCOMMANDS.iter().find(|&&known| known == name)?;
+    let sub = clap::Command::new(name);
+    Some(match name {
+        "create" => create::Args::augment_args(sub),
+        "list" => list::Args::augment_args(sub),
+        "get" => get::Args::augment_args(sub),
+        "check" => check::Args::augment_args(sub),
+        "export" => export::Args::augment_args(sub),
+        "flash" => flash::Args::augment_args(sub),
+        "prepare" => prepare::Args::augment_args(sub),
+        "reset" => reset::Args::augment_args(sub),
+        "firmware" => firmware::Args::augment_args(sub),
+        "set" => set::Args::augment_args(sub),
+        "delete" => delete::Args::augment_args(sub),
+        "import" => import::Args::augment_args(sub),
+        "secureboot" => secureboot::Args::augment_args(sub),
+        "apply" => apply::Args::augment_args(sub),
+        "boot" => boot::Args::augment_args(sub),
+        "clean" => clean::Args::augment_args(sub),
+        "convert" => convert::Args::augment_args(sub),
+        "upgrade" => upgrade::Args::augment_args(sub),
+        "vms" => vms::Args::augment_args(sub),
+        "libvirt-hook" => libvirt_hook::Args::augment_args(sub),
+        "completions" => completions::Args::augment_args(sub),
+        "man" => man::Args::augment_args(sub),
+        _ => unreachable!("{name} is in SUBCOMMANDS but has no arguments here"),
+    })
 }
 
 /// `--format`.
@@ -71,6 +202,8 @@ pub(crate) enum StoreFormat {
     Qcow2,
     /// QEMU's uefi-vars JSON (`-device uefi-vars-*,jsonfile=FILE`).
     Json,
+    /// AWS EC2's uefi-data (what `aws ec2 register-image --uefi-data` takes).
+    Aws,
 }
 
 impl From<StoreFormat> for nvram::container::Format {
@@ -79,6 +212,7 @@ impl From<StoreFormat> for nvram::container::Format {
             StoreFormat::Raw => Self::Raw,
             StoreFormat::Qcow2 => Self::Qcow2,
             StoreFormat::Json => Self::Json,
+            StoreFormat::Aws => Self::Aws,
         }
     }
 }
@@ -112,6 +246,7 @@ enum Command {
     Delete(delete::Args),
     Import(import::Args),
     Secureboot(secureboot::Args),
+    Shim(shim::Args),
     // Boxed: its many flags make it far larger than the other commands.
     Apply(Box<apply::Args>),
     Boot(boot::Args),
@@ -126,8 +261,8 @@ enum Command {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    nvram::files::set_lock_wait(cli.wait.unwrap_or_default());
-    nvram::container::set_default_format(cli.format.map(Into::into));
+    nvram::files::set_lock_wait(cli.globals.wait.unwrap_or_default());
+    nvram::container::set_default_format(cli.globals.format.map(Into::into));
     match cli.command {
         Command::Create(args) => create::run(args),
         Command::List(args) => list::run(args),
@@ -142,6 +277,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => delete::run(args),
         Command::Import(args) => import::run(args),
         Command::Secureboot(args) => secureboot::run(args),
+        Command::Shim(args) => shim::run(args),
         Command::Apply(args) => apply::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Clean(args) => clean::run(args),
@@ -251,5 +387,63 @@ fn emit(output: Option<&Path>, force: bool, content: &[u8]) -> Result<()> {
         None => out::result(content),
         Some(path) => write_output(path, content, force)
             .with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{command_for, Cli, SUBCOMMANDS};
+    use clap::CommandFactory;
+
+    fn argv(args: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("nvram")
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect()
+    }
+
+    #[test]
+    fn the_subcommand_names_are_those_of_the_whole_tree() {
+        let full: Vec<_> = Cli::command()
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        assert_eq!(full, SUBCOMMANDS);
+    }
+
+    #[test]
+    fn one_subcommand_helps_and_parses_as_in_the_whole_tree() {
+        let mut full = Cli::command();
+        full.build();
+        for name in SUBCOMMANDS {
+            let mut alone = command_for(&argv(&["--wait=1", "--format", "raw", name]));
+            assert_eq!(alone.get_subcommands().count(), 1, "{name}");
+            alone.build();
+            let help = |tree: &mut clap::Command| {
+                let sub = tree.find_subcommand_mut(name).unwrap();
+                (
+                    sub.render_long_help().to_string(),
+                    sub.render_usage().to_string(),
+                )
+            };
+            assert_eq!(help(&mut alone), help(&mut full), "{name}");
+        }
+        let version = command_for(&argv(&["-V"]));
+        assert_eq!(version.get_subcommands().count(), 0);
+        assert_eq!(version.render_version(), full.render_version());
+        for whole in [
+            &[][..],
+            &["--help"],
+            &["help", "list"],
+            &["lsit"],
+            &["--json", "list"],
+        ] {
+            let tree = command_for(&argv(whole));
+            assert_eq!(
+                tree.get_subcommands().count(),
+                SUBCOMMANDS.len(),
+                "{whole:?}"
+            );
+        }
     }
 }

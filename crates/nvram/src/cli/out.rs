@@ -18,7 +18,7 @@
 //! formatting from a store, an input file or a path reaches the terminal raw.
 
 use anyhow::{Context, Result};
-use nvram::escape::{is_escaped, terminal};
+use nvram::escape::terminal;
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -72,7 +72,10 @@ pub fn stderr_line(line: impl Display) {
 
 /// `text` with each line escaped by [`terminal`], the newlines between them kept.
 fn lines(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c != '\n' && is_escaped(c)) {
+    if text
+        .split('\n')
+        .all(|line| matches!(terminal(line), Cow::Borrowed(_)))
+    {
         return Cow::Borrowed(text);
     }
     Cow::Owned(

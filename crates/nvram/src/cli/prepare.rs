@@ -1,6 +1,6 @@
 //! `nvram prepare`: instantiate or verify a VM's varstore before QEMU starts.
 
-use super::firmware::{firmware_json, TemplateSource};
+use super::firmware::TemplateSource;
 use super::out::message;
 use anyhow::{Context, Result};
 use nvram::prepare::{self, Template};
@@ -32,7 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let chosen = args.source.resolve()?;
     let template = Template::load_as(&chosen.template, chosen.template_format)?;
-    let firmware = chosen.firmware.as_ref().map(firmware_json);
+    let firmware = chosen.firmware_json();
     match prepare::prepare_as(
         &args.nvram,
         &template,
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let mut doc = serde_json::to_value(&prepared)?;
                 doc["ok"] = true.into();
                 doc["incoming"] = args.incoming.into();
-                doc["firmware"] = firmware.unwrap_or_default();
+                doc["firmware"] = firmware;
                 doc["machine"] = chosen.machine.clone().into();
                 // The file is prepared: failing to print the report does not change that.
                 super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));

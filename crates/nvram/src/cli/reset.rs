@@ -1,6 +1,6 @@
 //! `nvram reset`: re-instantiate a VM's varstore from its template.
 
-use super::firmware::{firmware_json, TemplateSource};
+use super::firmware::TemplateSource;
 use super::out::message;
 use anyhow::{Context, Result};
 use nvram::prepare::{self, Template};
@@ -37,11 +37,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     .with_context(|| format!("cannot reset {}", args.nvram.display()))?;
     if args.json {
         let mut doc = serde_json::to_value(&reset)?;
-        doc["firmware"] = chosen
-            .firmware
-            .as_ref()
-            .map(firmware_json)
-            .unwrap_or_default();
+        doc["firmware"] = chosen.firmware_json();
         // The file is reset: failing to print the report does not change that.
         super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
     } else {

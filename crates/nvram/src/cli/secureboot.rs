@@ -1,9 +1,9 @@
-use super::args::{DistroArg, GuidParser, MicrosoftArg, StrategyArg};
+use super::args::{DistroArg, GuidParser, MicrosoftArg, MicrosoftDbArg, StrategyArg};
 use super::out::message;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use nvram::certs::SignatureInput;
-use nvram::secureboot::{self as sb, Database, Distro, EnrollPlan, Microsoft, Status};
+use nvram::secureboot::{self as sb, Database, Distro, EnrollPlan, Microsoft, MicrosoftDb, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use varstore::edit::Strategy;
@@ -23,7 +23,12 @@ enum Command {
     Status(StatusArgs),
     AddKek(AddArgs),
     AddDb(AddArgs),
-    AddDbx(AddArgs),
+    AddDbx(AddDbxArgs),
+    AddMok(AddArgs),
+    Hashes(HashesArgs),
+    ExtractCerts(ExtractArgs),
+    SignUpdate(super::sign_update::SignUpdateArgs),
+    ExportAuth(super::sign_update::ExportAuthArgs),
 }
 
 /// Enrol PK, KEK, db and dbx, and turn Secure Boot on (SecureBootEnable=1, CustomMode=0).
@@ -37,8 +42,22 @@ struct EnrollArgs {
     /// The store.
     file: PathBuf,
     /// The platform key certificate.
-    #[arg(long, value_name = "CERT", required_unless_present = "generate_pk")]
+    #[arg(
+        long,
+        value_name = "CERT",
+        required_unless_present_any = ["generate_pk", "external_management", "platform"]
+    )]
     pk: Option<PathBuf>,
+    /// A vendor's platform key instead (virt-fw-vars' --enroll-redhat, --enroll-microsoft):
+    /// redhat puts Red Hat's 2014 PK/KEK certificate into PK and KEK; microsoft puts
+    /// Microsoft's OEM devices PK (2023, owned by Microsoft's GUID) into PK.
+    #[arg(long, value_enum, conflicts_with_all = ["pk", "generate_pk", "external_management"])]
+    platform: Option<PlatformArg>,
+    /// No platform key of our own: the PK holds the external-management entry (owned by
+    /// a0baa8a3-…), saying that the keys are managed from outside (virt-fw-vars'
+    /// --enroll-mgmt).
+    #[arg(long, conflicts_with_all = ["pk", "generate_pk"])]
+    external_management: bool,
     /// Generate the platform key instead: RSA-2048 with a self-signed SHA-256 certificate,
     /// subject CN=<CN>, valid for ten years. The private key (PKCS#8 PEM) and the certificate
     /// (PEM) are written as new owner-only files FILE.pk.key and FILE.pk.crt, or see
@@ -62,6 +81,10 @@ struct EnrollArgs {
     /// Also enrol Microsoft's KEK and db certificates.
     #[arg(long, value_enum)]
     microsoft: Option<MicrosoftArg>,
+    /// Microsoft's db certificates by virt-firmware's profile instead of those of
+    /// --microsoft (which then chooses the KEK only).
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    microsoft_db: Option<MicrosoftDbArg>,
     /// Also enrol a distribution's db certificate (repeatable).
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
@@ -75,6 +98,15 @@ struct EnrollArgs {
     /// commands") instead of the lines on stderr.
     #[arg(long)]
     json: bool,
+}
+
+/// A vendor platform key bundled with nvram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlatformArg {
+    /// Red Hat Secure Boot (PK/KEK key 1), 2014: into PK and KEK.
+    Redhat,
+    /// Microsoft Windows OEM Devices PK, 2023: into PK.
+    Microsoft,
 }
 
 /// Show whether Secure Boot will be on, the databases and Microsoft's 2011/2023 certificates.
@@ -103,7 +135,14 @@ struct AddArgs {
     /// Add a distribution's CA certificate (add-db only; repeatable).
     #[arg(long, value_enum)]
     distro: Vec<DistroArg>,
-    /// Owner GUID of the certificates given (default: a0baa8a3-…).
+    /// Add Microsoft's db certificates of virt-firmware's profile (add-db only).
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    microsoft_db: Option<MicrosoftDbArg>,
+    /// Add a bare SHA-256 hash (64 hex digits; an EFI_CERT_SHA256 entry), e.g. an image's
+    /// Authenticode hash (repeatable).
+    #[arg(long, value_name = "SHA256", value_parser = super::args::sha256)]
+    hash: Vec<[u8; 32]>,
+    /// Owner GUID of the certificates and hashes given (default: a0baa8a3-…).
     #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     owner: Option<Guid>,
     /// How to write the change.
@@ -115,13 +154,56 @@ struct AddArgs {
     json: bool,
 }
 
+/// Add to dbx: revoked certificates, hashes, signature lists or .auth updates, Microsoft's
+/// dbx updates; or replace dbx with them (--replace).
+#[derive(Debug, clap::Args)]
+struct AddDbxArgs {
+    #[command(flatten)]
+    add: AddArgs,
+    /// Replace dbx with what is given instead of adding to it (virt-fw-vars' --set-dbx). A
+    /// dbx from an .auth update keeps the update's timestamp.
+    #[arg(long)]
+    replace: bool,
+}
+
+/// Print the SHA-256 of every entry of PK, KEK, db, dbx and shim's MOK lists: hash entries as
+/// they are (what dbx tools compare), certificates by the hash of their DER.
+#[derive(Debug, clap::Args)]
+struct HashesArgs {
+    /// The store.
+    file: PathBuf,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Write every certificate of PK, KEK, db, dbx and shim's MOK lists as a PEM file, named
+/// VARIABLE-OWNER-CN.pem as virt-fw-vars --extract-certs names them. Existing files are left
+/// alone (reported as skipped).
+#[derive(Debug, clap::Args)]
+struct ExtractArgs {
+    /// The store.
+    file: PathBuf,
+    /// The directory to write into (it must exist).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    output: PathBuf,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Enroll(a) => enroll(a),
         Command::Status(a) => status(a),
-        Command::AddKek(a) => add(a, Database::Kek),
-        Command::AddDb(a) => add(a, Database::Db),
-        Command::AddDbx(a) => add(a, Database::Dbx),
+        Command::AddKek(a) => add(a, Database::Kek, false),
+        Command::AddDb(a) => add(a, Database::Db, false),
+        Command::AddDbx(a) => add(a.add, Database::Dbx, a.replace),
+        Command::AddMok(a) => add(a, Database::Mok, false),
+        Command::Hashes(a) => hashes(a),
+        Command::ExtractCerts(a) => extract_certs(a),
+        Command::SignUpdate(a) => super::sign_update::sign_update(a),
+        Command::ExportAuth(a) => super::sign_update::export_auth(a),
     }
 }
 
@@ -135,11 +217,33 @@ fn enroll(args: EnrollArgs) -> Result<ExitCode> {
         db: &args.db,
         dbx: args.dbx.as_deref(),
         microsoft: args.microsoft.map(Microsoft::from),
+        microsoft_db: args.microsoft_db.map(MicrosoftDb::from),
         distro: args.distro.iter().copied().map(Distro::from).collect(),
         owner: args.owner,
         strategy: Strategy::from(args.strategy),
     };
     let (edited, generated) = match (&args.pk, &args.generate_pk) {
+        (None, None) if args.platform.is_some() => {
+            let platform = match args.platform {
+                Some(PlatformArg::Microsoft) => sb::Platform::Microsoft,
+                _ => sb::Platform::RedHat,
+            };
+            let mut plan = inputs.plan(platform.pk(), |_, p| read(p))?;
+            if let Some(kek) = platform.kek() {
+                plan.kek.insert(0, kek);
+            }
+            let edited = nvram::edit::edit_file(&args.file, |editor| sb::enroll(editor, &plan))?;
+            (edited, None)
+        }
+        (None, None) if args.external_management => {
+            let pk = SignatureInput::Lists {
+                db: sb::external_management_pk(sb::EXTERNAL_MANAGEMENT_OWNER),
+                time: None,
+            };
+            let plan = inputs.plan(pk, |_, p| read(p))?;
+            let edited = nvram::edit::edit_file(&args.file, |editor| sb::enroll(editor, &plan))?;
+            (edited, None)
+        }
         (Some(path), None) => {
             let plan = inputs.plan(read(path)?, |_, p| read(p))?;
             let edited = nvram::edit::edit_file(&args.file, |editor| sb::enroll(editor, &plan))?;
@@ -196,6 +300,8 @@ pub(super) struct EnrollInputs<'a> {
     pub dbx: Option<&'a Path>,
     /// Microsoft's certificates.
     pub microsoft: Option<Microsoft>,
+    /// Microsoft's db certificates by profile, instead of those of `microsoft`.
+    pub microsoft_db: Option<MicrosoftDb>,
     /// Distribution certificates.
     pub distro: Vec<Distro>,
     /// The owner GUID; `None` for the default.
@@ -225,6 +331,7 @@ impl EnrollInputs<'_> {
             .collect::<Result<_>>()?;
         plan.dbx = self.dbx.map(|p| read("dbx", p)).transpose()?;
         plan.microsoft = self.microsoft;
+        plan.microsoft_db = self.microsoft_db;
         plan.distro = self.distro;
         if let Some(owner) = self.owner {
             plan.owner = owner;
@@ -267,18 +374,32 @@ fn report(file: &Path, c: &sb::VariableChange) {
     }
 }
 
-fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
-    if args.inputs.is_empty() && args.microsoft.is_none() && args.distro.is_empty() {
-        bail!("nothing to add: give certificate/list files, --microsoft or --distro");
+fn add(args: AddArgs, database: Database, replace: bool) -> Result<ExitCode> {
+    if args.inputs.is_empty()
+        && args.microsoft.is_none()
+        && args.microsoft_db.is_none()
+        && args.distro.is_empty()
+        && args.hash.is_empty()
+    {
+        bail!("nothing to add: give certificate/list files, --hash, --microsoft or --distro");
     }
     if !args.distro.is_empty() && database != Database::Db {
         bail!("--distro adds a distribution's CA certificate to db: use add-db");
     }
+    if args.microsoft_db.is_some() && database != Database::Db {
+        bail!("--microsoft-db adds db certificates: use add-db");
+    }
+    if args.microsoft.is_some() && database == Database::Mok {
+        bail!("--microsoft adds to KEK, db or dbx, not to shim's MokList");
+    }
     let addition = sb::Addition {
         inputs: args.inputs.iter().map(|p| read(p)).collect::<Result<_>>()?,
         microsoft: args.microsoft.map(Microsoft::from),
+        microsoft_db: args.microsoft_db.map(MicrosoftDb::from),
         distro: args.distro.iter().copied().map(Distro::from).collect(),
+        hashes: args.hash.clone(),
         owner: args.owner.unwrap_or(OVMF_ENROLL_DEFAULT_KEYS),
+        replace,
         ..sb::Addition::to(database)
     };
     let strategy = Strategy::from(args.strategy);
@@ -290,6 +411,63 @@ fn add(args: AddArgs, database: Database) -> Result<ExitCode> {
     }
     report(&args.file, &edited.value);
     super::set::note_free_space(&edited);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hashes(args: HashesArgs) -> Result<ExitCode> {
+    let loaded = super::Loaded::read(&args.file)?;
+    let store = loaded
+        .parse()?
+        .ok_or_else(|| anyhow!("{}: no variable store", args.file.display()))?;
+    let hashes = sb::entry_hashes(&store);
+    if args.json {
+        let mut text = nvram::escape::to_json_pretty(&hashes).context("JSON")?;
+        text.push('\n');
+        super::emit(None, false, text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    for h in &hashes {
+        let subject = h
+            .subject
+            .as_deref()
+            .map(|s| format!("  {}", nvram::escape::terminal(s)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {:<6} {}  owner {}{subject}\n",
+            nvram::escape::terminal(&h.variable),
+            h.kind,
+            h.sha256,
+            h.owner
+        ));
+    }
+    super::out::text(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn extract_certs(args: ExtractArgs) -> Result<ExitCode> {
+    let loaded = super::Loaded::read(&args.file)?;
+    let store = loaded
+        .parse()?
+        .ok_or_else(|| anyhow!("{}: no variable store", args.file.display()))?;
+    let written = sb::extract_certificates(&store, &args.output)
+        .with_context(|| format!("cannot extract certificates into {}", args.output.display()))?;
+    if args.json {
+        let text = nvram::escape::to_json_pretty(&written).context("JSON")? + "\n";
+        super::out::report(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &written {
+        let what = if c.skipped {
+            "exists, skipped"
+        } else {
+            "written"
+        };
+        message!("{}: {what}", c.path.display());
+    }
+    if written.is_empty() {
+        message!("{}: no certificates", args.file.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,12 +21,21 @@ pub struct Args {
     name: String,
     /// Vendor GUID, or a well-known name such as EfiGlobalVariable. Default: the EFI global
     /// variable GUID (8be4df61-…), as the UEFI shell's setvar does; other vendors' variables
-    /// need their GUID.
+    /// need their GUID. With --true/--false: the GUID virt-fw-vars gives that name (shim's
+    /// for SHIM_VERBOSE, …).
     #[arg(long, value_name = "GUID", value_parser = GuidParser)]
     guid: Option<varstore::Guid>,
-    /// Attributes: comma-separated nv, bs, rt, at, or a number such as 0x7.
-    #[arg(long, default_value = "nv,bs,rt", value_parser = super::args::attributes)]
-    attr: Attributes,
+    /// Attributes: comma-separated nv, bs, rt, at, or a number such as 0x7. Default: nv,bs,rt;
+    /// with --true/--false the variable's own if it exists, else what virt-fw-vars gives the
+    /// name (nv,bs for a name it does not know).
+    #[arg(long, value_parser = super::args::attributes)]
+    attr: Option<Attributes>,
+    /// Data: the boolean true, one byte 1 (virt-fw-vars' --set-true).
+    #[arg(long, group = "data")]
+    r#true: bool,
+    /// Data: the boolean false, one byte 0 (virt-fw-vars' --set-false).
+    #[arg(long, group = "data")]
+    r#false: bool,
     /// Data as hex (spaces and colons allowed between bytes).
     #[arg(long, group = "data", value_name = "HEX", value_parser = super::args::data(DataKind::Hex))]
     data_hex: Option<Data>,
@@ -62,11 +71,36 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let guid = args.guid.unwrap_or(guid::EFI_GLOBAL_VARIABLE);
+    let boolean = args.r#true || args.r#false;
+    let (bool_guid, bool_attr) = nvram::edit::virt_firmware_defaults(&args.name);
+    let guid = match args.guid {
+        Some(g) => g,
+        None if boolean => bool_guid,
+        None => guid::EFI_GLOBAL_VARIABLE,
+    };
     let data = data_of(&args)?;
     let strategy = Strategy::from(args.strategy);
     let edited = nvram::edit::edit_file(&args.file, |editor| {
-        editor.set(&args.name, guid, args.attr, &data, args.time, strategy)
+        let attr = match args.attr {
+            Some(a) => a,
+            // virt-fw-vars keeps an existing variable's attributes and dates a time-based
+            // authenticated one with the clock.
+            None if boolean => {
+                let existing = editor
+                    .store()?
+                    .live_variables()
+                    .iter()
+                    .find(|v| v.guid == guid && v.name() == args.name)
+                    .map(|v| v.attributes);
+                existing.unwrap_or(bool_attr)
+            }
+            None => Attributes(0x7),
+        };
+        let time = match args.time {
+            None if boolean && attr.is_time_based_authenticated() => Some(nvram::certs::now()),
+            t => t,
+        };
+        editor.set(&args.name, guid, attr, &data, time, strategy)
     })?;
     let outcome = edited.value;
     if args.json {
@@ -99,6 +133,9 @@ fn data_of(args: &Args) -> Result<Vec<u8>> {
     // A path need not be UTF-8, so it is read here rather than by a value parser's text.
     if let Some(path) = &args.data_file {
         return nvram::edit::read_data_file(path).context("--data-file");
+    }
+    if args.r#true || args.r#false {
+        return Ok(vec![u8::from(args.r#true)]);
     }
     [
         &args.data_hex,

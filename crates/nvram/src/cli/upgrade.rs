@@ -1,6 +1,6 @@
 //! `nvram upgrade`: give an existing VM's store a newer template's Secure Boot databases.
 
-use super::firmware::{firmware_json, TemplateSource};
+use super::firmware::TemplateSource;
 use super::out::message;
 use anyhow::{bail, Context, Result};
 use nvram::escape::terminal;
@@ -84,11 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         doc["template"] = serde_json::json!(chosen.template);
         doc["dry_run"] = serde_json::json!(args.dry_run);
         doc["written"] = serde_json::json!(edited.written && !args.dry_run);
-        doc["firmware"] = chosen
-            .firmware
-            .as_ref()
-            .map(firmware_json)
-            .unwrap_or_default();
+        doc["firmware"] = chosen.firmware_json();
         super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
     } else {
         let mut text = String::new();
@@ -145,7 +141,7 @@ impl std::ops::Deref for Single {
 /// does (one line per domain; running domains skipped). Exit status as `apply`'s: 1 when some
 /// store failed, 3 when none failed but some change is not durable.
 fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
-    use nvram::apply::{Plan, Status, Step, Summary};
+    use nvram::apply::{Plan, Step, Summary};
     let targets = args.libvirt.targets()?;
     if targets.is_empty() {
         bail!("no libvirt domain with a UEFI varstore to upgrade");
@@ -176,13 +172,7 @@ fn run_libvirt(args: &Args, template: TemplateDatabases) -> Result<ExitCode> {
         summary.skipped,
         summary.failed
     );
-    Ok(if results.iter().any(|r| r.status == Status::Failed) {
-        ExitCode::from(1)
-    } else if summary.not_durable > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(super::apply::exit_status(&summary, false))
 }
 
 /// Reads the template and its Secure Boot databases, once.

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Selection::Names(args.domain.clone())
     };
     let picked = nvram::libvirt::select(&domains, &selection)?;
-    let healths = healths(&picked);
+    let healths = nvram::libvirt::healths(&picked);
     let unhealthy = healths.iter().flatten().filter(|h| !h.is_healthy()).count();
     if args.json {
         let mut list = Vec::with_capacity(picked.len());
@@ -74,28 +74,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-/// The health of each domain's store, checked in parallel.
-fn healths(domains: &[&Domain]) -> Vec<Option<Health>> {
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = domains.len().div_ceil(jobs).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = domains
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|d| d.nvram.as_ref().map(nvram::libvirt::health))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a health check panicked"))
-            .collect()
     })
 }
 

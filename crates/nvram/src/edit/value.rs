@@ -174,3 +174,32 @@ pub fn read_data_file(path: &Path) -> Result<Vec<u8>, ValueError> {
     )
     .map_err(ValueError::File)
 }
+
+/// The vendor GUID and attributes virt-firmware gives a variable it creates by name (its
+/// `efivar_defaults`, as `--set-true`/`--set-false` use them): the firmware's and shim's
+/// well-known variables get theirs, `Boot…` variables NV+BS+RT under the EFI global GUID,
+/// anything else NV+BS under the EFI global GUID.
+///
+/// ```
+/// use nvram::edit::virt_firmware_defaults;
+/// use varstore::{guid, Attributes};
+/// assert_eq!(virt_firmware_defaults("FB_NO_REBOOT"), (guid::SHIM_LOCK, Attributes(0x7)));
+/// assert_eq!(virt_firmware_defaults("MyFlag"), (guid::EFI_GLOBAL_VARIABLE, Attributes(0x3)));
+/// ```
+pub fn virt_firmware_defaults(name: &str) -> (varstore::Guid, varstore::Attributes) {
+    use varstore::secureboot::{CUSTOM_MODE_GUID, SECURE_BOOT_ENABLE_GUID};
+    use varstore::{guid, Attributes};
+    let nv_bs = Attributes(0x3);
+    match name {
+        "SecureBoot" => (guid::EFI_GLOBAL_VARIABLE, Attributes(0x6)),
+        "SecureBootEnable" => (SECURE_BOOT_ENABLE_GUID, nv_bs),
+        "CustomMode" => (CUSTOM_MODE_GUID, nv_bs),
+        "PK" | "KEK" => (guid::EFI_GLOBAL_VARIABLE, Attributes(0x27)),
+        "db" | "dbx" => (guid::IMAGE_SECURITY_DATABASE, Attributes(0x27)),
+        "MokList" | "MokListX" | "MokListTrusted" | "SbatLevel" | "SHIM_DEBUG" | "SHIM_VERBOSE"
+        | "FALLBACK_VERBOSE" => (guid::SHIM_LOCK, nv_bs),
+        "FB_NO_REBOOT" => (guid::SHIM_LOCK, Attributes(0x7)),
+        n if n.starts_with("Boot") => (guid::EFI_GLOBAL_VARIABLE, Attributes(0x7)),
+        _ => (guid::EFI_GLOBAL_VARIABLE, nv_bs),
+    }
+}

@@ -87,7 +87,7 @@ pub enum GeneratedPkError {
 ///
 /// ```no_run
 /// use nvram::secureboot::{enroll_generated_pk, EnrollPlan, PkFiles};
-/// use crate::certs::SignatureInput;
+/// use nvram::certs::SignatureInput;
 /// let store = std::path::Path::new("vm.fd");
 /// let files = PkFiles::for_store(store, None)?;
 /// let plan = EnrollPlan::with_pk(SignatureInput::Certificates(Vec::new()));

@@ -124,9 +124,9 @@ pub(super) fn check_live_view(
     live: &[usize],
     findings: &mut Findings,
 ) {
-    use std::collections::HashSet;
-    let live: HashSet<usize> = live.iter().copied().collect();
-    let mut seen_added: HashSet<(&[u8], Guid)> = HashSet::new();
+    // `live` is sorted (`live_indices`); a B-tree for the few tens of names is cheaper than
+    // SipHashing them.
+    let mut seen_added: std::collections::BTreeSet<(&[u8], Guid)> = Default::default();
     for (i, r) in records.iter().enumerate() {
         if r.header_only {
             continue;
@@ -142,7 +142,7 @@ pub(super) fn check_live_view(
                     r.name()
                 ),
             ),
-            RecordState::InDeletedTransition if live.contains(&i) => findings.add(
+            RecordState::InDeletedTransition if live.binary_search(&i).is_ok() => findings.add(
                 Severity::Notice,
                 r.offset as usize,
                 "variable State",

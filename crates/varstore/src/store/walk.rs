@@ -134,8 +134,9 @@ pub(super) fn decode_header(bytes: &[u8], format: StoreFormat) -> DecodedHeader 
 
 /// Indices of the live records (spec §7).
 pub(super) fn live_indices(records: &[VariableRecord<'_>]) -> Vec<usize> {
-    use std::collections::HashMap;
-    let mut chosen: HashMap<(&[u8], Guid), usize> = HashMap::new();
+    // A B-tree rather than a hash map: a store holds tens of records, for which comparing
+    // names is cheaper than SipHashing them (measured with callgrind on `nvram list`).
+    let mut chosen: std::collections::BTreeMap<(&[u8], Guid), usize> = Default::default();
     for (i, r) in records.iter().enumerate() {
         if r.header_only {
             continue;
@@ -163,13 +164,15 @@ pub(super) fn live_indices(records: &[VariableRecord<'_>]) -> Vec<usize> {
 }
 
 /// Index of the first byte of `data` that is not `fill`. Flash images are mostly erased
-/// space, so this runs over hundreds of KiB per parse: comparing whole chunks lets the
-/// compiler vectorise the common case.
+/// space, so this runs over hundreds of KiB per parse: comparing whole chunks with a block of
+/// `fill` is a slice equality, which becomes `memcmp` and the C library's vector loop (a
+/// byte-wise fold was 1.2 instructions a byte; measured with callgrind on `nvram list`).
 pub(crate) fn first_byte_not(data: &[u8], fill: u8) -> Option<usize> {
-    const CHUNK: usize = 64;
+    const CHUNK: usize = 512;
+    let block = [fill; CHUNK];
     let mut chunks = data.chunks_exact(CHUNK);
     for (i, chunk) in chunks.by_ref().enumerate() {
-        if !chunk.iter().fold(true, |all, &b| all & (b == fill)) {
+        if chunk != block {
             let pos = chunk.iter().position(|&b| b != fill)?;
             return Some(i * CHUNK + pos);
         }
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn first_byte_not_finds_the_first_difference_anywhere() {
-        for len in [0, 1, 63, 64, 65, 200] {
+        for len in [0, 1, 511, 512, 513, 1100] {
             assert_eq!(first_byte_not(&vec![0xFF; len], 0xFF), None);
             for at in 0..len {
                 let mut data = vec![0xFF; len];
