@@ -193,11 +193,47 @@ options:
     type: list
     elements: str
     choices: [debian, redhat, ubuntu]
+  add_mok:
+    description:
+      - Add certificates to shim's MokList, keeping the entries there (C(--add-mok)).
+    type: list
+    elements: path
+  add_db_hash:
+    description:
+      - Add bare SHA-256 hashes (64 hex digits) to db (C(--add-db-hash)).
+    type: list
+    elements: str
+  add_dbx_hash:
+    description:
+      - Add bare SHA-256 hashes to dbx, revoking those images (C(--add-dbx-hash)).
+    type: list
+    elements: str
+  add_mok_hash:
+    description:
+      - Add bare SHA-256 hashes to shim's MokList (C(--add-mok-hash)).
+    type: list
+    elements: str
   add_owner:
     description:
-      - Owner GUID of the certificates given with O(add_kek), O(add_db), O(add_dbx)
-        (C(--add-owner)).
+      - Owner GUID of the certificates and hashes given with O(add_kek), O(add_db),
+        O(add_dbx), O(add_mok) and the O(add_db_hash)-style options (C(--add-owner)).
     type: str
+  shim_on:
+    description:
+      - Turn shim's or fallback's switches on (C(--shim-on)).
+    type: list
+    elements: str
+    choices: [debug, verbose, fallback-verbose, fallback-no-reboot]
+  shim_off:
+    description:
+      - Turn shim's or fallback's switches off; the variable is deleted (C(--shim-off)).
+    type: list
+    elements: str
+    choices: [debug, verbose, fallback-verbose, fallback-no-reboot]
+  shim_sbat_level:
+    description:
+      - Set shim's SbatLevel to the content of this file (C(--shim-sbat-level)).
+    type: path
   wait:
     description:
       - Wait for the lock of a store that another process holds instead of skipping it
@@ -208,7 +244,7 @@ options:
       - How the stores are kept (C(--format)); without it each store's format is recognised
         by its content.
     type: str
-    choices: [raw, qcow2, json]
+    choices: [raw, qcow2, json, aws]
   executable:
     description:
       - The C(nvram) command on the managed host, a name looked up on C(PATH) or a path.
@@ -346,6 +382,7 @@ MIN_VERSION = (0, 1, 0)
 
 CHOICES_YEAR = ["2011", "2023", "all"]
 CHOICES_DISTRO = ["debian", "redhat", "ubuntu"]
+CHOICES_SHIM = ["debug", "verbose", "fallback-verbose", "fallback-no-reboot"]
 
 # Option name -> spec; every option but `executable` is `nvram apply`'s long option of the
 # same name in kebab case. Options repeated on nvram's command line are lists.
@@ -379,9 +416,16 @@ ARGUMENT_SPEC = {
     "add_microsoft": dict(type="str", choices=CHOICES_YEAR),
     "add_microsoft_dbx": dict(type="str", choices=CHOICES_YEAR),
     "add_distro": dict(type="list", elements="str", choices=CHOICES_DISTRO),
+    "add_mok": dict(type="list", elements="path"),
+    "add_db_hash": dict(type="list", elements="str"),
+    "add_dbx_hash": dict(type="list", elements="str"),
+    "add_mok_hash": dict(type="list", elements="str"),
     "add_owner": dict(type="str"),
+    "shim_on": dict(type="list", elements="str", choices=CHOICES_SHIM),
+    "shim_off": dict(type="list", elements="str", choices=CHOICES_SHIM),
+    "shim_sbat_level": dict(type="path"),
     "wait": dict(type="raw"),
-    "format": dict(type="str", choices=["raw", "qcow2", "json"]),
+    "format": dict(type="str", choices=["raw", "qcow2", "json", "aws"]),
     "executable": dict(type="path", default="nvram"),
 }
 
@@ -392,7 +436,8 @@ LIBVIRT = ("libvirt", "connect", "domain", "all")
 NOT_APPLY = ("executable", "files", "wait", "format")
 # At least one of these makes an edit (nvram apply's "edits" group).
 EDITS = ("set", "delete", "import", "upgrade_template", "enroll_pk", "add_kek", "add_db",
-         "add_dbx", "add_microsoft", "add_microsoft_dbx", "add_distro")
+         "add_dbx", "add_microsoft", "add_microsoft_dbx", "add_distro", "add_mok", "add_db_hash",
+         "add_dbx_hash", "add_mok_hash", "shim_on", "shim_off", "shim_sbat_level")
 
 CHANGED = ("changed", "changed-not-durable", "would-change")
 

@@ -135,7 +135,7 @@ fn first_argument(argv: &[std::ffi::OsString]) -> Option<&str> {
 }
 
 /// The names of [`Command`]'s subcommands, in its order.
-const SUBCOMMANDS: [&str; 22] = [
+const SUBCOMMANDS: [&str; 23] = [
     "create",
     "list",
     "get",
@@ -149,6 +149,7 @@ const SUBCOMMANDS: [&str; 22] = [
     "delete",
     "import",
     "secureboot",
+    "shim",
     "apply",
     "boot",
     "clean",
@@ -180,6 +181,7 @@ fn subcommand(name: &str) -> Option<clap::Command> {
         "delete" => delete::Args::augment_args(sub),
         "import" => import::Args::augment_args(sub),
         "secureboot" => secureboot::Args::augment_args(sub),
+        "shim" => shim::Args::augment_args(sub),
         "apply" => apply::Args::augment_args(sub),
         "boot" => boot::Args::augment_args(sub),
         "clean" => clean::Args::augment_args(sub),
