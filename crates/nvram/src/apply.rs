@@ -50,6 +50,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use varstore::edit::{EditError, Editor, Strategy};
 use varstore::json::VariableList;
 use varstore::{Attributes, EfiTime, Guid};
@@ -313,7 +314,7 @@ impl fmt::Display for Status {
 }
 
 /// The result for one file (serialized as `{"file", "result", "detail"}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FileResult {
     /// The file as given.
     pub file: PathBuf,
@@ -322,6 +323,11 @@ pub struct FileResult {
     pub status: Status,
     /// What each step did, or why the file was skipped or failed.
     pub detail: String,
+    /// Why the file was skipped, failed or is not durable, as the edit reported it (its
+    /// source chain included); `detail` is its text. `None` for a file the edit went through,
+    /// and for a verdict reached without editing (a running libvirt domain).
+    #[serde(skip)]
+    pub error: Option<Arc<EditFileError<StepError>>>,
 }
 
 /// Counts per [`Status`].
@@ -388,15 +394,15 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
         did = done.join("; ");
         Ok(did.clone())
     });
-    let (status, detail) = match result {
+    let (status, detail) = match &result {
         // `written` is what counts: a step may report a change that leaves the bytes as they
         // were (e.g. replacing a variable with itself after a compaction).
-        Ok(edited) if edited.written && plan.dry_run => (Status::WouldChange, edited.value),
-        Ok(edited) if edited.written => (Status::Changed, edited.value),
-        Ok(edited) => (Status::Unchanged, edited.value),
+        Ok(edited) if edited.written && plan.dry_run => (Status::WouldChange, edited.value.clone()),
+        Ok(edited) if edited.written => (Status::Changed, edited.value.clone()),
+        Ok(edited) => (Status::Unchanged, edited.value.clone()),
         // The holder text says "locked: …" when /proc/locks names the holder.
         Err(EditFileError::Locked { holder, .. }) if holder.starts_with("locked") => {
-            (Status::Skipped, holder)
+            (Status::Skipped, holder.clone())
         }
         Err(EditFileError::Locked { holder, .. }) => (Status::Skipped, format!("locked: {holder}")),
         Err(EditFileError::File(e)) if e.is_not_durable() => {
@@ -410,6 +416,7 @@ pub fn apply_file(path: &Path, plan: &Plan) -> FileResult {
         file: path.to_path_buf(),
         status,
         detail,
+        error: result.err().map(Arc::new),
     }
 }
 
@@ -447,6 +454,7 @@ pub fn apply_all(
                                     status: Status::Failed,
                                     detail: "internal error (a bug in nvram; please report it)"
                                         .into(),
+                                    error: None,
                                 });
                         on_done(&result);
                         mine.push((i, result));

@@ -142,8 +142,11 @@ pub struct DomainStore {
 
 /// The domain XML could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("the domain XML on standard input: {0}")]
-pub struct XmlError(String);
+#[error("the domain XML on standard input: {source}")]
+pub struct XmlError {
+    #[source]
+    source: crate::libvirt::LibvirtError,
+}
 
 /// Reads what the hook needs from a domain XML. `nvram_dir` is where libvirt puts a store
 /// the XML does not name ([`crate::libvirt::nvram_dir`]).
@@ -161,7 +164,7 @@ pub struct XmlError(String);
 /// ```
 pub fn parse_domain(xml: &str, nvram_dir: &Path) -> Result<DomainStore, XmlError> {
     let domain =
-        crate::libvirt::Domain::from_xml(xml, nvram_dir).map_err(|e| XmlError(e.to_string()))?;
+        crate::libvirt::Domain::from_xml(xml, nvram_dir).map_err(|source| XmlError { source })?;
     let loader = domain
         .loader
         .filter(|l| l.kind.as_deref().is_none_or(|k| k == "pflash"))
@@ -222,14 +225,15 @@ pub enum HookError {
     Xml(#[from] XmlError),
     /// The store is not one the firmware would boot from.
     #[error(
-        "{}: damaged: {reason}; the firmware would not use it",
+        "{}: damaged: {cause}; the firmware would not use it",
         path.display()
     )]
     Damaged {
         /// The store.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        cause: Damage,
     },
     /// The store does not fit the template named in the domain XML (size, layout), or
     /// could not be read.
@@ -249,7 +253,16 @@ pub enum HookError {
         #[source]
         source: Box<PrepareError>,
     },
-    /// The incoming marker could not be written or removed.
+    /// The incoming marker could not be written.
+    #[error("{}: cannot write the incoming marker: {source}", path.display())]
+    MarkerWrite {
+        /// The marker.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<FileError>,
+    },
+    /// The incoming marker's directory could not be created, or the marker removed.
     #[error("{}: {action}: {source}", path.display())]
     Marker {
         /// The marker.
@@ -262,6 +275,23 @@ pub enum HookError {
     },
 }
 
+/// What makes a store one the firmware would not use.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// The file is no store of a known format (raw, qcow2, JSON).
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
+    /// The flash image is no varstore.
+    #[error(transparent)]
+    Parse(#[from] varstore::ParseError),
+    /// The varstore parses, but the firmware refuses it for this finding.
+    #[error("{0}")]
+    Refused(varstore::Finding),
+    /// The varstore parses, but the firmware refuses it.
+    #[error("the firmware refuses it")]
+    RefusedWithoutFinding,
+}
+
 impl HookError {
     /// Whether the error is a verdict on the store (the start must not happen), as opposed
     /// to a failure to read or record something.
@@ -269,7 +299,7 @@ impl HookError {
         match self {
             Self::Damaged { .. } | Self::Descriptor { .. } => true,
             Self::Store(e) => e.is_mismatch(),
-            Self::Xml(_) | Self::Marker { .. } => false,
+            Self::Xml(_) | Self::Marker { .. } | Self::MarkerWrite { .. } => false,
         }
     }
 }
@@ -347,7 +377,7 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
         Err(e) => {
             return Err(HookError::Damaged {
                 path: nvram.clone(),
-                reason: e.to_string(),
+                cause: e.into(),
             })
         }
     };
@@ -374,22 +404,20 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
         &templates,
         nvram,
         image.len() as u64,
-        "the firmware would not find its store where it expects it (`virsh start \
-         --reset-nvram` re-creates it from the template)",
+        "the firmware would not find its store where it expects it",
     )?;
     match Varstore::parse(image) {
         Ok(parsed) if parsed.verdict() == FirmwareVerdict::Refuse => {
-            let reason = parsed
+            let cause = parsed
                 .findings()
                 .iter()
                 .find(|f| f.verdict == FirmwareVerdict::Refuse)
-                .map_or_else(
-                    || "the firmware refuses it".to_string(),
-                    ToString::to_string,
-                );
+                .map_or(Damage::RefusedWithoutFinding, |f| {
+                    Damage::Refused(f.clone())
+                });
             return Err(HookError::Damaged {
                 path: nvram.clone(),
-                reason,
+                cause,
             });
         }
         Ok(_) => {}
@@ -399,7 +427,7 @@ pub fn check(config: &Config, domain: &DomainStore, incoming: bool) -> Result<Ou
         Err(e) => {
             return Err(HookError::Damaged {
                 path: nvram.clone(),
-                reason: e.to_string(),
+                cause: e.into(),
             })
         }
     }
@@ -505,10 +533,9 @@ fn write_marker(state_dir: &Path, marker: &Path) -> Result<(), HookError> {
             action: "cannot create the directory",
             source,
         })?;
-    files::replace(marker, b"").map_err(|e| HookError::Marker {
+    files::replace(marker, b"").map_err(|source| HookError::MarkerWrite {
         path: marker.to_path_buf(),
-        action: "cannot write the incoming marker",
-        source: io::Error::other(e.to_string()),
+        source: Box::new(source),
     })
 }
 

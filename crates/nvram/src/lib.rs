@@ -23,6 +23,7 @@
 //! let report = nvram::inspect::CheckReport::of_store(&store);
 //! assert_eq!(report.health(), nvram::inspect::Health::Healthy);
 //! ```
+#![warn(missing_docs)]
 
 pub mod apply;
 pub mod awsstore;

@@ -120,6 +120,7 @@ pub enum PrepareError {
         /// The template.
         path: PathBuf,
         /// The parse error.
+        #[source]
         reason: ParseError,
     },
     /// A file operation on the varstore failed (names the path and reason).
@@ -170,7 +171,8 @@ pub enum PrepareError {
         /// The varstore.
         path: PathBuf,
         /// Why it is not one.
-        reason: String,
+        #[source]
+        reason: NotVarstoreReason,
         /// The template.
         template: PathBuf,
     },
@@ -236,6 +238,17 @@ impl PrepareError {
                 | Self::FormatMismatch { .. }
         )
     }
+}
+
+/// Why an existing varstore is not one ([`PrepareError::NotVarstore`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotVarstoreReason {
+    /// All 0x00 or all 0xFF: no firmware volume at all.
+    #[error("it is blank")]
+    Blank,
+    /// Something else that is no firmware volume or no variable store.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
 }
 
 /// The shape of a varstore that must agree between a VM's file and its template.
@@ -396,13 +409,13 @@ impl Template {
         };
         let found = Shape::of(image).map_err(|e| PrepareError::NotVarstore {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: e.into(),
             template: self.path.clone(),
         })?;
         if found == Shape::Unformatted {
             return Err(PrepareError::NotVarstore {
                 path: path.to_path_buf(),
-                reason: "it is blank".into(),
+                reason: NotVarstoreReason::Blank,
                 template: self.path.clone(),
             });
         }

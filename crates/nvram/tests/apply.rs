@@ -16,7 +16,18 @@ const GOOD: usize = 210;
 const VENDOR: &str = "4a1b8e36-0bd3-4c35-9b5a-0f7e2f3c6d01";
 
 fn nvram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvram"))
+    nvram_as(None, args)
+}
+
+/// Runs `nvram` as user and group `uid` (root only) or as this process's user.
+fn nvram_as(uid: Option<u32>, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nvram"));
+    if let Some(id) = uid {
+        // std drops the supplementary groups too when root changes the user.
+        command.uid(id).gid(id);
+    }
+    command
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -114,13 +125,23 @@ fn apply_json(
     files: &[&Path],
     edit: &[String],
 ) -> (i32, HashMap<PathBuf, (String, String)>, String) {
+    apply_json_as(None, extra, files, edit)
+}
+
+/// [`apply_json`] run as user and group `uid` (see [`nvram_as`]).
+fn apply_json_as(
+    uid: Option<u32>,
+    extra: &[String],
+    files: &[&Path],
+    edit: &[String],
+) -> (i32, HashMap<PathBuf, (String, String)>, String) {
     let mut args: Vec<String> = vec!["apply".into(), "--json".into()];
     args.extend(extra.iter().cloned());
     args.extend(edit.iter().cloned());
     args.push("--".into());
     args.extend(files.iter().map(|f| p(f).to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = nvram(&refs);
+    let out = nvram_as(uid, &refs);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
@@ -315,6 +336,10 @@ fn bad_arguments_touch_nothing() {
         vec!["--delete", "X@not-a-guid"],
         vec!["--import", "/nonexistent.json"],
         vec![],
+        vec!["--jobs", "0", "--set", "Timeout=u16:1"],
+        // --libvirt takes domains, not files; and it needs --domain or --all.
+        vec!["--libvirt", "--all", "--set", "Timeout=u16:1"],
+        vec!["--libvirt", "--set", "Timeout=u16:1"],
     ] {
         let mut all = vec!["apply"];
         all.extend(args.iter().copied());
@@ -328,28 +353,40 @@ fn bad_arguments_touch_nothing() {
     assert_eq!(fs::read(&fleet.good[0]).unwrap(), before);
 }
 
+/// The user and group `nobody`: root writes into any directory, so as root (CI) the edit
+/// runs as this user, on files given to it, for directory permissions to mean anything.
+const NOBODY: u32 = 65534;
+
 #[test]
-#[ignore = "root ignores directory permissions (CI runs as root): run with --ignored as a normal user"]
 fn a_read_only_directory_fails_its_files_only() {
-    use std::os::unix::fs::PermissionsExt;
-    let fleet = fleet();
-    let edit = edit_args(&fleet.root);
-    let ro = fleet.root.join("ro");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let edit = edit_args(root);
+    let good = root.join("good.fd");
+    assert!(nvram(&["create", p(&good)]).status.success());
+    let ro = root.join("ro");
     fs::create_dir(&ro).unwrap();
     let stuck = ro.join("vm.fd");
-    fs::copy(&fleet.good[0], &stuck).unwrap();
+    fs::copy(&good, &stuck).unwrap();
     let before = fs::read(&stuck).unwrap();
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-    if fs::write(ro.join("probe"), b"").is_ok() {
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
-        panic!("this user (root?) may write into a read-only directory: the test cannot work");
+    // /proc/self belongs to the process's effective user.
+    let as_root = fs::metadata("/proc/self").unwrap().uid() == 0;
+    let user = as_root.then_some(NOBODY);
+    if as_root {
+        for path in [root, &root.join("edit.json"), &good, &ro, &stuck] {
+            std::os::unix::fs::chown(path, user, user).unwrap();
+        }
     }
-    let files = [fleet.good[1].as_path(), stuck.as_path()];
-    let (code, results, _) = apply_json(&[], &files, &edit);
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    let files = [good.as_path(), stuck.as_path()];
+    let (code, results, stderr) = apply_json_as(user, &[], &files, &edit);
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(results[good.as_path()].0, "changed", "{results:?} {stderr}");
+    let (result, detail) = &results[stuck.as_path()];
+    assert_eq!(result, "failed", "{detail}");
+    assert!(detail.contains("Permission denied"), "{detail}");
     assert_eq!(code, 1);
-    assert_eq!(results[fleet.good[1].as_path()].0, "changed");
-    assert_eq!(results[stuck.as_path()].0, "failed");
     assert_eq!(fs::read(&stuck).unwrap(), before);
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::{nvram, nvram_ok, path_str, self_signed, stderr, stdout};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -497,4 +498,128 @@ fn guid_options_take_a_guid_or_a_known_name() {
         assert!(!message.contains('\x1b'), "{message}");
         assert_eq!(std::fs::read(&file).unwrap(), before, "{args:?}");
     }
+}
+
+/// The README's table of the top-level members of the whole-store commands' JSON reports: per
+/// row label (`prepare (refused)`), the backquoted names outside parentheses.
+fn documented_members() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let rows = readme
+        .lines()
+        .skip_while(|l| *l != "| command | members |")
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    let mut table = BTreeMap::new();
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let label = cells[1].replace('`', "");
+        // Names in parentheses describe a member's contents, not the report's members.
+        let mut outside = String::new();
+        let mut depth = 0;
+        for c in cells[2].chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => outside.push(c),
+                _ => {}
+            }
+        }
+        let names = outside
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        table.insert(label, names);
+    }
+    assert!(table.len() >= 8, "the README's table: {table:?}");
+    table
+}
+
+fn members(doc: &Value) -> BTreeSet<String> {
+    doc.as_object()
+        .unwrap_or_else(|| panic!("not an object: {doc}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn report_of(args: &[&str], expected_status: i32) -> Value {
+    let out = nvram(args);
+    assert_eq!(
+        out.status.code(),
+        Some(expected_status),
+        "{args:?}: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&out)))
+}
+
+#[test]
+fn whole_store_reports_have_the_members_the_readme_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let template = common::debian("OVMF_VARS_4M.ms.fd");
+    let t = path_str(&template);
+    let mut seen = BTreeMap::new();
+    let (store, qcow2, fresh, small) = (d("vm.fd"), d("vm.qcow2"), d("new.fd"), d("small.fd"));
+    let create = report_of(&["create", path_str(&store), "--json"], 0);
+    assert_eq!(create["layout"], "ovmf-4m");
+    assert_eq!(
+        create["bytes"].as_u64(),
+        Some(std::fs::metadata(&store).unwrap().len())
+    );
+    seen.insert("create", create);
+    let leftover = d(".vm.fd.nvram-0123456789abcdef.tmp");
+    std::fs::write(&leftover, b"partial").unwrap();
+    let clean = report_of(&["clean", path_str(&store), "--json"], 0);
+    assert_eq!(clean["removed"][0]["bytes"], 7, "{clean}");
+    assert!(!leftover.exists());
+    seen.insert("clean", clean);
+    let reset = ["reset", "--nvram", path_str(&store), "--template", t];
+    seen.insert("reset", report_of(&[&reset[..], &["--json"]].concat(), 0));
+    let convert = [
+        "convert",
+        path_str(&store),
+        path_str(&qcow2),
+        "--to",
+        "qcow2",
+    ];
+    seen.insert(
+        "convert",
+        report_of(&[&convert[..], &["--json"]].concat(), 0),
+    );
+    let upgrade = ["upgrade", "--nvram", path_str(&store), "--template", t];
+    seen.insert(
+        "upgrade",
+        report_of(&[&upgrade[..], &["--json"]].concat(), 0),
+    );
+    let prepare = ["prepare", "--nvram", path_str(&fresh), "--template", t];
+    seen.insert(
+        "prepare",
+        report_of(&[&prepare[..], &["--json"]].concat(), 0),
+    );
+    nvram_ok(&["create", "--layout", "ovmf-2m", path_str(&small)]);
+    let refused = ["prepare", "--nvram", path_str(&small), "--template", t];
+    let refused = report_of(&[&refused[..], &["--json"]].concat(), 1);
+    assert_eq!(refused["ok"], false);
+    seen.insert("prepare (refused)", refused);
+    let apply = [
+        "apply",
+        "--set",
+        "Timeout=u16:3",
+        path_str(&store),
+        "--json",
+    ];
+    let apply = report_of(&apply, 0);
+    assert_eq!(apply.as_array().map(Vec::len), Some(1), "{apply}");
+    seen.insert("apply", apply[0].clone());
+
+    let got: BTreeMap<String, BTreeSet<String>> = seen
+        .iter()
+        .map(|(label, doc)| (label.to_string(), members(doc)))
+        .collect();
+    assert_eq!(got, documented_members());
 }

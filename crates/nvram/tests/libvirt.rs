@@ -455,7 +455,7 @@ fn any_name_bios_domains_damaged_stores_and_errors() {
     let out = nvram(&["apply", "--libvirt", "--set", "Timeout=u16:8"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--libvirt needs --domain NAME… or --all"),
+        String::from_utf8_lossy(&out.stderr).contains("<--domain <NAME>|--all>"),
         "{}",
         text(&out)
     );

@@ -164,6 +164,13 @@ fn wrong_size_is_refused() {
     let out = dir.run("start", "begin", &dir.xml(&small));
     assert_refused(&out, &small, "size mismatch");
     assert!(stderr(&out).contains("131072 bytes"), "{}", stderr(&out));
+    // The advice is the binary's, given once (the library's message carries none).
+    assert_eq!(
+        stderr(&out).matches("reset-nvram").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -233,6 +240,14 @@ fn incoming_migration_checks_the_size_only() {
     assert!(
         stderr(&out).contains("refusing the incoming migration of domain vm1")
             && stderr(&out).contains("fail the migration"),
+        "{}",
+        stderr(&out)
+    );
+    // Starting with a reset store is no remedy for an incoming migration: the destination
+    // is prepared again.
+    assert!(
+        !stderr(&out).contains("reset-nvram")
+            && stderr(&out).matches("nvram prepare --incoming").count() == 1,
         "{}",
         stderr(&out)
     );

@@ -800,6 +800,14 @@ fn descriptor_directories_override_mask_and_filter() {
     assert_eq!(ok_json(out)["firmware"][0]["name"], "30-qcow2.json");
     let out = nvram_env(&["firmware", "list", "--json", "--mode", "stateless"], &env);
     assert_eq!(ok_json(out)["firmware"][0]["name"], "20-stateless.json");
+    // A mode descriptors do not have is refused by the argument parser, naming the others.
+    let out = nvram_env(&["firmware", "list", "--mode", "splitt"], &env);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("split, combined, stateless"),
+        "{}",
+        stderr(&out)
+    );
     // Naming a descriptor without a usable template is a clear error.
     let out = select_named(&env, "20-stateless");
     assert_eq!(out.status.code(), Some(2));

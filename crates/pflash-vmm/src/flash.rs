@@ -12,8 +12,8 @@ use std::ops::Range;
 
 use pflash::migration::CommitStats;
 use pflash::{
-    BackgroundStorage, Compat, Deferred, DirtyTracking, Durability, FileStorage, Geometry, Pflash,
-    PflashEvents, Storage, StorageError, StorageStats,
+    BackgroundOptions, BackgroundStorage, Compat, Deferred, DirtyTracking, Durability, FileStorage,
+    Geometry, Pflash, PflashEvents, Storage, StorageError, StorageStats, Wake,
 };
 use vm_memory::mmap::MmapRegionError;
 use vm_memory::MmapRegion;
@@ -130,7 +130,9 @@ impl AsMut<[u8]> for SlotMemory {
 /// Who writes the varstore file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Writer {
-    /// A writer thread ([`BackgroundStorage`]): the MMIO handler makes no system call.
+    /// A writer thread ([`BackgroundStorage`]) that the run loop wakes
+    /// ([`Wake::ByCaller`], [`VarsFlash::kick`]): the MMIO handler makes no system call
+    /// except under back-pressure.
     #[default]
     Background,
     /// The vCPU thread itself ([`FileStorage`]), at each flush point.
@@ -175,9 +177,12 @@ pub struct WriterStats {
     pub fsyncs: u64,
     /// Bytes written to the file.
     pub bytes_written: u64,
-    /// Times the vCPU thread woke a parked writer thread (a system call each; background
-    /// writer only).
+    /// Times the MMIO handler woke a parked writer thread (a system call each; background
+    /// writer only, and then only under back-pressure).
     pub wakeups: u64,
+    /// Times the run loop woke a parked writer thread with work ([`VarsFlash::kick`]; a
+    /// system call each).
+    pub kicks: u64,
     /// Times the vCPU thread waited for a full backlog (background writer only).
     pub backpressure_waits: u64,
 }
@@ -211,7 +216,11 @@ pub struct VarsFlash {
 fn spawn_storage(file: FileStorage, writer: Writer) -> Result<VarsStorage, StorageError> {
     Ok(match writer {
         Writer::Background => {
-            VarsStorage::Background(BackgroundStorage::spawn(file, Default::default())?)
+            let options = BackgroundOptions {
+                wake: Wake::ByCaller,
+                ..BackgroundOptions::default()
+            };
+            VarsStorage::Background(BackgroundStorage::spawn(file, options)?)
         }
         Writer::Inline => VarsStorage::Inline(file),
     })
@@ -384,11 +393,21 @@ impl VarsFlash {
                 let stats = s.stats();
                 WriterStats {
                     wakeups: stats.wakeups,
+                    kicks: stats.kicks,
                     backpressure_waits: stats.backpressure_waits,
                     ..WriterStats::from_file(stats.file)
                 }
             }
             Some(VarsStorage::Inline(s)) => WriterStats::from_file(s.stats()),
+        }
+    }
+
+    /// Wakes the background writer if it parked while the guest recorded changes: the run
+    /// loop calls this after handling an exit, before `KVM_RUN`, so that the MMIO handler
+    /// never has to ([`Wake::ByCaller`]). Nothing for the inline writer.
+    pub fn kick(&self) {
+        if let Some(VarsStorage::Background(s)) = self.device.storage().inner().get() {
+            s.kick();
         }
     }
 

@@ -33,7 +33,11 @@
 //! 4. **Persistence.** A [`pflash::BackgroundStorage`] around a [`pflash::FileStorage`]
 //!    writes every program and erase to the varstore file in order from a writer thread, so
 //!    the exit handler makes no system call (`run --writer inline` writes from the vCPU
-//!    thread at each flush point instead); the VMM flushes it when the guest stops.
+//!    thread at each flush point instead); the VMM flushes it when the guest stops. A writer
+//!    that parked after a second without work is woken by the run loop
+//!    ([`flash::VarsFlash::kick`] after each flash exit, before `KVM_RUN`; the storage's
+//!    [`pflash::Wake::ByCaller`]), never by the device's handler, which then makes a system
+//!    call only when a full backlog makes it wait.
 //!
 //! A Cloud Hypervisor or crosvm adopter would do the same: hand its own mapping of the
 //! flash region to `Pflash::new`, implement `PflashEvents::array_mode_changed` to add or

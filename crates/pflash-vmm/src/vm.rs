@@ -54,11 +54,23 @@ pub enum VmError {
     #[error("KVM lacks {0}")]
     Unsupported(&'static str),
     /// The watchdog's signal handler cannot be installed.
-    #[error("watchdog: {0}")]
-    Watchdog(String),
-    /// Guest memory cannot be set up.
-    #[error("guest memory: {0}")]
-    Memory(String),
+    #[error("watchdog: installing the signal handler: {0}")]
+    Watchdog(#[source] vmm_sys_util::errno::Error),
+    /// Guest memory cannot be set up, read or written.
+    #[error("guest memory: {what}: {source}")]
+    Memory {
+        /// The operation.
+        what: &'static str,
+        /// vm-memory's (or the memory map's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A snapshot's RAM is not the VM's size.
+    #[error("guest memory: snapshot RAM is {len} bytes, the VM has {RAM_SIZE}")]
+    SnapshotRam {
+        /// The snapshot's RAM size.
+        len: usize,
+    },
     /// The guest stopped in a way only a broken guest can.
     #[error("guest failed: {0}")]
     Guest(String),
@@ -77,6 +89,15 @@ pub enum VmError {
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
+}
+
+fn memory_error<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> VmError {
+    move |source| VmError::Memory {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// How a run ended.
@@ -180,10 +201,9 @@ impl Vm {
         serial_sink: Box<dyn Write>,
     ) -> Result<Vm, VmError> {
         if snapshot.ram.len() as u64 != RAM_SIZE {
-            return Err(VmError::Memory(format!(
-                "snapshot RAM is {} bytes, the VM has {RAM_SIZE}",
-                snapshot.ram.len()
-            )));
+            return Err(VmError::SnapshotRam {
+                len: snapshot.ram.len(),
+            });
         }
         let mut vm = Self::create(&snapshot.code, flash, serial_sink)?;
         // The new VM's RAM is zero: writing only the other pages spares faulting in all of
@@ -193,7 +213,7 @@ impl Vm {
             if page != &[0u8; PAGE][..page.len()] {
                 vm.memory
                     .write_slice(page, GuestAddress((i * PAGE) as u64))
-                    .map_err(|e| VmError::Memory(e.to_string()))?;
+                    .map_err(memory_error("writing the RAM"))?;
             }
         }
         vm.vcpu
@@ -242,11 +262,11 @@ impl Vm {
         let mut ram = vec![0u8; RAM_SIZE as usize];
         self.memory
             .read_slice(&mut ram, GuestAddress(0))
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+            .map_err(memory_error("reading the RAM"))?;
         let mut code = vec![0u8; self.map.code_len as usize];
         self.memory
             .read_slice(&mut code, GuestAddress(self.map.code_base))
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+            .map_err(memory_error("reading the code flash"))?;
         Ok(VmSnapshot {
             regs: self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?,
             sregs: self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?,
@@ -264,7 +284,7 @@ impl Vm {
 
     fn create(code: &[u8], flash: VarsFlash, serial_sink: Box<dyn Write>) -> Result<Vm, VmError> {
         let map = FlashMap::q35(code.len() as u64, flash.len())
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+            .map_err(memory_error("the flash layout"))?;
         let kvm_handle = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
         if !kvm_handle.check_extension(Cap::ReadonlyMem) {
             return Err(VmError::Unsupported(
@@ -278,17 +298,17 @@ impl Vm {
             (GuestAddress(0), RAM_SIZE as usize),
             (GuestAddress(map.code_base), code.len()),
         ])
-        .map_err(|e| VmError::Memory(e.to_string()))?;
+        .map_err(memory_error("mapping the RAM and the code flash"))?;
         memory
             .write_slice(code, GuestAddress(map.code_base))
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+            .map_err(memory_error("writing the code flash"))?;
         for (slot, base, len, flags) in [
             (SLOT_RAM, 0, RAM_SIZE, 0),
             (SLOT_CODE, map.code_base, map.code_len, KVM_MEM_READONLY),
         ] {
             let host = memory
                 .get_host_address(GuestAddress(base))
-                .map_err(|e| VmError::Memory(e.to_string()))?;
+                .map_err(memory_error("host address of a slot"))?;
             let region = kvm_userspace_memory_region {
                 slot,
                 flags,
@@ -480,6 +500,11 @@ impl Vm {
             if let Some(mode) = self.flash.take_mode_change() {
                 self.map_vars(mode)?;
             }
+            if flash_access {
+                // Outside the MMIO handler: the writer's wake-up (if it parked) is a system
+                // call of the run loop, not of the device.
+                self.flash.kick();
+            }
             if flash_access && stop(&self.exits) {
                 return Ok(Outcome::Stopped);
             }
@@ -503,7 +528,7 @@ impl Watchdog {
     fn start(limit: Duration) -> Result<Watchdog, VmError> {
         let signal = vmm_sys_util::signal::SIGRTMIN();
         vmm_sys_util::signal::register_signal_handler(signal, interrupt_kvm_run)
-            .map_err(|e| VmError::Watchdog(format!("installing the signal handler: {e}")))?;
+            .map_err(VmError::Watchdog)?;
         // SAFETY: pthread_self has no preconditions.
         let vcpu_thread = unsafe { libc::pthread_self() };
         let fired = Arc::new(AtomicBool::new(false));

@@ -10,11 +10,17 @@
 //! one, so the lock is uncontended in practice and costs no system call. The handler makes a
 //! system call in two cases only:
 //!
-//! - **waking a parked writer**: after [`BackgroundOptions::park_after`] without work the
-//!   writer stops polling and sleeps on a condition variable; the next flush point (or a
-//!   backlog past half full) wakes it, one `futex` call. While the guest keeps writing the
-//!   writer polls every [`BackgroundOptions::poll_interval`] and nobody needs to wake it.
-//! - **back-pressure**: the backlog is bounded ([`BackgroundOptions::backlog_bytes`]). A
+//! - **waking a parked writer** (with [`Wake::ByHandler`], the default): after
+//!   [`BackgroundOptions::park_after`] without work the writer stops polling and sleeps on a
+//!   condition variable; the next flush point (or a backlog past half full) that finds it
+//!   parked wakes it, one `futex` call. While the guest keeps writing the writer polls every
+//!   [`BackgroundOptions::poll_interval`] and nobody needs to wake it. With
+//!   [`Wake::ByCaller`] the handler never wakes the writer: the VMM calls
+//!   [`BackgroundStorage::kick`] outside the handler (in its run loop, after handling an
+//!   exit and before entering the guest again), which makes the `futex` call instead when
+//!   the writer is parked with work; with [`park_after`](BackgroundOptions::park_after)
+//!   `None` nobody ever needs to.
+//! - **back-pressure** (in both modes): the backlog is bounded ([`BackgroundOptions::backlog_bytes`]). A
 //!   change that does not fit blocks the handler, and so the vCPU, until the writer has
 //!   taken the backlog (it swaps it out before writing, so the wait is for the previous
 //!   batch's I/O, not for this one's). A guest cannot make the VMM grow without bound, and a
@@ -74,6 +80,23 @@ pub struct BackgroundOptions {
     /// system call except under back-pressure, at the cost of a wake-up per poll interval
     /// forever. 1 s by default.
     pub park_after: Option<Duration>,
+    /// Who wakes a parked writer: the MMIO handler, or the VMM through
+    /// [`BackgroundStorage::kick`]. [`Wake::ByHandler`] by default.
+    pub wake: Wake,
+}
+
+/// Who wakes a writer that parked ([`BackgroundOptions::wake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wake {
+    /// The MMIO handler, at the flush point (or the change filling the backlog past half)
+    /// that finds the writer parked: one `futex` call on the vCPU thread, inside the handler.
+    #[default]
+    ByHandler,
+    /// The VMM, by calling [`BackgroundStorage::kick`] outside the handler. The handler
+    /// makes a system call only under back-pressure, where it must wake the writer to get
+    /// room. Work recorded while the writer is parked waits for the next `kick`,
+    /// [`flush`](BackgroundStorage::flush) or drop.
+    ByCaller,
 }
 
 impl Default for BackgroundOptions {
@@ -82,6 +105,7 @@ impl Default for BackgroundOptions {
             backlog_bytes: 1 << 20,
             poll_interval: Duration::from_millis(1),
             park_after: Some(Duration::from_secs(1)),
+            wake: Wake::ByHandler,
         }
     }
 }
@@ -96,6 +120,8 @@ pub struct BackgroundStats {
     pub batches: u64,
     /// Times the handler woke a parked writer (one system call each).
     pub wakeups: u64,
+    /// Times [`BackgroundStorage::kick`] woke a parked writer (one system call each).
+    pub kicks: u64,
     /// Times the handler blocked on a full backlog.
     pub backpressure_waits: u64,
     /// The largest backlog seen, in bytes.
@@ -291,6 +317,41 @@ impl BackgroundStorage {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
+    /// Wakes the writer if it is parked and has work: what the handler does itself with
+    /// [`Wake::ByHandler`]. A VMM using [`Wake::ByCaller`] calls this after handling each
+    /// exit, before entering the guest again; it costs an uncontended lock, and one `futex`
+    /// call only when it wakes the writer.
+    ///
+    /// ```
+    /// use pflash::{BackgroundOptions, BackgroundStorage, Durability, FileStorage, Geometry};
+    /// use pflash::{NoEvents, Pflash, Wake};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("vars.fd");
+    /// # std::fs::write(&path, vec![0xff; 0x84000])?;
+    /// let file = FileStorage::open(&path, 0x84000, false, Durability::FlushPoints)?;
+    /// let content = file.read_content()?;
+    /// let options = BackgroundOptions { wake: Wake::ByCaller, ..Default::default() };
+    /// let storage = BackgroundStorage::spawn(file, options)?;
+    /// let mut flash = Pflash::new(Geometry::q35(0x84000)?, content, storage, NoEvents)?;
+    /// // The run loop: handle an exit…
+    /// flash.write(0x100, &[0x10]);
+    /// flash.write(0x100, &[0x5a]);
+    /// flash.write(0x100, &[0xff]);
+    /// // …then, before entering the guest again:
+    /// flash.storage().kick();
+    /// # flash.storage_mut().flush()?;
+    /// # assert_eq!(std::fs::read(&path)?[0x100], 0x5a);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn kick(&self) {
+        let mut b = self.shared.lock();
+        if b.parked && !b.is_idle() {
+            b.stats.kicks += 1;
+            wake(&self.shared, &mut b);
+        }
+    }
+
     /// Bytes recorded and not yet taken by the writer.
     pub fn backlog_bytes(&self) -> usize {
         self.shared.lock().bytes()
@@ -402,12 +463,20 @@ fn wait_a_while<'a>(condvar: &Condvar, b: MutexGuard<'a, Backlog>) -> MutexGuard
     }
 }
 
-/// Notifies the writer if it is parked; counts it.
+/// Notifies the writer if it is parked.
 fn wake(shared: &Shared, b: &mut Backlog) {
     if b.parked {
         b.parked = false;
-        b.stats.wakeups += 1;
         shared.work.notify_one();
+    }
+}
+
+/// The handler's wake-up: counted, and only if the options let the handler wake the writer
+/// (`needed`: back-pressure, where it must).
+fn handler_wake(shared: &Shared, b: &mut Backlog, options: &BackgroundOptions, needed: bool) {
+    if b.parked && (needed || options.wake == Wake::ByHandler) {
+        b.stats.wakeups += 1;
+        wake(shared, b);
     }
 }
 
@@ -435,7 +504,7 @@ impl Storage for BackgroundStorage {
                 b.stats.backpressure_waits += 1;
             }
             b.waiting_for_space = true;
-            wake(shared, &mut b);
+            handler_wake(shared, &mut b, &self.options, true);
             b = wait_a_while(&shared.space, b);
         }
         b.operations += 1;
@@ -451,7 +520,7 @@ impl Storage for BackgroundStorage {
             let bytes = b.bytes();
             b.stats.peak_backlog_bytes = b.stats.peak_backlog_bytes.max(bytes);
             if bytes > self.options.backlog_bytes / 2 {
-                wake(shared, &mut b);
+                handler_wake(shared, &mut b, &self.options, false);
             }
         }
         drop(b);
@@ -465,7 +534,7 @@ impl Storage for BackgroundStorage {
         let shared = &*self.shared;
         let mut b = shared.lock();
         b.flush_points += 1;
-        wake(shared, &mut b);
+        handler_wake(shared, &mut b, &self.options, false);
         drop(b);
         self.pending_error()
     }

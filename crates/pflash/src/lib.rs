@@ -133,7 +133,7 @@ pub mod storage;
 #[cfg(feature = "vm-device")]
 mod vm_device;
 
-pub use background::{BackgroundOptions, BackgroundStats, BackgroundStorage};
+pub use background::{BackgroundOptions, BackgroundStats, BackgroundStorage, Wake};
 pub use compat::{Compat, UnknownCompat};
 pub use device::{NoEvents, Pflash, PflashEvents};
 pub use file_storage::{Durability, FileStorage, StorageStats};

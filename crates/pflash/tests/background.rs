@@ -2,7 +2,7 @@
 
 use pflash::{
     BackgroundOptions, BackgroundStorage, Durability, FileStorage, Geometry, Pflash, PflashEvents,
-    StorageError,
+    StorageError, Wake,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -140,6 +140,54 @@ fn a_writer_that_never_parks_is_never_woken_by_the_handler() {
     program(&mut dev, 0x3000, &[1, 2, 3]);
     let (_, storage, _) = dev.into_parts();
     assert!(storage.stats().wakeups >= 1);
+}
+
+#[test]
+fn with_wake_by_caller_the_handler_never_wakes_the_writer_and_kick_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = image(dir.path());
+    let before = fs::read(&path).unwrap();
+    let options = BackgroundOptions {
+        park_after: Some(Duration::ZERO),
+        wake: Wake::ByCaller,
+        ..BackgroundOptions::default()
+    };
+    let mut dev = device(&path, options);
+    // Idle from the start, the writer parks at once.
+    std::thread::sleep(Duration::from_millis(20));
+    dev.storage().kick();
+    assert_eq!(dev.storage().stats().kicks, 0, "nothing to do: no wake-up");
+    for i in 0..300u64 {
+        program(&mut dev, 0x1000 + i, &[i as u8]);
+    }
+    erase(&mut dev, 0x8000);
+    // Flush points and a backlog past half full (the erase) woke nobody: the parked writer
+    // took nothing.
+    std::thread::sleep(Duration::from_millis(20));
+    let stats = dev.storage().stats();
+    assert_eq!((stats.wakeups, stats.batches), (0, 0), "{stats:?}");
+    assert!(dev.storage().backlog_bytes() > 0);
+    assert!(fs::read(&path).unwrap() == before);
+    dev.storage().kick();
+    assert_eq!(dev.storage().stats().kicks, 1);
+    dev.storage_mut().flush().unwrap();
+    assert!(fs::read(&path).unwrap() == dev.memory());
+    assert_eq!(dev.storage().stats().wakeups, 0);
+    drop(dev);
+
+    // Under back-pressure the handler must wake the writer, even so; nothing is lost.
+    let tight = BackgroundOptions {
+        backlog_bytes: 256,
+        ..options
+    };
+    let mut dev = device(&path, tight);
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 0..200u64 {
+        program(&mut dev, 0x2000 + i * 64, &[i as u8]);
+    }
+    assert!(dev.storage().stats().backpressure_waits >= 1);
+    dev.storage_mut().flush().unwrap();
+    assert!(fs::read(&path).unwrap() == dev.memory());
 }
 
 #[test]

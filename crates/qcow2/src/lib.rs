@@ -89,6 +89,7 @@
 //! Fields are read with bounds-checked big-endian reads rather than `zerocopy` overlays: the
 //! header's length varies with the version and `header_length`, and each field needs its own
 //! range check anyway.
+#![warn(missing_docs)]
 
 mod header;
 mod map;

@@ -27,6 +27,7 @@
 //! assert_eq!(std::fs::read(&path)?, b"second");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![warn(missing_docs)]
 
 mod input;
 pub use input::{read_bounded, read_input, Accept, FileKind, Input, InputError};

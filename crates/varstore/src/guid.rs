@@ -74,7 +74,7 @@ pub fn name_of(guid: Guid) -> Option<&'static str> {
 }
 
 /// Parses a GUID given either as canonical text or as one of the well-known names above
-/// (case-insensitive), so a user may type `--guid EfiGlobalVariable`.
+/// (case-insensitive), so `EfiGlobalVariable` and its GUID's text name the same namespace.
 ///
 /// ```
 /// use varstore::guid;

@@ -21,6 +21,7 @@
 //! ```
 //!
 //! Section numbers in comments (`spec §7`) refer to the repository's `docs/varstore-format.md`.
+#![warn(missing_docs)]
 
 pub mod boot;
 pub mod decode;

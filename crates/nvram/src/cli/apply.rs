@@ -82,7 +82,7 @@ pub struct Args {
     strategy: StrategyArg,
     /// Files edited at the same time. Default: the number of CPUs.
     #[arg(long, short = 'j', value_name = "N")]
-    jobs: Option<usize>,
+    jobs: Option<std::num::NonZeroUsize>,
     /// Print the results as a JSON array.
     #[arg(long)]
     json: bool,
@@ -90,16 +90,17 @@ pub struct Args {
     #[arg(long)]
     strict: bool,
     /// Read file names from LIST, one per line (- for stdin; empty lines are ignored).
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", conflicts_with = "libvirt")]
     files_from: Vec<PathBuf>,
     /// Write nothing: report for each file whether the edit would change it (would-change),
     /// is already in effect (unchanged), or cannot be done (skipped, failed).
     #[arg(long, short = 'n')]
     dry_run: bool,
     /// Edit every *.fd, *.qcow2 and *.json file in DIR (not recursive).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "libvirt")]
     dir: Vec<PathBuf>,
     /// The stores.
+    #[arg(conflicts_with = "libvirt")]
     files: Vec<PathBuf>,
     /// Give each store this template's Secure Boot databases, keeping its own variables, as
     /// `nvram upgrade --template` does.
@@ -323,18 +324,11 @@ impl EnrollArgs {
 pub fn run(args: Args) -> Result<ExitCode> {
     let plan = plan_of(&args)?;
     nvram::apply::preflight(&plan).context("the edit cannot work on any store")?;
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    if jobs == 0 {
-        bail!("--jobs must be at least 1");
-    }
+    let jobs = args
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZeroUsize::get);
     if args.libvirt.libvirt {
-        if !args.files.is_empty() || !args.files_from.is_empty() || !args.dir.is_empty() {
-            bail!("--libvirt edits domains' stores: give no FILEs, --files-from or --dir with it");
-        }
         let targets = args.libvirt.targets()?;
         if targets.is_empty() {
             bail!("no libvirt domain with a UEFI varstore to edit");

@@ -20,7 +20,9 @@ use std::process::ExitCode;
 /// way; a temporary file that a writer still holds is left. A store a running VM holds is
 /// skipped (see --wait). A store that does not exist (a killed `create`) needs no lock.
 ///
-/// Output: one line per removed file on stdout, `removed PATH (N bytes)`.
+/// Output: one line per removed file on stdout, `removed PATH (N bytes)`. With --json, one
+/// JSON object on stdout instead: {"removed": [{"path", "bytes"}], "in_use": [PATH],
+/// "locked": [STORE]}, and nothing on stderr.
 ///
 /// Exit status: 0 every temporary file found was removed (or there were none); 1 a store was
 /// locked or a temporary file in use (left alone); 2 an error.
@@ -29,16 +31,23 @@ pub struct Args {
     /// The stores.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut status = ExitCode::SUCCESS;
     let mut report = String::new();
+    let (mut removed, mut in_use, mut locked) = (Vec::new(), Vec::new(), Vec::new());
     for file in &args.files {
         let removal = match nvram::files::clean(file) {
             Ok(removal) => removal,
             Err(e @ nvram::files::FileError::Locked { .. }) => {
-                message!("nvram: {e}; its temporary files were left");
+                if !args.json {
+                    message!("nvram: {e}; its temporary files were left");
+                }
+                locked.push(file.clone());
                 status = ExitCode::from(1);
                 continue;
             }
@@ -53,14 +62,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 leftover.path.display(),
                 leftover.len
             );
+            removed.push(serde_json::json!({"path": leftover.path, "bytes": leftover.len}));
         }
         for leftover in &removal.in_use {
-            message!(
-                "nvram: {}: being written by a running process; left",
-                leftover.path.display()
-            );
+            if !args.json {
+                message!(
+                    "nvram: {}: being written by a running process; left",
+                    leftover.path.display()
+                );
+            }
+            in_use.push(leftover.path.clone());
             status = ExitCode::from(1);
         }
+    }
+    if args.json {
+        let doc = serde_json::json!({"removed": removed, "in_use": in_use, "locked": locked});
+        report = nvram::escape::to_json_pretty(&doc)? + "\n";
     }
     super::out::report(&report);
     Ok(status)

@@ -18,6 +18,9 @@ pub struct Args {
     force: bool,
     /// The store to create (owner-only permissions).
     file: PathBuf,
+    /// Print a JSON report on stdout instead of the line on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -26,6 +29,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let format = nvram::container::default_format().unwrap_or(nvram::container::Format::Raw);
     let content = nvram::container::wrap(&image, format)?;
     super::write_output(&args.file, &content, args.force)?;
+    if args.json {
+        let doc = serde_json::json!({
+            "file": args.file,
+            "layout": layout.name,
+            "description": layout.description,
+            "format": format,
+            "bytes": image.len(),
+            "file_bytes": content.len(),
+        });
+        // The file is created: failing to print the report does not change that.
+        super::out::report(&(nvram::escape::to_json_pretty(&doc)? + "\n"));
+        return Ok(ExitCode::SUCCESS);
+    }
     message!(
         "created {} ({}, {} bytes{})",
         args.file.display(),

@@ -4,7 +4,7 @@
 use super::out::message;
 use anyhow::{anyhow, Context, Result};
 use nvram::escape::terminal;
-use nvram::firmware::{self, host_arch, Catalog, Criteria, Firmware, FirmwareChoice};
+use nvram::firmware::{self, host_arch, Catalog, Criteria, Firmware, FirmwareChoice, FlashMode};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -235,6 +235,24 @@ pub fn firmware_json(firmware: &Firmware) -> serde_json::Value {
     })
 }
 
+/// `--mode` of `firmware list`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Split,
+    Combined,
+    Stateless,
+}
+
+impl From<ModeArg> for FlashMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Split => FlashMode::Split,
+            ModeArg::Combined => FlashMode::Combined,
+            ModeArg::Stateless => FlashMode::Stateless,
+        }
+    }
+}
+
 /// List descriptors in priority order (the first that fits is the one selected).
 #[derive(Debug, clap::Args)]
 struct ListArgs {
@@ -243,9 +261,9 @@ struct ListArgs {
     /// Only this interface (uefi, bios, …); with any filter, uefi is the default.
     #[arg(long)]
     interface: Option<String>,
-    /// Only this flash mode: split, combined or stateless.
-    #[arg(long)]
-    mode: Option<String>,
+    /// Only this flash mode.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
     #[command(flatten)]
     dirs: Dirs,
     /// Print JSON.
@@ -279,26 +297,16 @@ fn list(args: ListArgs) -> Result<ExitCode> {
     // Without --arch, an alias is resolved by the host's QEMU.
     let machine = n.machine(n.arch.as_deref().unwrap_or(host_arch()))?;
     let catalog = args.dirs.catalog();
-    let filtered = n.arch.is_some()
-        || n.machine.is_some()
-        || !n.features.is_empty()
-        || !n.without_features.is_empty()
-        || args.interface.is_some()
-        || args.mode.is_some()
-        || format.is_some();
-    let criteria = if filtered {
-        Criteria {
-            interface: Some(args.interface.clone().unwrap_or_else(|| "uefi".into())),
-            architecture: n.arch.clone(),
-            machine,
-            mode: args.mode.clone(),
-            format,
-            features: n.features.clone(),
-            without_features: n.without_features.clone(),
-        }
-    } else {
-        Criteria::default()
-    };
+    let criteria = Criteria {
+        interface: args.interface.clone(),
+        architecture: n.arch.clone(),
+        machine,
+        mode: args.mode.map(FlashMode::from),
+        format,
+        features: n.features.clone(),
+        without_features: n.without_features.clone(),
+    }
+    .for_listing();
     let shown: Vec<&Firmware> = catalog.matching(&criteria).collect();
     let mut out = String::new();
     if args.json {

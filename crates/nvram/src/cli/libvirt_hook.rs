@@ -92,17 +92,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 "restore" => "to restore",
                 _ => "to start",
             };
+            // The store of an incoming migration is re-created by preparing the destination
+            // again; `--reset-nvram` would start the domain instead of receiving it.
+            let recreate = if operation == "migrate" {
+                "`nvram prepare --incoming` on this host re-creates it for the migration"
+            } else {
+                "`virsh start --reset-nvram` re-creates it from the template"
+            };
             let advice = match &e {
-                HookError::Damaged { .. } => {
-                    "; `nvram check` tells more; `virsh start --reset-nvram` re-creates it from \
-                     the template"
-                }
+                HookError::Damaged { .. } => format!("; `nvram check` tells more; {recreate}"),
                 HookError::Store(p) | HookError::Descriptor { source: p, .. }
                     if matches!(**p, PrepareError::FormatMismatch { .. }) =>
                 {
-                    "; `nvram convert` rewrites it in another format"
+                    "; `nvram convert` rewrites it in another format".to_string()
                 }
-                _ => "; `virsh start --reset-nvram` re-creates it from the template",
+                _ => format!("; {recreate}"),
             };
             message!("nvram: refusing {what} domain {object}: {e}{advice}");
             Ok(ExitCode::from(1))

@@ -2,7 +2,7 @@
 //! store; and the `--libvirt` targets of `apply` and `upgrade`.
 
 use super::out::message;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use nvram::apply::FileResult;
 use nvram::escape::terminal;
 use nvram::libvirt::{Domain, Health, Selection, Target};
@@ -140,12 +140,15 @@ fn describe(text: &mut String, d: &Domain, health: Option<&Health>) {
 
 /// `--libvirt [--connect URI] (--domain NAME… | --all)` of `apply` and `upgrade`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "libvirt domains")]
+#[command(
+    next_help_heading = "libvirt domains",
+    group(clap::ArgGroup::new("libvirt_domains").args(["domain", "all"]))
+)]
 pub struct LibvirtArgs {
     /// Edit the varstores of libvirt domains (with --domain or --all) instead of files:
     /// running domains are skipped (reported as skipped, never edited), as are domains whose
     /// store libvirt has not created yet.
-    #[arg(long)]
+    #[arg(long, requires = "libvirt_domains")]
     pub libvirt: bool,
     /// libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI", requires = "libvirt")]
@@ -161,10 +164,11 @@ pub struct LibvirtArgs {
 impl LibvirtArgs {
     /// The stores of the domains asked for.
     pub fn targets(&self) -> Result<Vec<Target>> {
-        let selection = match (self.all, self.domain.is_empty()) {
-            (true, _) => Selection::All,
-            (false, false) => Selection::Names(self.domain.clone()),
-            (false, true) => bail!("--libvirt needs --domain NAME… or --all"),
+        // clap requires --domain or --all with --libvirt.
+        let selection = if self.all {
+            Selection::All
+        } else {
+            Selection::Names(self.domain.clone())
         };
         let uri = self
             .connect

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Environment variable that replaces the list of descriptor directories (colon-separated,
 /// lowest priority first). Meant for tests and unusual installations.
@@ -149,12 +150,62 @@ impl Firmware {
 }
 
 /// A file in a descriptor directory that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
     /// The file.
     pub path: PathBuf,
-    /// Why.
-    pub reason: String,
+    /// Why (in JSON: its text).
+    #[serde(serialize_with = "serialize_display")]
+    pub reason: Arc<DescriptorError>,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    error: &Arc<DescriptorError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(error)
+}
+
+/// Why a descriptor directory, or a file in one, could not be used. The path is the
+/// [`Skipped`]'s.
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    /// The directory exists but cannot be listed.
+    #[error("cannot read the directory: {0}")]
+    ReadDir(#[source] std::io::Error),
+    /// A `*.json` entry that is a directory, a device, ….
+    #[error("not a regular file")]
+    NotRegularFile,
+    /// A `*.json` entry whose type cannot be known (a dangling symlink).
+    #[error("cannot stat: {0}")]
+    Stat(#[source] std::io::Error),
+    /// The file turned into something else between listing and reading.
+    #[error("is {kind}, not a regular file")]
+    NotAccepted {
+        /// What it is.
+        kind: safefile::FileKind,
+    },
+    /// Larger than any descriptor.
+    #[error("too large for a firmware descriptor: more than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Opening or reading it failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not in the shape of a firmware descriptor.
+    #[error("not a firmware descriptor: {0}")]
+    NotDescriptor(#[source] serde_json::Error),
 }
 
 /// Every usable descriptor, after overriding and masking, sorted by file name.
@@ -205,7 +256,7 @@ impl Catalog {
                 Err(e) => {
                     skipped.push(Skipped {
                         path: dir.clone(),
-                        reason: format!("cannot read the directory: {e}"),
+                        reason: Arc::new(DescriptorError::ReadDir(e)),
                     });
                     continue;
                 }
@@ -226,11 +277,11 @@ impl Catalog {
                     }
                     Ok(_) => skipped.push(Skipped {
                         path,
-                        reason: "not a regular file".into(),
+                        reason: Arc::new(DescriptorError::NotRegularFile),
                     }),
                     Err(e) => skipped.push(Skipped {
                         path,
-                        reason: format!("cannot stat: {e}"),
+                        reason: Arc::new(DescriptorError::Stat(e)),
                     }),
                 }
             }
@@ -245,7 +296,10 @@ impl Catalog {
                     descriptor,
                     raw,
                 }),
-                Err(reason) => skipped.push(Skipped { path, reason }),
+                Err(reason) => skipped.push(Skipped {
+                    path,
+                    reason: Arc::new(reason),
+                }),
             }
         }
         Catalog {
@@ -268,7 +322,7 @@ impl Catalog {
     }
 }
 
-fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), String> {
+fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), DescriptorError> {
     let text = match safefile::read_input(
         path,
         safefile::Accept::RegularFile,
@@ -277,22 +331,20 @@ fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), Strin
     ) {
         Ok(text) => text,
         Err(safefile::InputError::NotAccepted { kind, .. }) => {
-            return Err(format!("is {kind}, not a regular file"))
+            return Err(DescriptorError::NotAccepted { kind })
         }
         Err(safefile::InputError::TooLarge { limit, .. }) => {
-            return Err(format!(
-                "too large for a firmware descriptor: more than {limit} bytes"
-            ))
+            return Err(DescriptorError::TooLarge { limit })
         }
         Err(safefile::InputError::Io { action, source, .. }) => {
-            return Err(format!("{action}: {source}"))
+            return Err(DescriptorError::Io { action, source })
         }
     };
     parse_descriptor(&text)
 }
 
 /// Parses the bytes of one descriptor file as [`Catalog::load`] does: the descriptor, and the
-/// file as JSON (unknown members included); on failure why, as a [`Skipped`] reason. Never
+/// file as JSON (unknown members included); on failure why, as a [`Skipped`]'s reason. Never
 /// panics, whatever the bytes (it is fuzzed: `fuzz/fuzz_targets/firmware_descriptor.rs`).
 ///
 /// ```
@@ -304,10 +356,8 @@ fn read_descriptor(path: &Path) -> Result<(Descriptor, serde_json::Value), Strin
 /// assert_eq!(descriptor.interface_types, ["uefi"]);
 /// assert!(nvram::firmware::parse_descriptor(b"[]").is_err());
 /// ```
-pub fn parse_descriptor(text: &[u8]) -> Result<(Descriptor, serde_json::Value), String> {
-    let raw: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
-    let descriptor =
-        Descriptor::deserialize(&raw).map_err(|e| format!("not a firmware descriptor: {e}"))?;
+pub fn parse_descriptor(text: &[u8]) -> Result<(Descriptor, serde_json::Value), DescriptorError> {
+    let raw: serde_json::Value = serde_json::from_slice(text).map_err(DescriptorError::NotJson)?;
+    let descriptor = Descriptor::deserialize(&raw).map_err(DescriptorError::NotDescriptor)?;
     Ok((descriptor, raw))
 }

@@ -87,21 +87,41 @@ fn machine_lines(help_text: &str) -> impl Iterator<Item = (&str, &str)> {
         })
 }
 
+/// Why `qemu -machine help` gave no list of machine types.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuFailure {
+    /// The binary could not be started.
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+    /// It ran and failed.
+    #[error(
+        "`-machine help` failed ({status}){}",
+        first_line.as_ref().map_or(String::new(), |l| format!(": {l}"))
+    )]
+    Failed {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The first line it wrote on stderr.
+        first_line: Option<String>,
+    },
+}
+
 /// Runs `binary -machine help` and returns what it printed, or why it could not.
-fn machine_help(binary: &Path) -> Result<String, String> {
+fn machine_help(binary: &Path) -> Result<String, QemuFailure> {
     let output = std::process::Command::new(binary)
         .args(["-machine", "help"])
         .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
+        .output()?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(
-            match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
-                Some(first) => format!("`-machine help` failed ({}): {first}", output.status),
-                None => format!("`-machine help` failed ({})", output.status),
-            },
-        );
+        return Err(QemuFailure::Failed {
+            status: output.status,
+            first_line: stderr
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_string),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -144,7 +164,7 @@ pub fn resolve_machine_alias(
 }
 
 /// A machine type could not be resolved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     /// QEMU could not be run, or failed, while resolving an alias.
     #[error(
@@ -160,7 +180,8 @@ pub enum MachineError {
         /// The QEMU binary.
         binary: PathBuf,
         /// Why it could not be run, or how it failed.
-        reason: String,
+        #[source]
+        reason: QemuFailure,
     },
     /// QEMU has no machine type or alias of that name.
     #[error(

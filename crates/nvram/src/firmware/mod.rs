@@ -45,12 +45,14 @@ mod select;
 mod template;
 
 pub use descriptor::{
-    parse_descriptor, search_dirs, Catalog, Descriptor, Firmware, FlashFile, FlashMapping, Mapping,
-    Skipped, Target, DIRS_ENV,
+    parse_descriptor, search_dirs, Catalog, Descriptor, DescriptorError, Firmware, FlashFile,
+    FlashMapping, Mapping, Skipped, Target, DIRS_ENV,
 };
 pub use machine::{
     is_versioned_machine, parse_machine_aliases, parse_machine_names, qemu_binary, qemu_target,
-    resolve_machine_alias, MachineError,
+    resolve_machine_alias, MachineError, QemuFailure,
 };
-pub use select::{glob_match, raw_template, varstore_template, Criteria, FirmwareError};
+pub use select::{
+    glob_match, raw_template, varstore_template, Criteria, FirmwareError, FlashMode, Mismatch,
+};
 pub use template::{host_arch, ChosenTemplate, FirmwareChoice};

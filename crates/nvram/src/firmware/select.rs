@@ -44,8 +44,8 @@ pub struct Criteria {
     /// does, with [`resolve_machine_alias`](super::resolve_machine_alias), which asks QEMU which versioned type an alias
     /// stands for.
     pub machine: Option<String>,
-    /// Flash mode (`split`, `combined`, `stateless`); implies a flash mapping.
-    pub mode: Option<String>,
+    /// Flash mode; implies a flash mapping.
+    pub mode: Option<FlashMode>,
     /// Image format of the executable and, if any, the template (`raw`, `qcow2`).
     pub format: Option<String>,
     /// Features the firmware must have.
@@ -72,7 +72,7 @@ impl Criteria {
         Criteria {
             interface: Some("uefi".into()),
             architecture: Some(architecture.into()),
-            mode: Some("split".into()),
+            mode: Some(FlashMode::Split),
             format: Some(format.into()),
             ..Criteria::default()
         }
@@ -90,12 +90,29 @@ impl Criteria {
         self
     }
 
+    /// The criteria for listing descriptors from these filters: without any, every
+    /// descriptor (nothing is checked); with any, only UEFI ones unless `interface` names
+    /// another interface (BIOS descriptors are rarely what is looked for).
+    ///
+    /// ```
+    /// use nvram::firmware::{Criteria, FlashMode};
+    /// assert_eq!(Criteria::default().for_listing(), Criteria::default());
+    /// let c = Criteria { mode: Some(FlashMode::Stateless), ..Criteria::default() }.for_listing();
+    /// assert_eq!(c.interface.as_deref(), Some("uefi"));
+    /// ```
+    pub fn for_listing(mut self) -> Self {
+        if self != Criteria::default() && self.interface.is_none() {
+            self.interface = Some("uefi".into());
+        }
+        self
+    }
+
     /// Why `firmware` does not fit, or `Ok`.
-    pub fn check(&self, firmware: &Firmware) -> Result<(), String> {
+    pub fn check(&self, firmware: &Firmware) -> Result<(), Mismatch> {
         let d = &firmware.descriptor;
         if let Some(interface) = &self.interface {
             if !d.interface_types.iter().any(|i| i == interface) {
-                return Err(format!("no {interface} interface"));
+                return Err(Mismatch::Interface(interface.clone()));
             }
         }
         if let Some(arch) = &self.architecture {
@@ -105,7 +122,7 @@ impl Criteria {
                 .filter(|t| &t.architecture == arch)
                 .collect();
             if targets.is_empty() {
-                return Err(format!("not for {arch}"));
+                return Err(Mismatch::Architecture(arch.clone()));
             }
             if let Some(machine) = &self.machine {
                 if !targets
@@ -113,7 +130,7 @@ impl Criteria {
                     .flat_map(|t| &t.machines)
                     .any(|pattern| glob_match(pattern.as_bytes(), machine.as_bytes()))
                 {
-                    return Err(format!("not for machine {machine}"));
+                    return Err(Mismatch::Machine(machine.clone()));
                 }
             }
         } else if let Some(machine) = &self.machine {
@@ -123,16 +140,19 @@ impl Criteria {
                 .flat_map(|t| &t.machines)
                 .any(|pattern| glob_match(pattern.as_bytes(), machine.as_bytes()))
             {
-                return Err(format!("not for machine {machine}"));
+                return Err(Mismatch::Machine(machine.clone()));
             }
         }
         if self.mode.is_some() || self.format.is_some() {
             let Some(flash) = firmware.flash() else {
-                return Err(format!("{} mapping, not flash", firmware.mapping_summary()));
+                return Err(Mismatch::NotFlash(firmware.mapping_summary()));
             };
-            if let Some(mode) = &self.mode {
-                if &flash.mode != mode {
-                    return Err(format!("flash mode {}, not {mode}", flash.mode));
+            if let Some(mode) = self.mode {
+                if flash.mode != mode.as_str() {
+                    return Err(Mismatch::Mode {
+                        found: flash.mode.clone(),
+                        wanted: mode,
+                    });
                 }
             }
             if let Some(format) = &self.format {
@@ -140,7 +160,10 @@ impl Criteria {
                     .chain(flash.nvram_template.as_ref())
                     .map(|f| &f.format);
                 if let Some(other) = formats.into_iter().find(|f| *f != format) {
-                    return Err(format!("{other} images, not {format}"));
+                    return Err(Mismatch::Format {
+                        found: other.clone(),
+                        wanted: format.clone(),
+                    });
                 }
             }
         }
@@ -149,14 +172,14 @@ impl Criteria {
             .iter()
             .find(|f| !d.features.iter().any(|have| have == *f))
         {
-            return Err(format!("lacks feature {missing}"));
+            return Err(Mismatch::LacksFeature(missing.clone()));
         }
         if let Some(unwanted) = self
             .without_features
             .iter()
             .find(|f| d.features.iter().any(|have| have == *f))
         {
-            return Err(format!("has feature {unwanted}"));
+            return Err(Mismatch::HasFeature(unwanted.clone()));
         }
         Ok(())
     }
@@ -169,7 +192,7 @@ impl fmt::Display for Criteria {
             ("interface", &self.interface),
             ("arch", &self.architecture),
             ("machine", &self.machine),
-            ("mode", &self.mode),
+            ("mode", &self.mode.map(|m| m.as_str().to_string())),
             ("format", &self.format),
         ];
         for (key, value) in fields {
@@ -191,6 +214,73 @@ impl fmt::Display for Criteria {
     }
 }
 
+/// A flash mapping's mode, as descriptors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlashMode {
+    /// Code and varstore template in separate images (a per-VM varstore).
+    Split,
+    /// One image holding both: the VM's copy is its varstore.
+    Combined,
+    /// One read-only image: variables do not persist.
+    Stateless,
+}
+
+impl FlashMode {
+    /// The name descriptors use (`split`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Combined => "combined",
+            Self::Stateless => "stateless",
+        }
+    }
+}
+
+impl fmt::Display for FlashMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a descriptor does not fit [`Criteria`]: the first requirement it fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// It lacks the interface asked for.
+    #[error("no {0} interface")]
+    Interface(String),
+    /// No target of this architecture.
+    #[error("not for {0}")]
+    Architecture(String),
+    /// No machine glob of its (matching) targets matches the machine type.
+    #[error("not for machine {0}")]
+    Machine(String),
+    /// A mode or format was asked for and its mapping is not a flash (its summary).
+    #[error("{0} mapping, not flash")]
+    NotFlash(String),
+    /// Another flash mode.
+    #[error("flash mode {found}, not {wanted}")]
+    Mode {
+        /// Its mode.
+        found: String,
+        /// The mode asked for.
+        wanted: FlashMode,
+    },
+    /// An image in another format.
+    #[error("{found} images, not {wanted}")]
+    Format {
+        /// The format of its first image in another format.
+        found: String,
+        /// The format asked for.
+        wanted: String,
+    },
+    /// It lacks a required feature.
+    #[error("lacks feature {0}")]
+    LacksFeature(String),
+    /// It has a feature asked to be absent.
+    #[error("has feature {0}")]
+    HasFeature(String),
+}
+
 /// Firmware selection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FirmwareError {
@@ -206,7 +296,7 @@ pub enum FirmwareError {
         /// The directories searched.
         dirs: Vec<PathBuf>,
         /// Every descriptor with the reason it was passed over.
-        rejected: Vec<(String, String)>,
+        rejected: Vec<(String, Mismatch)>,
     },
     /// `--firmware NAME` names no descriptor.
     #[error("no firmware descriptor named {name:?} in {}", display_dirs(dirs))]
@@ -261,7 +351,7 @@ fn display_dirs(dirs: &[PathBuf]) -> String {
     }
 }
 
-fn display_rejected(rejected: &[(String, String)]) -> String {
+fn display_rejected(rejected: &[(String, Mismatch)]) -> String {
     if rejected.is_empty() {
         "; there are no descriptors".into()
     } else {

@@ -93,6 +93,7 @@ pub fn apply_targets(
                         file: t.file.clone(),
                         status: *status,
                         detail: detail.clone(),
+                        error: None,
                     };
                     on_done(&r);
                     r

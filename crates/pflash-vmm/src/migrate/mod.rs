@@ -114,6 +114,9 @@ pub enum MigrateError {
     /// The VM section is malformed.
     #[error("VM section: {0}")]
     Section(String),
+    /// The vCPU state cannot be encoded, or a received one decoded.
+    #[error("VM section: vCPU state: {0}")]
+    VcpuState(#[source] serde_json::Error),
     /// The peer refused.
     #[error("the destination refused the VM state: {0}")]
     Refused(String),

@@ -109,7 +109,7 @@ pub fn encode_section(section: &VmSection) -> Result<Vec<u8>, MigrateError> {
         exits: s.exits,
         paused_at_unix_nanos: unix_nanos(section.paused_at),
     };
-    let json = serde_json::to_vec(&state).map_err(|e| MigrateError::Section(e.to_string()))?;
+    let json = serde_json::to_vec(&state).map_err(MigrateError::VcpuState)?;
     let mut body = Vec::with_capacity(json.len() + s.code.len() + (1 << 20));
     body.extend_from_slice(&(json.len() as u32).to_le_bytes());
     body.extend_from_slice(&json);
@@ -170,7 +170,8 @@ impl<'a> Body<'a> {
 /// # Errors
 ///
 /// [`MigrateError::Section`] for a foreign, newer, corrupt or truncated section or a RAM
-/// size other than this VMM's; [`MigrateError::Io`].
+/// size other than this VMM's; [`MigrateError::VcpuState`] for a vCPU state that is not
+/// this VMM's JSON; [`MigrateError::Io`].
 pub fn read_section(mut r: impl Read) -> Result<(VmSection, u64), MigrateError> {
     let mut header = [0u8; VM_HEADER_LEN];
     r.read_exact(&mut header)
@@ -221,7 +222,7 @@ pub fn read_section(mut r: impl Read) -> Result<(VmSection, u64), MigrateError> 
     let json_len = b.take(4, "the JSON length")?;
     let json_len = u32::from_le_bytes(json_len.try_into().unwrap_or_default());
     let state: VcpuState = serde_json::from_slice(b.take(json_len.into(), "the vCPU state")?)
-        .map_err(|e| MigrateError::Section(format!("vCPU state: {e}")))?;
+        .map_err(MigrateError::VcpuState)?;
     let ram_len = b.u64("the RAM size")?;
     if ram_len != RAM_SIZE {
         return Err(MigrateError::Section(format!(
