@@ -36,25 +36,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Kills per (workload, writer) case: four cases, 24 kills.
 const KILLS_PER_CASE: usize = 6;
 
-/// `true` if the test can use KVM; panics saying why not, unless opted out.
-fn kvm_available() -> bool {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm");
-    match opened {
-        Ok(_) => true,
-        Err(e) if std::env::var("NVRAM_TESTS_WITHOUT_KVM").as_deref() == Ok("1") => {
-            eprintln!("NOT RUN: /dev/kvm cannot be opened ({e}) and NVRAM_TESTS_WITHOUT_KVM=1");
-            false
-        }
-        Err(e) => panic!(
-            "/dev/kvm cannot be opened ({e}): these tests run guests under KVM; \
-             set NVRAM_TESTS_WITHOUT_KVM=1 to skip them explicitly"
-        ),
-    }
-}
-
 /// A hash of a whole image that a one-range change updates in time proportional to the
 /// range: the wrapping sum of a 64-bit mix of every (offset, byte) pair.
 fn byte_term(offset: usize, byte: u8) -> u64 {
@@ -294,7 +275,7 @@ fn seed() -> u64 {
 
 #[test]
 fn sigkill_of_the_vmm_leaves_the_varstore_at_a_prefix_of_the_completed_operations() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let seed = seed();

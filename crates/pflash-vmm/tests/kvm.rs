@@ -16,25 +16,6 @@ const VMM: &str = env!("CARGO_BIN_EXE_pflash-vmm");
 /// Generous: the boot workload takes a few seconds in either VMM.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
-/// `true` if the test can use KVM; panics saying why not, unless opted out.
-fn kvm_available() -> bool {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm");
-    match opened {
-        Ok(_) => true,
-        Err(e) if std::env::var("NVRAM_TESTS_WITHOUT_KVM").as_deref() == Ok("1") => {
-            eprintln!("NOT RUN: /dev/kvm cannot be opened ({e}) and NVRAM_TESTS_WITHOUT_KVM=1");
-            false
-        }
-        Err(e) => panic!(
-            "/dev/kvm cannot be opened ({e}): these tests run guests under KVM; \
-             set NVRAM_TESTS_WITHOUT_KVM=1 to skip them explicitly"
-        ),
-    }
-}
-
 fn vmm(args: &[&str]) -> std::process::Output {
     let output = Command::new(VMM)
         .args(args)
@@ -192,7 +173,7 @@ fn assert_same_file(a: &Path, b: &Path) {
 
 #[test]
 fn boot_workload_under_the_vmm_ends_at_qemus_after_image_without_array_mode_exits() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -231,7 +212,7 @@ fn boot_workload_under_the_vmm_ends_at_qemus_after_image_without_array_mode_exit
 
 #[test]
 fn boot_workload_under_qemu_ends_at_the_same_after_image() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +228,7 @@ fn boot_workload_under_qemu_ends_at_the_same_after_image() {
 
 #[test]
 fn random_workloads_end_byte_identical_under_the_vmm_and_qemu() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +256,7 @@ fn random_workloads_end_byte_identical_under_the_vmm_and_qemu() {
 
 #[test]
 fn a_flipped_byte_in_the_varstore_is_reported_by_the_guest() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -315,7 +296,7 @@ fn a_flipped_byte_in_the_varstore_is_reported_by_the_guest() {
 
 #[test]
 fn a_varstore_of_another_size_fails_the_guests_cfi_probe() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -406,7 +387,7 @@ fn boot_with_pauses(
 fn boot_workload_resumed_in_new_vms_after_flash_accesses_ends_as_an_uninterrupted_run() {
     use rand::{Rng, SeedableRng};
 
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

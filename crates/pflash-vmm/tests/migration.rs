@@ -23,25 +23,6 @@ const TIMEOUT_SECS: &str = "120";
 /// defaults), plus slack: the next hop's start must come after the previous pause.
 const PRECOPY_WINDOW: u64 = 200;
 
-/// `true` if the test can use KVM; panics saying why not, unless opted out.
-fn kvm_available() -> bool {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm");
-    match opened {
-        Ok(_) => true,
-        Err(e) if std::env::var("NVRAM_TESTS_WITHOUT_KVM").as_deref() == Ok("1") => {
-            eprintln!("NOT RUN: /dev/kvm cannot be opened ({e}) and NVRAM_TESTS_WITHOUT_KVM=1");
-            false
-        }
-        Err(e) => panic!(
-            "/dev/kvm cannot be opened ({e}): these tests run guests under KVM; \
-             set NVRAM_TESTS_WITHOUT_KVM=1 to skip them explicitly"
-        ),
-    }
-}
-
 fn vmm_ok(args: &[&str]) {
     let out = Command::new(VMM)
         .args(args)
@@ -301,7 +282,7 @@ fn accesses(report: &Value) -> u64 {
 
 #[test]
 fn boot_workload_migrated_at_ten_random_points_ends_at_the_after_image() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +327,7 @@ fn boot_workload_migrated_at_ten_random_points_ends_at_the_after_image() {
 
 #[test]
 fn random_workload_migrated_over_unix_and_tcp_ends_like_an_unmigrated_run() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -384,7 +365,7 @@ fn random_workload_migrated_over_unix_and_tcp_ends_like_an_unmigrated_run() {
 
 #[test]
 fn a_wrong_sized_destination_is_refused_and_the_source_guest_finishes() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -426,7 +407,7 @@ fn a_wrong_sized_destination_is_refused_and_the_source_guest_finishes() {
 /// pass the checks the other tests rely on.
 #[test]
 fn a_corrupted_start_image_is_caught_after_migrating() {
-    if !kvm_available() {
+    if !testkit::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -176,6 +176,27 @@ pub fn unpacked_debian_file(path: &str) -> PathBuf {
     path
 }
 
+/// `true` if the test can use KVM (`/dev/kvm` opens read-write); panics saying why not,
+/// unless the run opts out explicitly with `NVRAM_TESTS_WITHOUT_KVM=1` (then it prints
+/// `NOT RUN` and returns `false`).
+pub fn kvm_available() -> bool {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    match opened {
+        Ok(_) => true,
+        Err(e) if std::env::var("NVRAM_TESTS_WITHOUT_KVM").as_deref() == Ok("1") => {
+            eprintln!("NOT RUN: /dev/kvm cannot be opened ({e}) and NVRAM_TESTS_WITHOUT_KVM=1");
+            false
+        }
+        Err(e) => panic!(
+            "/dev/kvm cannot be opened ({e}): these tests run guests under KVM; \
+             set NVRAM_TESTS_WITHOUT_KVM=1 to skip them explicitly"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
