@@ -352,6 +352,13 @@ impl BackgroundStorage {
         }
     }
 
+    /// Whether the writer is parked: asleep until a wake-up, not polling for work. A VMM can
+    /// look before deciding when to [`kick`](Self::kick); tests wait for it instead of sleeping
+    /// for a fixed time.
+    pub fn is_parked(&self) -> bool {
+        self.shared.lock().parked
+    }
+
     /// Bytes recorded and not yet taken by the writer.
     pub fn backlog_bytes(&self) -> usize {
         self.shared.lock().bytes()

@@ -136,10 +136,21 @@ fn a_writer_that_never_parks_is_never_woken_by_the_handler() {
         ..BackgroundOptions::default()
     };
     let mut dev = device(&path, eager);
-    std::thread::sleep(Duration::from_millis(20));
+    wait_until_parked(dev.storage());
     program(&mut dev, 0x3000, &[1, 2, 3]);
     let (_, storage, _) = dev.into_parts();
     assert!(storage.stats().wakeups >= 1);
+}
+
+/// Waits (up to 10 s, for a loaded machine) until the writer thread has parked.
+fn wait_until_parked(storage: &BackgroundStorage) {
+    for _ in 0..1000 {
+        if storage.is_parked() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the writer did not park within 10 s");
 }
 
 #[test]
@@ -154,7 +165,7 @@ fn with_wake_by_caller_the_handler_never_wakes_the_writer_and_kick_does() {
     };
     let mut dev = device(&path, options);
     // Idle from the start, the writer parks at once.
-    std::thread::sleep(Duration::from_millis(20));
+    wait_until_parked(dev.storage());
     dev.storage().kick();
     assert_eq!(dev.storage().stats().kicks, 0, "nothing to do: no wake-up");
     for i in 0..300u64 {
@@ -181,7 +192,7 @@ fn with_wake_by_caller_the_handler_never_wakes_the_writer_and_kick_does() {
         ..options
     };
     let mut dev = device(&path, tight);
-    std::thread::sleep(Duration::from_millis(20));
+    wait_until_parked(dev.storage());
     for i in 0..200u64 {
         program(&mut dev, 0x2000 + i * 64, &[i as u8]);
     }
