@@ -19,7 +19,8 @@
 use base64ct::Encoding;
 use varstore::decode::DecodeError;
 use varstore::secureboot::{
-    certificate_not_before, check_signature_lists, efi_time, split_auth2, EntryError, SignatureDb,
+    certificate_not_before, check_signature_lists, efi_time_of, split_auth2, EntryError,
+    SignatureDb,
 };
 use varstore::EfiTime;
 
@@ -66,14 +67,7 @@ pub mod distro_certs {
 /// ([`initial_time`](varstore::secureboot::initial_time)), which every later time overrides.
 pub fn now() -> EfiTime {
     match x509_cert::der::DateTime::from_system_time(std::time::SystemTime::now()) {
-        Ok(t) => efi_time(
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minutes(),
-            t.seconds(),
-        ),
+        Ok(t) => efi_time_of(&t),
         Err(_) => varstore::secureboot::initial_time(),
     }
 }
@@ -257,7 +251,7 @@ fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use varstore::secureboot::{certificate_subject, dummy_dbx, CERT_TYPE_PKCS7};
+    use varstore::secureboot::{certificate_subject, dummy_dbx, efi_time, CERT_TYPE_PKCS7};
 
     /// A PEM block of `der` with its base64 wrapped at `width` columns.
     fn pem(der: &[u8], width: usize) -> String {

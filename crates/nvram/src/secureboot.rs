@@ -7,7 +7,7 @@
 //! [`add`] merges certificates or hashes into KEK, db or dbx without dropping or duplicating
 //! entries. [`status`] reports the mode and the databases, including which of Microsoft's
 //! 2011 and 2023 certificates are enrolled. All three work on a [`varstore::edit::Editor`] or
-//! a [`Varstore`], so they serve one file ([`crate::edit::edit_file`]) or many alike.
+//! a [`Varstore`](varstore::Varstore), so they serve one file ([`crate::edit::edit_file`]) or many alike.
 //!
 //! Both editing functions are all-or-nothing: on error the editor is left as it was.
 //!
@@ -28,11 +28,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bundles;
 mod entries;
 mod generated;
 mod profile;
 mod sign;
+mod status;
 
+pub use bundles::{DbxArch, KnownCertificate, Microsoft, MICROSOFT_CERTIFICATES};
 pub use entries::{
     certificate_file_name, entry_hashes, extract_certificates, parse_sha256, EntryHash,
     ExtractError, ExtractedCertificate, HashError, SIGNATURE_DB_NAMES,
@@ -49,18 +52,18 @@ pub use sign::{
     dmpstore_record, export_auth, pkcs7_detached, sign_update, sign_variable, signed_bytes,
     unsigned_update, SignError, UpdateMode, UpdateSigner, APPEND_WRITE,
 };
+pub use status::{status, DatabaseStatus, EntryStatus, MicrosoftStatus, Status};
 
-use crate::certs::{bundled, now, read_signature_input, InputError, SignatureInput};
+use crate::certs::{now, read_signature_input, InputError, SignatureInput};
 use serde::Serialize;
 use std::path::Path;
-use varstore::decode::describe_signature;
 use varstore::edit::{Change, EditError, Editor, Strategy};
 use varstore::guid::{self, Guid};
 use varstore::secureboot::{
-    certificate_subject, dummy_dbx, initial_time, later, SignatureDb, CUSTOM_MODE_GUID,
-    OVMF_ENROLL_DEFAULT_KEYS, SECURE_BOOT_ENABLE_GUID,
+    dummy_dbx, initial_time, later, SignatureDb, CUSTOM_MODE_GUID, OVMF_ENROLL_DEFAULT_KEYS,
+    SECURE_BOOT_ENABLE_GUID,
 };
-use varstore::{Attributes, EfiTime, Varstore};
+use varstore::{Attributes, EfiTime};
 
 /// Attributes of PK, KEK, db, dbx: NV+BS+RT+AT.
 pub const AUTHENTICATED: Attributes = Attributes(0x27);
@@ -128,133 +131,6 @@ impl Database {
             Self::Db | Self::Dbx => guid::IMAGE_SECURITY_DATABASE,
             Self::Mok => guid::SHIM_LOCK,
         }
-    }
-}
-
-/// Which generation of Microsoft's certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Microsoft {
-    /// KEK CA 2011; Windows Production PCA 2011 and UEFI CA 2011 in db.
-    Y2011,
-    /// KEK 2K CA 2023; Windows UEFI CA 2023, Microsoft UEFI CA 2023 and Option ROM UEFI CA
-    /// 2023 in db.
-    Y2023,
-    /// Both.
-    All,
-}
-
-/// A Microsoft certificate nvram knows (from virtfw-libefi's bundle).
-#[derive(Debug, Clone, Copy)]
-pub struct KnownCertificate {
-    /// Its subject CN.
-    pub name: &'static str,
-    /// The database it belongs in.
-    pub database: Database,
-    /// 2011 or 2023.
-    pub year: u16,
-    /// DER.
-    pub der: &'static [u8],
-}
-
-/// Microsoft's KEK and db certificates, in the order virt-firmware enrols them.
-pub const MICROSOFT_CERTIFICATES: [KnownCertificate; 7] = [
-    KnownCertificate {
-        name: "Microsoft Corporation KEK CA 2011",
-        database: Database::Kek,
-        year: 2011,
-        der: bundled::MICROSOFT_KEK_2011,
-    },
-    KnownCertificate {
-        name: "Microsoft Corporation KEK 2K CA 2023",
-        database: Database::Kek,
-        year: 2023,
-        der: bundled::MICROSOFT_KEK_2023,
-    },
-    KnownCertificate {
-        name: "Microsoft Windows Production PCA 2011",
-        database: Database::Db,
-        year: 2011,
-        der: bundled::MICROSOFT_DB_WINDOWS_2011,
-    },
-    KnownCertificate {
-        name: "Windows UEFI CA 2023",
-        database: Database::Db,
-        year: 2023,
-        der: bundled::MICROSOFT_DB_WINDOWS_2023,
-    },
-    KnownCertificate {
-        name: "Microsoft Corporation UEFI CA 2011",
-        database: Database::Db,
-        year: 2011,
-        der: bundled::MICROSOFT_DB_UEFI_2011,
-    },
-    KnownCertificate {
-        name: "Microsoft UEFI CA 2023",
-        database: Database::Db,
-        year: 2023,
-        der: bundled::MICROSOFT_DB_UEFI_2023,
-    },
-    KnownCertificate {
-        name: "Microsoft Option ROM UEFI CA 2023",
-        database: Database::Db,
-        year: 2023,
-        der: bundled::MICROSOFT_DB_UEFI_ROM_2023,
-    },
-];
-
-/// The CPU architecture a dbx update is for: Microsoft publishes one revocation list per
-/// architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbxArch {
-    /// x86_64 (OVMF).
-    X64,
-    /// aarch64 (AAVMF / ArmVirtQemu).
-    Aa64,
-}
-
-impl DbxArch {
-    /// The architecture of the firmware a built-in layout belongs to (`aavmf` is aarch64,
-    /// the OVMF layouts x86_64), or `None` for an architecture Microsoft publishes no dbx
-    /// update for (riscv64, loongarch64).
-    pub fn of_layout(layout: &varstore::Layout) -> Option<Self> {
-        match layout.arch {
-            "x86_64" => Some(Self::X64),
-            "aarch64" => Some(Self::Aa64),
-            _ => None,
-        }
-    }
-}
-
-impl Microsoft {
-    /// Microsoft's signed dbx updates (`EFI_VARIABLE_AUTHENTICATION_2` + signature lists) for
-    /// `arch`, from virtfw-libefi's bundle: the one signed with the 2011 KEK, the one signed
-    /// with the 2023 KEK, or both.
-    pub fn dbx_updates(self, arch: DbxArch) -> Vec<&'static [u8]> {
-        use crate::certs::microsoft_dbx as dbx;
-        let (y2011, y2023) = match arch {
-            DbxArch::X64 => (dbx::DBX_2011_X86_64, dbx::DBX_2023_X86_64),
-            DbxArch::Aa64 => (dbx::DBX_2011_AARCH64, dbx::DBX_2023_AARCH64),
-        };
-        match self {
-            Self::Y2011 => vec![y2011],
-            Self::Y2023 => vec![y2023],
-            Self::All => vec![y2011, y2023],
-        }
-    }
-
-    /// Its certificates for `database`.
-    pub fn certificates(
-        self,
-        database: Database,
-    ) -> impl Iterator<Item = &'static KnownCertificate> {
-        MICROSOFT_CERTIFICATES.iter().filter(move |c| {
-            c.database == database
-                && match self {
-                    Self::Y2011 => c.year == 2011,
-                    Self::Y2023 => c.year == 2023,
-                    Self::All => true,
-                }
-        })
     }
 }
 
@@ -828,134 +704,4 @@ pub fn add(
     let change = write_db(&mut work, database, &db, time, added, strategy)?;
     *editor = work;
     Ok(change)
-}
-
-/// One entry of a database, for display.
-#[derive(Debug, Clone, Serialize)]
-pub struct EntryStatus {
-    /// Signature type GUID.
-    pub signature_type: String,
-    /// Owner GUID.
-    pub owner: String,
-    /// Certificate subject or hash.
-    pub description: String,
-}
-
-/// One database in [`Status`].
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabaseStatus {
-    /// Variable name.
-    pub name: &'static str,
-    /// Whether the variable exists.
-    pub present: bool,
-    /// Its attributes.
-    pub attributes: Option<u32>,
-    /// Its timestamp.
-    pub time: Option<String>,
-    /// The data is not a valid signature database.
-    pub malformed: bool,
-    /// Its entries.
-    pub entries: Vec<EntryStatus>,
-}
-
-/// Whether one of Microsoft's certificates is enrolled.
-#[derive(Debug, Clone, Serialize)]
-pub struct MicrosoftStatus {
-    /// Subject CN.
-    pub name: &'static str,
-    /// KEK or db.
-    pub database: Database,
-    /// 2011 or 2023.
-    pub year: u16,
-    /// Enrolled.
-    pub present: bool,
-}
-
-/// The Secure Boot state of a store, as the firmware will see it at the next boot.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// No PK: the firmware starts in setup mode and runs anything.
-    pub setup_mode: bool,
-    /// The stored `SecureBootEnable` value.
-    pub secure_boot_enable: Option<u8>,
-    /// The stored `CustomMode` value (the firmware resets it to 0 at boot).
-    pub custom_mode: Option<u8>,
-    /// PK present and `SecureBootEnable` not 0 (the firmware creates it as 1 if missing).
-    pub secure_boot_at_next_boot: bool,
-    /// PK, KEK, db, dbx.
-    pub databases: Vec<DatabaseStatus>,
-    /// Microsoft's 2011 and 2023 certificates.
-    pub microsoft: Vec<MicrosoftStatus>,
-    /// KEK 2K CA 2023, Windows UEFI CA 2023 and Microsoft UEFI CA 2023 are all enrolled.
-    pub microsoft_2023_ready: bool,
-}
-
-/// Reports the Secure Boot state of `store`.
-pub fn status(store: &Varstore<'_>) -> Status {
-    let live = store.live_variables();
-    let find = |name: &str, guid: Guid| live.iter().find(|v| v.guid == guid && v.name() == name);
-    let mut databases = Vec::new();
-    let mut parsed: Vec<(Database, SignatureDb)> = Vec::new();
-    for database in Database::ALL {
-        let record = find(database.name(), database.guid());
-        let db = record.and_then(|r| SignatureDb::parse(r.data).ok());
-        let entries = db
-            .iter()
-            .flat_map(|db| db.lists.iter())
-            .flat_map(|l| {
-                l.entries.iter().map(move |(owner, data)| EntryStatus {
-                    signature_type: guid::name_of(l.signature_type)
-                        .map_or_else(|| l.signature_type.to_string(), str::to_string),
-                    owner: guid::to_text(*owner),
-                    description: if l.signature_type == guid::CERT_X509 {
-                        certificate_subject(data)
-                            .unwrap_or_else(|| "(unparsable certificate)".into())
-                    } else {
-                        describe_signature(l.signature_type, data)
-                    },
-                })
-            })
-            .collect();
-        databases.push(DatabaseStatus {
-            name: database.name(),
-            present: record.is_some(),
-            attributes: record.map(|r| r.attributes.0),
-            time: record.and_then(|r| r.time()).map(|t| t.to_string()),
-            malformed: record.is_some() && db.is_none(),
-            entries,
-        });
-        if let Some(db) = db {
-            parsed.push((database, db));
-        }
-    }
-    let byte = |name: &str, guid: Guid| find(name, guid).and_then(|r| r.data.first().copied());
-    let secure_boot_enable = byte("SecureBootEnable", SECURE_BOOT_ENABLE_GUID);
-    let setup_mode = find("PK", guid::EFI_GLOBAL_VARIABLE).is_none();
-    let microsoft: Vec<MicrosoftStatus> = MICROSOFT_CERTIFICATES
-        .iter()
-        .map(|c| MicrosoftStatus {
-            name: c.name,
-            database: c.database,
-            year: c.year,
-            present: parsed
-                .iter()
-                .any(|(d, db)| *d == c.database && db.contains_x509(c.der)),
-        })
-        .collect();
-    let ready = [
-        "Microsoft Corporation KEK 2K CA 2023",
-        "Windows UEFI CA 2023",
-        "Microsoft UEFI CA 2023",
-    ]
-    .iter()
-    .all(|n| microsoft.iter().any(|m| m.name == *n && m.present));
-    Status {
-        setup_mode,
-        secure_boot_enable,
-        custom_mode: byte("CustomMode", CUSTOM_MODE_GUID),
-        secure_boot_at_next_boot: !setup_mode && secure_boot_enable != Some(0),
-        databases,
-        microsoft,
-        microsoft_2023_ready: ready,
-    }
 }

@@ -192,13 +192,9 @@ impl<R: Read, W: Write> Outgoing<R, W> {
         &mut self,
         dev: &mut Pflash<M, DirtyTracking<S>, E>,
     ) -> Result<RoundStats, MigrationError> {
-        let started = Instant::now();
-        let round = self.rounds.len() as u32 + 1;
+        let (started, mut stats) = self.open_round();
+        let round = stats.round;
         let runs = dev.storage_mut().take_dirty();
-        let mut stats = RoundStats {
-            round,
-            ..RoundStats::default()
-        };
         let chunk = self.chunk;
         self.send(|out| {
             send_runs(out, dev.memory(), chunk, round, &runs, &mut stats)?;
@@ -209,8 +205,7 @@ impl<R: Read, W: Write> Outgoing<R, W> {
             stats.wire_bytes += out.record(KIND_ROUND_END, &[&p])?;
             out.flush()
         })?;
-        stats.elapsed = started.elapsed();
-        self.rounds.push(stats);
+        self.close_round(&mut stats, started);
         Ok(stats)
     }
 
@@ -227,13 +222,9 @@ impl<R: Read, W: Write> Outgoing<R, W> {
         mut self,
         dev: &mut Pflash<M, DirtyTracking<S>, E>,
     ) -> Result<TransferStats, MigrationError> {
-        let started = Instant::now();
-        let round = self.rounds.len() as u32 + 1;
+        let (started, mut stats) = self.open_round();
+        let round = stats.round;
         let runs = dev.storage_mut().take_dirty();
-        let mut stats = RoundStats {
-            round,
-            ..RoundStats::default()
-        };
         let chunk = self.chunk;
         let state = encode_state(&dev.state());
         let sent = self.send(|out| {
@@ -252,8 +243,7 @@ impl<R: Read, W: Write> Outgoing<R, W> {
             }
         }
         result?;
-        stats.elapsed = started.elapsed();
-        self.rounds.push(stats);
+        self.close_round(&mut stats, started);
         Ok(TransferStats {
             rounds: round,
             chunks: self.rounds.iter().map(|r| r.chunks).sum(),
@@ -271,6 +261,21 @@ impl<R: Read, W: Write> Outgoing<R, W> {
     /// Bytes sent so far.
     pub fn bytes_sent(&self) -> u64 {
         self.out.offset
+    }
+
+    /// The start time and the (still empty) statistics of the next round, numbered from 1.
+    fn open_round(&self) -> (Instant, RoundStats) {
+        let stats = RoundStats {
+            round: self.rounds.len() as u32 + 1,
+            ..RoundStats::default()
+        };
+        (Instant::now(), stats)
+    }
+
+    /// Records a sent round with its duration, the only place rounds are counted.
+    fn close_round(&mut self, stats: &mut RoundStats, started: Instant) {
+        stats.elapsed = started.elapsed();
+        self.rounds.push(*stats);
     }
 
     /// Runs `f` on the stream; a write error caused by the destination going away is

@@ -57,31 +57,12 @@ enum Command {
         /// The varstore file, written in place as the guest programs and erases it.
         #[arg(long)]
         vars: PathBuf,
-        /// The QEMU release whose flash behaviour to reproduce.
-        #[arg(long, default_value = "qemu-10.0")]
-        compat: Compat,
-        /// Who writes the varstore file: a writer thread (no system call in the MMIO
-        /// handler) or the vCPU thread at each flush point.
-        #[arg(long, value_enum, default_value_t = WriterArg::Background)]
-        writer: WriterArg,
-        /// When the varstore file is synced to disk.
-        #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
-        durability: DurabilityArg,
-        /// Where the guest's COM1 output goes (default: standard error).
-        #[arg(long)]
-        serial: Option<PathBuf>,
-        /// Print the result and the exits by kind as JSON on standard output.
-        #[arg(long)]
-        json: bool,
-        /// Give up (exit status 2) if the guest has not finished after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
         /// Print `flash accesses: K` on standard error after every N flash accesses, for a
         /// test or a script that acts at a point of the guest's run (such as a SIGKILL).
         #[arg(long, value_name = "N")]
         progress_every: Option<u64>,
         #[command(flatten)]
-        migrate: MigrateArgs,
+        vm: VmArgs,
     },
     /// Receives a migrating VM on `--listen`, commits its varstore to `--vars` once the
     /// whole state arrived and the source released its own, and runs it to the end (exit
@@ -95,28 +76,39 @@ enum Command {
         /// The varstore file this VM will use, written only at the commit point.
         #[arg(long)]
         vars: PathBuf,
-        /// The QEMU release whose flash behaviour to reproduce (the source's must match).
-        #[arg(long, default_value = "qemu-10.0")]
-        compat: Compat,
-        /// Who writes the varstore file after the commit.
-        #[arg(long, value_enum, default_value_t = WriterArg::Background)]
-        writer: WriterArg,
-        /// When the varstore file is synced to disk after the commit.
-        #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
-        durability: DurabilityArg,
-        /// Where the guest's COM1 output goes (default: standard error).
-        #[arg(long)]
-        serial: Option<PathBuf>,
-        /// Print the result, the exits and the transfer as JSON on standard output.
-        #[arg(long)]
-        json: bool,
-        /// Give up if no source connected, or the guest has not finished, after this many
-        /// seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
         #[command(flatten)]
-        migrate: MigrateArgs,
+        vm: VmArgs,
     },
+}
+
+/// How a VM runs, whether started here (`run`) or received (`incoming`, where the varstore
+/// options apply from the commit on).
+#[derive(clap::Args)]
+struct VmArgs {
+    /// The QEMU release whose flash behaviour to reproduce (an incoming VM's must match its
+    /// source's).
+    #[arg(long, default_value = "qemu-10.0")]
+    compat: Compat,
+    /// Who writes the varstore file: a writer thread (no system call in the MMIO handler)
+    /// or the vCPU thread at each flush point.
+    #[arg(long, value_enum, default_value_t = WriterArg::Background)]
+    writer: WriterArg,
+    /// When the varstore file is synced to disk.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::FlushPoints)]
+    durability: DurabilityArg,
+    /// Where the guest's COM1 output goes (default: standard error).
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    /// Print the result, the exits by kind (and for `incoming` the transfer) as JSON on
+    /// standard output.
+    #[arg(long)]
+    json: bool,
+    /// Give up if the guest has not finished (exit status 2), or for `incoming` no source
+    /// connected, after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    #[command(flatten)]
+    migrate: MigrateArgs,
 }
 
 /// Live migration of the running guest to another `pflash-vmm incoming`.
@@ -237,14 +229,13 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 /// exit status.
 fn drive(
     vm: Vm,
-    timeout: u64,
+    args: &VmArgs,
     progress_every: Option<u64>,
-    plan: Option<Plan>,
-    json: bool,
     incoming: Option<IncomingReport>,
 ) -> Result<u8, String> {
-    let timeout = Some(std::time::Duration::from_secs(timeout));
-    let (mut vm, outcome, migration) = match plan {
+    let json = args.json;
+    let timeout = Some(std::time::Duration::from_secs(args.timeout));
+    let (mut vm, outcome, migration) = match args.migrate.plan() {
         None => {
             let mut vm = vm;
             let outcome = vm
@@ -382,58 +373,28 @@ fn run_command(command: Command) -> Result<u8, String> {
         Command::Run {
             code,
             vars,
-            compat,
-            durability,
-            writer: writer_arg,
-            serial,
-            json,
-            timeout,
-            migrate,
             progress_every,
+            vm,
         } => {
             let image = std::fs::read(&code)
                 .map_err(|e| format!("{}: cannot read the code image: {e}", code.display()))?;
-            let flash = VarsFlash::open(&vars, compat, durability.into(), writer(writer_arg))
+            let flash = VarsFlash::open(&vars, vm.compat, vm.durability.into(), writer(vm.writer))
                 .map_err(|e| format!("vars flash: {e}"))?;
-            let vm = Vm::new(&image, flash, serial_sink(serial.as_deref())?)
+            let machine = Vm::new(&image, flash, serial_sink(vm.serial.as_deref())?)
                 .map_err(|e| e.to_string())?;
-            drive(vm, timeout, progress_every, migrate.plan(), json, None)
+            drive(machine, &vm, progress_every, None)
         }
-        Command::Incoming {
-            listen,
-            vars,
-            compat,
-            writer: writer_arg,
-            durability,
-            serial,
-            json,
-            timeout,
-            migrate,
-        } => {
-            let vm = incoming(
-                &listen,
-                &vars,
-                compat,
-                durability.into(),
-                writer(writer_arg),
-                serial.as_deref(),
-                timeout,
-            )?;
-            drive(vm.0, timeout, None, migrate.plan(), json, Some(vm.1))
+        Command::Incoming { listen, vars, vm } => {
+            let (machine, report) = incoming(&listen, &vars, &vm)?;
+            drive(machine, &vm, None, Some(report))
         }
     }
 }
 
 /// The destination's side up to the resume: see [`pflash_vmm::migrate`].
-fn incoming(
-    listen: &Address,
-    vars: &Path,
-    compat: Compat,
-    durability: Durability,
-    writer: Writer,
-    serial: Option<&Path>,
-    timeout: u64,
-) -> Result<(Vm, IncomingReport), String> {
+fn incoming(listen: &Address, vars: &Path, args: &VmArgs) -> Result<(Vm, IncomingReport), String> {
+    let (compat, timeout) = (args.compat, args.timeout);
+    let (durability, writer): (Durability, Writer) = (args.durability.into(), writer(args.writer));
     // Only the size: the file may be the source's own (shared storage), locked and in use
     // until the source releases it.
     let len = std::fs::metadata(vars)
@@ -461,7 +422,7 @@ fn incoming(
         ..Default::default()
     };
     let flash = VarsFlash::from_incoming(received).map_err(|e| format!("vars flash: {e}"))?;
-    let sink = serial_sink(serial)?;
+    let sink = serial_sink(args.serial.as_deref())?;
     let vm = migrate::receive_vm(
         &conn,
         &mut report,

@@ -52,7 +52,7 @@
 //! the next flush. [`BackgroundStorage::flush`] waits for the writer and returns a pending
 //! error itself (then the device does not see that one).
 
-use crate::file_storage::{FileStorage, StorageStats};
+use crate::file_storage::{check_change, FileStorage, StorageStats};
 use crate::storage::{Storage, StorageError};
 use std::io;
 use std::ops::Range;
@@ -428,28 +428,7 @@ impl BackgroundStorage {
 
     /// What the file backend would refuse, refused at once (the writer only sees bytes).
     fn check(&self, content: &[u8], range: &Range<usize>) -> Result<(), StorageError> {
-        if self.read_only {
-            return Err(self.error(
-                "cannot write",
-                io::Error::new(io::ErrorKind::PermissionDenied, "the flash is read-only"),
-            ));
-        }
-        if content.len() != self.len || range.start > range.end || range.end > self.len {
-            return Err(self.error(
-                "cannot record a change",
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "range {:#x}..{:#x} of {} content bytes does not fit the {}-byte file",
-                        range.start,
-                        range.end,
-                        content.len(),
-                        self.len
-                    ),
-                ),
-            ));
-        }
-        Ok(())
+        check_change(&self.path, self.read_only, self.len, content, range)
     }
 
     /// Hands a failure of the writer to the device, if there is one.

@@ -295,25 +295,7 @@ impl FileStorage {
     }
 
     fn check_writable(&self, content: &[u8], range: Range<usize>) -> Result<(), StorageError> {
-        if self.read_only {
-            return Err(self.error("cannot write")(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "the flash is read-only",
-            )));
-        }
-        if content.len() != self.len || range.start > range.end || range.end > self.len {
-            return Err(self.error("cannot record a change")(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "range {:#x}..{:#x} of {} content bytes does not fit the {}-byte file",
-                    range.start,
-                    range.end,
-                    content.len(),
-                    self.len
-                ),
-            )));
-        }
-        Ok(())
+        check_change(&self.path, self.read_only, self.len, content, &range)
     }
 
     /// Writes `data` at `offset`, looping on short writes.
@@ -466,4 +448,41 @@ impl FileStorage {
         }
         Ok(())
     }
+}
+
+/// Refuses a change to a read-only flash, or one whose content or range does not fit the
+/// `len`-byte file: shared by the direct file backend and the background writer, which must
+/// refuse exactly what the file backend would before the writer thread ever sees the bytes.
+pub(crate) fn check_change(
+    path: &Path,
+    read_only: bool,
+    len: usize,
+    content: &[u8],
+    range: &Range<usize>,
+) -> Result<(), StorageError> {
+    let error = |what: &str, source| StorageError {
+        context: format!("{}: {what}", path.display()),
+        source,
+    };
+    if read_only {
+        return Err(error(
+            "cannot write",
+            io::Error::new(io::ErrorKind::PermissionDenied, "the flash is read-only"),
+        ));
+    }
+    if content.len() != len || range.start > range.end || range.end > len {
+        return Err(error(
+            "cannot record a change",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "range {:#x}..{:#x} of {} content bytes does not fit the {len}-byte file",
+                    range.start,
+                    range.end,
+                    content.len(),
+                ),
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -260,15 +260,22 @@ pub fn later(a: EfiTime, b: EfiTime) -> EfiTime {
 /// The notBefore of a DER certificate, `None` if it does not parse.
 pub fn certificate_not_before(der: &[u8]) -> Option<EfiTime> {
     let cert = Certificate::from_der(der).ok()?;
-    let t = cert.tbs_certificate.validity.not_before.to_date_time();
-    Some(efi_time(
+    Some(efi_time_of(
+        &cert.tbs_certificate.validity.not_before.to_date_time(),
+    ))
+}
+
+/// A DER (x509-cert) calendar time as an `EFI_TIME`, seconds resolution: how certificate dates
+/// and the clock (read through the same calendar) become authenticated-variable timestamps.
+pub fn efi_time_of(t: &x509_cert::der::DateTime) -> EfiTime {
+    efi_time(
         t.year(),
         t.month(),
         t.day(),
         t.hour(),
         t.minutes(),
         t.seconds(),
-    ))
+    )
 }
 
 /// The subject's common name without `CN=` (or the whole subject) of a DER certificate.
