@@ -32,25 +32,7 @@ const ENROLLED: [&str; 7] = [
     "VendorKeysNv",
 ];
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn run(command: &mut Command) -> std::process::Output {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{env_or, run};
 
 /// The enrolment as a JSON variable list, taken from the Microsoft-enrolled OVMF store.
 fn enrolment_json(nvram: &Path, dir: &Path) -> (PathBuf, usize) {

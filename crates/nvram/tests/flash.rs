@@ -382,31 +382,6 @@ fn operations(initial: &[u8], trace: &[pflash_trace::TraceLine]) -> Vec<(usize, 
     dev.into_parts().1.ops
 }
 
-/// The number of operations after which the content equals `file`, if any: walks the
-/// operations keeping the count of bytes where the content differs from `file`.
-fn prefix_len(initial: &[u8], ops: &[(usize, Vec<u8>)], file: &[u8]) -> Option<usize> {
-    if file.len() != initial.len() {
-        return None;
-    }
-    let mut content = initial.to_vec();
-    let mut differing = content.iter().zip(file).filter(|(a, b)| a != b).count();
-    if differing == 0 {
-        return Some(0);
-    }
-    for (i, (offset, data)) in ops.iter().enumerate() {
-        for (j, &new) in data.iter().enumerate() {
-            let at = offset + j;
-            differing -= usize::from(content[at] != file[at]);
-            content[at] = new;
-            differing += usize::from(new != file[at]);
-        }
-        if differing == 0 {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
 
@@ -532,7 +507,7 @@ fn kill_replays(
             let _ = child.kill(); // SIGKILL; it may have finished already
             child.wait().unwrap();
             let file = fs::read(&image).unwrap();
-            let Some(n) = prefix_len(initial, &ops, &file) else {
+            let Some(n) = testkit::prefix_len(initial, &ops, &file) else {
                 panic!(
                     "kill {k} after {delay:?} (--writer {writer} --durability {durability}): {} is not the \
                      content after any prefix of the {} operations",

@@ -80,30 +80,6 @@ impl Storage for Recorder {
     }
 }
 
-/// The number of operations after which the content equals `file`, if any.
-fn prefix_len(initial: &[u8], ops: &[(usize, Vec<u8>)], file: &[u8]) -> Option<usize> {
-    if file.len() != initial.len() {
-        return None;
-    }
-    let mut content = initial.to_vec();
-    let mut differing = content.iter().zip(file).filter(|(a, b)| a != b).count();
-    if differing == 0 {
-        return Some(0);
-    }
-    for (i, (offset, data)) in ops.iter().enumerate() {
-        for (j, &new) in data.iter().enumerate() {
-            let at = offset + j;
-            differing -= usize::from(content[at] != file[at]);
-            content[at] = new;
-            differing += usize::from(new != file[at]);
-        }
-        if differing == 0 {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
 #[test]
 fn sigkill_leaves_the_background_writers_file_at_a_prefix() {
     let (before, after, trace) = boot();
@@ -152,7 +128,7 @@ fn sigkill_leaves_the_background_writers_file_at_a_prefix() {
         let _ = child.kill(); // SIGKILL; it may have finished already
         child.wait().unwrap();
         let file = std::fs::read(&image).unwrap();
-        let Some(n) = prefix_len(&before, &ops, &file) else {
+        let Some(n) = testkit::prefix_len(&before, &ops, &file) else {
             panic!(
                 "kill {k} after {delay:?}: the file is not the content after any prefix of the \
                  {} operations",

@@ -197,6 +197,33 @@ pub fn kvm_available() -> bool {
     }
 }
 
+/// The number of operations after which the content equals `file`, if any: the test of the
+/// prefix property (a file written by a killed writer equals the content after some prefix
+/// of the completed operations). `ops` are `(offset, bytes)` in completion order; walks them
+/// keeping the count of bytes where the content differs from `file`.
+pub fn prefix_len(initial: &[u8], ops: &[(usize, Vec<u8>)], file: &[u8]) -> Option<usize> {
+    if file.len() != initial.len() {
+        return None;
+    }
+    let mut content = initial.to_vec();
+    let mut differing = content.iter().zip(file).filter(|(a, b)| a != b).count();
+    if differing == 0 {
+        return Some(0);
+    }
+    for (i, (offset, data)) in ops.iter().enumerate() {
+        for (j, &new) in data.iter().enumerate() {
+            let at = offset + j;
+            differing -= usize::from(content[at] != file[at]);
+            content[at] = new;
+            differing += usize::from(new != file[at]);
+        }
+        if differing == 0 {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
